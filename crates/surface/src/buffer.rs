@@ -133,12 +133,10 @@ impl SharedBuffer {
     /// [`Error::Os`] when `fcntl(F_DUPFD_CLOEXEC)` fails (descriptor limit reached).
     #[cfg(unix)]
     pub fn try_clone_fd(&self) -> Result<OwnedFd> {
-        self.fd()
-            .try_clone_to_owned()
-            .map_err(|source| Error::Os {
-                op: "fcntl(F_DUPFD_CLOEXEC)",
-                source,
-            })
+        self.fd().try_clone_to_owned().map_err(|source| Error::Os {
+            op: "fcntl(F_DUPFD_CLOEXEC)",
+            source,
+        })
     }
 
     /// A new descriptor for the same shared memory *without* close-on-exec, so that a child
@@ -161,8 +159,9 @@ impl SharedBuffer {
     }
 
     /// A counter bumped each time a [`WriteGuard`] of this handle is released, which includes
-    /// every safe write ([`write_bytes`](Self::write_bytes), [`write_f16`](Self::write_f16),
-    /// [`copy_to`](Self::copy_to) into this buffer, [`fill_zero`](Self::fill_zero), ...). A
+    /// every successful safe write ([`write_bytes`](Self::write_bytes),
+    /// [`write_f16`](Self::write_f16), [`copy_to`](Self::copy_to) into this buffer,
+    /// [`fill_zero`](Self::fill_zero), ...); a write rejected with an error leaves it alone. A
     /// consumer that caches something derived from the contents (a packed weight panel)
     /// compares generations to know when to rebuild it. Writes through raw pointers
     /// ([`as_ptr`](Self::as_ptr)) or by other processes or other handles do not count.
@@ -233,7 +232,10 @@ impl SharedBuffer {
     ///
     /// [`Error::OutOfBounds`] when the range exceeds the size (including overflow).
     pub fn write_slice<T: Element>(&self, offset_elems: usize, src: &[T]) -> Result<()> {
-        self.lock_write().write_slice(offset_elems, src)
+        // Checked before locking, so a rejected write neither waits nor bumps the generation.
+        let offset = byte_range(offset_elems, src.len(), size_of::<T>(), self.len())?;
+        self.lock_write().inner.copy_in(offset, src);
+        Ok(())
     }
 
     /// Copies elements of any [`Element`] type out of the buffer, starting at element
@@ -243,7 +245,9 @@ impl SharedBuffer {
     ///
     /// [`Error::OutOfBounds`] when the range exceeds the size (including overflow).
     pub fn read_slice<T: Element>(&self, offset_elems: usize, dst: &mut [T]) -> Result<()> {
-        self.lock_read().read_slice(offset_elems, dst)
+        let offset = byte_range(offset_elems, dst.len(), size_of::<T>(), self.len())?;
+        self.map.read().copy_out(offset, dst);
+        Ok(())
     }
 
     /// Copies the whole buffer into `dst`, holding this buffer's lock shared and `dst`'s

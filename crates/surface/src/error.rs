@@ -9,7 +9,9 @@ use std::path::PathBuf;
 pub enum Error {
     /// A copy would reach outside the buffer. All three numbers are in bytes; a request whose
     /// own offset or length overflows `usize` reports `usize::MAX` for that field.
-    #[error("access out of bounds: {len} bytes at offset {offset} exceed the buffer's {size} bytes")]
+    #[error(
+        "access out of bounds: {len} bytes at offset {offset} exceed the buffer's {size} bytes"
+    )]
     OutOfBounds {
         /// Byte offset of the requested range.
         offset: usize,

@@ -15,6 +15,29 @@
 //!
 //! Nothing else: no kernels, no MIL, no memory-locking policy. This is a leaf crate.
 //!
+// `no_run`: the example is compiled, not linked, so it also builds under the ASan command of
+// style.md (f), which sets RUSTFLAGS but not RUSTDOCFLAGS. tests/buffer.rs runs the same calls.
+//! ```no_run
+//! # #[cfg(target_os = "linux")] {
+//! use half::f16;
+//! use milbridge_surface::SharedBuffer;
+//!
+//! let input = SharedBuffer::new(4 * size_of::<f16>())?;
+//! input.write_f16(0, &[f16::ONE, f16::from_f32(2.0)])?;
+//! assert_eq!(input.generation(), 1); // a consumer caching derived data can see the change
+//!
+//! let output = SharedBuffer::new(input.len())?;
+//! input.copy_to(&output)?;
+//! let mut back = [f16::ZERO; 2];
+//! output.read_f16(0, &mut back)?;
+//! assert_eq!(back[1].to_f32(), 2.0);
+//!
+//! // Past the end is an error, never a panic.
+//! assert!(output.write_f16(3, &[f16::ONE, f16::ONE]).is_err());
+//! # }
+//! # Ok::<(), milbridge_surface::Error>(())
+//! ```
+//!
 //! # Alignment guarantee
 //!
 //! The base address of every [`SharedBuffer`] is page-aligned, hence aligned to at least

@@ -66,11 +66,10 @@ impl Mapping {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let file = File::from(fd);
         // `usize` always fits in `u64` on the targets Linux supports.
-        file.set_len(len as u64)
-            .map_err(|source| Error::Os {
-                op: "ftruncate",
-                source,
-            })?;
+        file.set_len(len as u64).map_err(|source| Error::Os {
+            op: "ftruncate",
+            source,
+        })?;
         Self::map(file.into(), len)
     }
 
@@ -349,10 +348,16 @@ impl FileMapping {
             source,
         };
         let file = File::open(path).map_err(|source| file_error("open", source))?;
-        let size = file
+        let metadata = file
             .metadata()
-            .map_err(|source| file_error("fstat", source))?
-            .len();
+            .map_err(|source| file_error("fstat", source))?;
+        if !metadata.is_file() {
+            // A directory, device or pipe: its `st_size` says nothing about mappable bytes.
+            let source =
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
+            return Err(file_error("mmap", source));
+        }
+        let size = metadata.len();
         let len = usize::try_from(size).map_err(|_| Error::FileTooLarge { size })?;
         if len == 0 {
             return Ok(FileMapping { ptr: None, len: 0 });
