@@ -1,0 +1,603 @@
+//! The blocking driver shared by every microkernel: work split, packing, tile loop, edges.
+//!
+//! For a problem `m × n × k` (per batch entry) with a kernel `MR × NR`:
+//!
+//! 1. [`Plan`]: `kc` splits the padded k evenly into blocks of at most `K::KC`; C is cut into
+//!    work items of `mc × nc` (at most `K::MC × K::NC`), split further when there are fewer
+//!    items than threads and the product is big enough to be worth a dispatch.
+//! 2. When more than one item shares a row block (several column blocks), A is packed once,
+//!    in parallel, into a shared buffer of full-depth panels (phase A). Otherwise each item
+//!    packs its own A panels per `kc` block into per-thread scratch.
+//! 3. Each item (phase B), for each `kc` block: packs its B panels (unless B is a
+//!    [`PackedB`](crate::gemm::PackedB)), then runs the microkernel over its tiles, A panel outer (kept
+//!    in L1), B panels inner (kept in L2). A full tile of an f32, unit-column-stride C is
+//!    written in place; any other tile goes through an f32 scratch tile that is merged into C
+//!    (converted to f16, added for `accumulate`) after the last `kc` block.
+//!
+//! Scratch buffers are thread-local and only grow, so steady-state calls don't allocate.
+#![allow(
+    unsafe_code,
+    reason = "raw panel and tile pointers of the blocking driver"
+)]
+
+use std::cell::Cell;
+
+use half::f16;
+
+use super::kernels::{MicroKernel, PanelSrc};
+use super::{ElemPtr, MatMut, MatRef, OutPtr};
+use crate::convert;
+use crate::pool::Pool;
+
+/// Products below this many flops are not split to create parallelism.
+const PARALLEL_MIN_FLOPS: f64 = (1 << 21) as f64;
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+impl std::fmt::Debug for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Line")
+    }
+}
+
+/// A growable, 64-byte aligned byte buffer (packed panels, C scratch).
+#[derive(Default)]
+pub(crate) struct AlignedBuf {
+    lines: Vec<Line>,
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("bytes", &(self.lines.len() * 64))
+            .finish()
+    }
+}
+
+impl AlignedBuf {
+    /// Grows to at least `bytes` and returns the start, typed.
+    fn ensure<T>(&mut self, bytes: usize) -> *mut T {
+        let lines = bytes.div_ceil(64);
+        if self.lines.len() < lines {
+            self.lines.resize(lines, Line([0; 64]));
+        }
+        self.lines.as_mut_ptr().cast()
+    }
+
+    fn as_ptr<T>(&self) -> *const T {
+        self.lines.as_ptr().cast()
+    }
+}
+
+/// Where B comes from.
+pub(crate) enum BSource<'a> {
+    /// A strided view, packed per work item.
+    Raw {
+        /// The view of batch entry 0.
+        view: MatRef,
+        /// Elements between batch entries.
+        batch_stride: isize,
+    },
+    /// Panels packed by `PackedB`: panel `j` holds columns `j*NR..` for all `k_pad`.
+    Packed {
+        /// The panels.
+        data: &'a AlignedBuf,
+        /// Padded depth of each panel.
+        k_pad: usize,
+    },
+}
+
+/// A validated problem.
+pub(crate) struct Problem<'a> {
+    pub(crate) batch: usize,
+    pub(crate) a: MatRef,
+    pub(crate) a_batch_stride: isize,
+    pub(crate) b: BSource<'a>,
+    pub(crate) c: MatMut,
+    pub(crate) c_batch_stride: isize,
+    pub(crate) accumulate: bool,
+}
+
+#[derive(Default)]
+struct Scratch {
+    a: AlignedBuf,
+    b: AlignedBuf,
+    c: AlignedBuf,
+}
+
+thread_local! {
+    /// Per-thread packing and C scratch, taken for the duration of a work item.
+    static SCRATCH: Cell<Scratch> = Cell::new(Scratch::default());
+    /// The dispatching thread's shared packed-A buffer.
+    static SHARED_A: Cell<AlignedBuf> = Cell::new(AlignedBuf::default());
+}
+
+/// Blocking of one problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Plan {
+    m: usize,
+    n: usize,
+    k: usize,
+    k_pad: usize,
+    kc: usize,
+    n_kb: usize,
+    mc: usize,
+    nc: usize,
+    m_blocks: usize,
+    n_blocks: usize,
+    shared_a: bool,
+}
+
+fn plan<K: MicroKernel>(batch: usize, m: usize, n: usize, k: usize, threads: usize) -> Plan {
+    let k_pad = k.next_multiple_of(K::KU);
+    let n_kb = k_pad.div_ceil(K::KC).max(1);
+    let kc = k_pad.div_ceil(n_kb).next_multiple_of(K::KU);
+    let m_panels = m.div_ceil(K::MR);
+    let n_panels = n.div_ceil(K::NR);
+    let mut m_blocks = m_panels.div_ceil(K::MC / K::MR);
+    let mut n_blocks = n_panels.div_ceil(K::NC / K::NR);
+    let flops = 2.0 * m as f64 * n as f64 * k as f64 * batch as f64;
+    let items = batch * m_blocks * n_blocks;
+    if threads > 1 && flops >= PARALLEL_MIN_FLOPS && items < 4 * threads {
+        let goal = items.max(threads).next_multiple_of(threads);
+        while batch * m_blocks * n_blocks < goal {
+            let n_room = n_blocks < n_panels;
+            let m_room = m_blocks < m_panels;
+            if n_room && (!m_room || n_panels / n_blocks >= m_panels / m_blocks) {
+                n_blocks += 1;
+            } else if m_room {
+                m_blocks += 1;
+            } else {
+                break;
+            }
+        }
+    }
+    let mc = m_panels.div_ceil(m_blocks) * K::MR;
+    let nc = n_panels.div_ceil(n_blocks) * K::NR;
+    let m_blocks = m.div_ceil(mc);
+    let n_blocks = n.div_ceil(nc);
+    Plan {
+        m,
+        n,
+        k,
+        k_pad,
+        kc,
+        n_kb,
+        mc,
+        nc,
+        m_blocks,
+        n_blocks,
+        shared_a: n_blocks > 1,
+    }
+}
+
+/// Shared, read-only state of one `run`, handed to pool tasks.
+struct Ctx<'a, K: MicroKernel> {
+    problem: &'a Problem<'a>,
+    plan: Plan,
+    /// Phase A output (when `plan.shared_a`): `m_panels` panels of `MR × k_pad`.
+    shared_a: *mut K::Elem,
+}
+
+// SAFETY: a `Ctx` only carries the caller's views and a scratch pointer. Tasks write through
+// them only to disjoint regions (distinct A panels in phase A, distinct C tiles in phase B),
+// and `gemm`'s contract says nobody else touches those memories during the call.
+unsafe impl<K: MicroKernel> Sync for Ctx<'_, K> {}
+
+impl<K: MicroKernel> Ctx<'_, K> {
+    /// Phase A: packs A panel `panel_idx` of batch entry `batch_idx`, full depth.
+    ///
+    /// # Safety
+    /// As for [`run`]; `panel_idx` < `m.div_ceil(MR)`; `shared_a` sized for all panels.
+    unsafe fn pack_shared_panel(&self, batch_idx: usize, panel_idx: usize) {
+        let problem = self.problem;
+        let a = shift_ref(problem.a, batch_idx as isize * problem.a_batch_stride);
+        let row = panel_idx * K::MR;
+        let rows = K::MR.min(self.plan.m - row);
+        let panel_elems = K::MR * self.plan.k_pad;
+        // SAFETY: rows `row..row + rows` × k `0..k` are inside A; the destination panel is
+        // inside the shared buffer; each task writes its own panel.
+        unsafe {
+            K::pack_a(
+                a_panel_src(a, row, 0),
+                rows,
+                self.plan.k,
+                self.shared_a.add(panel_idx * panel_elems),
+            );
+        }
+    }
+}
+
+fn shift_ref(view: MatRef, elems: isize) -> MatRef {
+    let ptr = match view.ptr {
+        ElemPtr::F32(ptr) => ElemPtr::F32(ptr.wrapping_offset(elems)),
+        ElemPtr::F16(ptr) => ElemPtr::F16(ptr.wrapping_offset(elems)),
+    };
+    MatRef { ptr, ..view }
+}
+
+fn shift_mut(view: MatMut, elems: isize) -> MatMut {
+    let ptr = match view.ptr {
+        OutPtr::F32(ptr) => OutPtr::F32(ptr.wrapping_offset(elems)),
+        OutPtr::F16(ptr) => OutPtr::F16(ptr.wrapping_offset(elems)),
+    };
+    MatMut { ptr, ..view }
+}
+
+/// The packer's view of an A panel starting at (`row`, `k`).
+fn a_panel_src(a: MatRef, row: usize, k: usize) -> PanelSrc {
+    let shifted = shift_ref(a, a.offset(row as isize, k as isize));
+    PanelSrc {
+        ptr: shifted.ptr,
+        mn_stride: a.row_stride,
+        k_stride: a.col_stride,
+    }
+}
+
+/// The packer's view of a B panel starting at (`k`, `col`).
+fn b_panel_src(b: MatRef, k: usize, col: usize) -> PanelSrc {
+    let shifted = shift_ref(b, b.offset(k as isize, col as isize));
+    PanelSrc {
+        ptr: shifted.ptr,
+        mn_stride: b.col_stride,
+        k_stride: b.row_stride,
+    }
+}
+
+/// Runs a validated problem with kernel `K`.
+///
+/// # Safety
+/// Shapes validated (A `m × k`, B `k × n`, C `m × n`, accumulate ⇒ f32 C); the host supports
+/// `K`'s tier; the views are valid and disjoint as `gemm` requires.
+pub(crate) unsafe fn run<K: MicroKernel>(pool: &Pool, problem: &Problem<'_>) {
+    let (m, k, n) = (problem.a.rows, problem.a.cols, problem.c.cols);
+    if m == 0 || n == 0 || problem.batch == 0 {
+        return;
+    }
+    if k == 0 {
+        if !problem.accumulate {
+            for batch_idx in 0..problem.batch {
+                let c = shift_mut(problem.c, batch_idx as isize * problem.c_batch_stride);
+                // SAFETY: C is valid and writable per the contract.
+                unsafe { zero_c(c) };
+            }
+        }
+        return;
+    }
+    let plan = plan::<K>(problem.batch, m, n, k, pool.n_threads());
+    let items_per_batch = plan.m_blocks * plan.n_blocks;
+    if !plan.shared_a {
+        let ctx = Ctx::<K> {
+            problem,
+            plan,
+            shared_a: std::ptr::null_mut(),
+        };
+        pool.run(problem.batch * items_per_batch, &|item| {
+            // SAFETY: `item` < batch × items; the contract of `run` holds for every item.
+            unsafe { run_item(&ctx, item / items_per_batch, item % items_per_batch) }
+        });
+        return;
+    }
+    let mut shared = SHARED_A.take();
+    let m_panels = m.div_ceil(K::MR);
+    let panel_elems = K::MR * plan.k_pad;
+    let shared_a = shared.ensure::<K::Elem>(m_panels * panel_elems * size_of::<K::Elem>());
+    let ctx = Ctx::<K> {
+        problem,
+        plan,
+        shared_a,
+    };
+    for batch_idx in 0..problem.batch {
+        pool.run(m_panels, &|panel_idx| {
+            // SAFETY: `panel_idx` < m_panels; the contract of `run` holds.
+            unsafe { ctx.pack_shared_panel(batch_idx, panel_idx) }
+        });
+        pool.run(items_per_batch, &|item| {
+            // SAFETY: as above; the shared panels were completed by the previous `run`.
+            unsafe { run_item(&ctx, batch_idx, item) }
+        });
+    }
+    SHARED_A.set(shared);
+}
+
+/// Computes one `mc × nc` block of C for batch entry `batch_idx`.
+///
+/// # Safety
+/// As for [`run`]; `item` < `m_blocks × n_blocks`.
+unsafe fn run_item<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, item: usize) {
+    let plan = ctx.plan;
+    let problem = ctx.problem;
+    let (mr, nr) = (K::MR, K::NR);
+    let elem = size_of::<K::Elem>();
+    let a = shift_ref(problem.a, batch_idx as isize * problem.a_batch_stride);
+    let c = shift_mut(problem.c, batch_idx as isize * problem.c_batch_stride);
+    let m0 = item / plan.n_blocks * plan.mc;
+    let n0 = item % plan.n_blocks * plan.nc;
+    let m_len = plan.mc.min(plan.m - m0);
+    let n_len = plan.nc.min(plan.n - n0);
+    let m_tiles = m_len.div_ceil(mr);
+    let n_tiles = n_len.div_ceil(nr);
+
+    let mut scratch = SCRATCH.take();
+    let a_local = if plan.shared_a {
+        std::ptr::null_mut()
+    } else {
+        scratch.a.ensure::<K::Elem>(m_tiles * mr * plan.kc * elem)
+    };
+    let b_local = match problem.b {
+        BSource::Raw { .. } => scratch.b.ensure::<K::Elem>(n_tiles * nr * plan.kc * elem),
+        BSource::Packed { .. } => std::ptr::null_mut(),
+    };
+    let c_direct = match c.ptr {
+        OutPtr::F32(ptr) if c.col_stride == 1 && c.row_stride > 0 => Some(ptr),
+        _ => None,
+    };
+    let ld_tile = n_tiles * nr;
+    let c_tiles = if c_direct.is_none() || !m_len.is_multiple_of(mr) || !n_len.is_multiple_of(nr) {
+        scratch.c.ensure::<f32>(m_tiles * mr * ld_tile * 4)
+    } else {
+        std::ptr::null_mut()
+    };
+
+    // SAFETY: the session is created for the tier the caller guarantees.
+    let session = unsafe { K::begin() };
+    for kb in 0..plan.n_kb {
+        let k0 = kb * plan.kc;
+        let k_len = plan.kc.min(plan.k - k0);
+        let k_pad = k_len.next_multiple_of(K::KU);
+        let last = kb + 1 == plan.n_kb;
+
+        if !plan.shared_a {
+            for tile_m in 0..m_tiles {
+                let row = m0 + tile_m * mr;
+                // SAFETY: rows `row..row + rows` × `k0..k0 + k_len` are inside A; the panel
+                // fits the scratch sized for `m_tiles` panels of depth `kc` ≥ `k_pad`.
+                unsafe {
+                    K::pack_a(
+                        a_panel_src(a, row, k0),
+                        mr.min(plan.m - row),
+                        k_len,
+                        a_local.add(tile_m * mr * k_pad),
+                    );
+                }
+            }
+        }
+        let b_panels: *const K::Elem = match problem.b {
+            BSource::Raw { view, batch_stride } => {
+                let b = shift_ref(view, batch_idx as isize * batch_stride);
+                for tile_n in 0..n_tiles {
+                    let col = n0 + tile_n * nr;
+                    // SAFETY: `k0..k0 + k_len` × columns `col..col + cols` are inside B; the
+                    // panel fits the scratch sized for `n_tiles` panels of depth `kc`.
+                    unsafe {
+                        K::pack_b(
+                            b_panel_src(b, k0, col),
+                            nr.min(plan.n - col),
+                            k_len,
+                            b_local.add(tile_n * nr * k_pad),
+                        );
+                    }
+                }
+                b_local
+            }
+            BSource::Packed { data, .. } => data.as_ptr::<K::Elem>(),
+        };
+
+        let tile = |tile_m: usize, tile_n: usize| {
+            let a_panel = if plan.shared_a {
+                // SAFETY: panel (m0 / MR + tile_m) of the shared buffer, at depth k0.
+                unsafe {
+                    ctx.shared_a
+                        .add(((m0 / mr + tile_m) * plan.k_pad + k0) * mr)
+                }
+            } else {
+                // SAFETY: inside the local A scratch packed above.
+                unsafe { a_local.add(tile_m * mr * k_pad) }
+            };
+            let rows = mr.min(m_len - tile_m * mr);
+            let b_panel = match problem.b {
+                // SAFETY: inside the local B scratch packed above.
+                BSource::Raw { .. } => unsafe { b_panels.add(tile_n * nr * k_pad) },
+                BSource::Packed {
+                    k_pad: packed_k_pad,
+                    ..
+                } => {
+                    // SAFETY: panel (n0 / NR + tile_n) of the packed B, at depth k0.
+                    unsafe { b_panels.add(((n0 / nr + tile_n) * packed_k_pad + k0) * nr) }
+                }
+            };
+            let cols = nr.min(n_len - tile_n * nr);
+            let row = m0 + tile_m * mr;
+            let col = n0 + tile_n * nr;
+            match c_direct {
+                Some(c_ptr) if rows == mr && cols == nr => {
+                    let offset = row as isize * c.row_stride + col as isize;
+                    // SAFETY: a full MR × NR tile of C at unit column stride.
+                    unsafe {
+                        K::kernel(
+                            &session,
+                            k_pad,
+                            a_panel,
+                            b_panel,
+                            c_ptr.offset(offset),
+                            c.row_stride,
+                            problem.accumulate || kb > 0,
+                        );
+                    }
+                }
+                _ => {
+                    // SAFETY: the tile lies inside the C scratch (m_tiles·MR × ld_tile).
+                    let tile = unsafe { c_tiles.add(tile_m * mr * ld_tile + tile_n * nr) };
+                    // SAFETY: as above, row stride `ld_tile`.
+                    unsafe {
+                        K::kernel(
+                            &session,
+                            k_pad,
+                            a_panel,
+                            b_panel,
+                            tile,
+                            ld_tile as isize,
+                            kb > 0,
+                        );
+                    }
+                    if last {
+                        // SAFETY: the valid `rows × cols` part of the tile maps into C.
+                        unsafe {
+                            merge_tile::<K>(
+                                tile,
+                                ld_tile,
+                                rows,
+                                cols,
+                                c,
+                                row,
+                                col,
+                                problem.accumulate,
+                            )
+                        };
+                    }
+                }
+            }
+        };
+        // A panel outer (it stays in L1), B panels inner (streamed from L2).
+        for tile_m in 0..m_tiles {
+            for tile_n in 0..n_tiles {
+                tile(tile_m, tile_n);
+            }
+        }
+    }
+    drop(session);
+    SCRATCH.set(scratch);
+}
+
+/// Writes (or adds) a `rows × cols` f32 tile into C at (`row`, `col`), rounding for f16.
+///
+/// # Safety
+/// The tile is readable at row stride `ld`; the C region is inside the view.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one tile's coordinates and destination"
+)]
+unsafe fn merge_tile<K: MicroKernel>(
+    tile: *const f32,
+    ld: usize,
+    rows: usize,
+    cols: usize,
+    c: MatMut,
+    row: usize,
+    col: usize,
+    accumulate: bool,
+) {
+    for row_idx in 0..rows {
+        // SAFETY: row `row_idx` of the tile has `cols` readable values.
+        let values = unsafe { std::slice::from_raw_parts(tile.add(row_idx * ld), cols) };
+        let offset = (row + row_idx) as isize * c.row_stride + col as isize * c.col_stride;
+        match c.ptr {
+            OutPtr::F32(ptr) => {
+                for (col_idx, &value) in values.iter().enumerate() {
+                    // SAFETY: element (row + row_idx, col + col_idx) is inside C.
+                    unsafe {
+                        let out = ptr.offset(offset + col_idx as isize * c.col_stride);
+                        *out = if accumulate { *out + value } else { value };
+                    }
+                }
+            }
+            OutPtr::F16(ptr) if c.col_stride == 1 => {
+                // SAFETY: `cols` contiguous elements of C's row; tile and C are disjoint.
+                unsafe {
+                    convert::f32_to_f16_raw_with(K::ISA, values.as_ptr(), ptr.offset(offset), cols)
+                };
+            }
+            OutPtr::F16(ptr) => {
+                for (col_idx, &value) in values.iter().enumerate() {
+                    // SAFETY: element (row + row_idx, col + col_idx) is inside C.
+                    unsafe {
+                        *ptr.offset(offset + col_idx as isize * c.col_stride) = f16::from_f32(value)
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Sets every element of C to zero.
+///
+/// # Safety
+/// C is valid and writable.
+unsafe fn zero_c(c: MatMut) {
+    for row in 0..c.rows {
+        for col in 0..c.cols {
+            let offset = row as isize * c.row_stride + col as isize * c.col_stride;
+            // SAFETY: (row, col) is inside C.
+            unsafe {
+                match c.ptr {
+                    OutPtr::F32(ptr) => *ptr.offset(offset) = 0.0,
+                    OutPtr::F16(ptr) => *ptr.offset(offset) = f16::ZERO,
+                }
+            }
+        }
+    }
+}
+
+/// Packs all of `b` (`k × n`) into `NR`-column panels of depth `k_pad` in `data`.
+///
+/// # Safety
+/// `b` readable; the host supports `K`'s tier.
+pub(crate) unsafe fn pack_b_panels<K: MicroKernel>(
+    b: MatRef,
+    k: usize,
+    n: usize,
+    k_pad: usize,
+    data: &mut AlignedBuf,
+) {
+    let n_panels = n.div_ceil(K::NR);
+    let panel_elems = K::NR * k_pad;
+    let dst = data.ensure::<K::Elem>(n_panels * panel_elems * size_of::<K::Elem>());
+    for panel_idx in 0..n_panels {
+        let col = panel_idx * K::NR;
+        // SAFETY: columns `col..col + cols` × k `0..k` are inside B; the panel is inside the
+        // buffer sized above.
+        unsafe {
+            K::pack_b(
+                b_panel_src(b, 0, col),
+                K::NR.min(n - col),
+                k,
+                dst.add(panel_idx * panel_elems),
+            )
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gemm::kernels::generic::Generic;
+
+    #[test]
+    fn plan_covers_the_problem() {
+        for (batch, m, n, k, threads) in [
+            (1, 256, 2048, 768, 2),
+            (1, 1, 1, 1, 2),
+            (1, 300, 530, 700, 2),
+            (12, 256, 256, 64, 2),
+            (1, 7, 9000, 13, 4),
+        ] {
+            let plan = plan::<Generic>(batch, m, n, k, threads);
+            assert!(plan.mc.is_multiple_of(Generic::MR) && plan.nc.is_multiple_of(Generic::NR));
+            assert!(plan.m_blocks * plan.mc >= m && (plan.m_blocks - 1) * plan.mc < m);
+            assert!(plan.n_blocks * plan.nc >= n && (plan.n_blocks - 1) * plan.nc < n);
+            assert!(plan.kc * plan.n_kb >= plan.k_pad && plan.kc <= Generic::KC.max(plan.k_pad));
+        }
+    }
+
+    #[test]
+    fn aligned_buf_is_aligned_and_grows() {
+        let mut buf = AlignedBuf::default();
+        let first = buf.ensure::<f32>(100);
+        assert_eq!(first as usize % 64, 0);
+        let second = buf.ensure::<f32>(10_000);
+        assert_eq!(second as usize % 64, 0);
+        assert!(buf.lines.len() * 64 >= 10_000);
+    }
+}

@@ -1,0 +1,662 @@
+//! AMX bf16 microkernel `amx_gemm_bf16_32x32` (the AMX tier in `Precision::Fast`).
+//!
+//! Tiles (palette 1, every tile 16 rows × 64 bytes):
+//!
+//! | tiles      | holds                                     |
+//! |------------|-------------------------------------------|
+//! | tmm0..tmm3 | C accumulators, f32 16 × 16 each: rows 0–15 / 16–31 × cols 0–15 / 16–31 |
+//! | tmm4, tmm5 | A: 16 rows × 32 bf16 (k) — rows 0–15, 16–31 |
+//! | tmm6, tmm7 | B: 16 k-pairs × 16 columns × 2 bf16 — cols 0–15, 16–31 |
+//!
+//! Packing (all rows 64 bytes, `tileloadd` stride 64, K padded to a multiple of 32 with zeros):
+//!
+//! * A panel (32 rows): `[k / 32][row / 16][row % 16][k % 32]` bf16, so each 32-deep k step
+//!   is 2 KiB contiguous: the two A tiles back to back.
+//! * B panel (32 columns), VNNI-style pair interleave: `[k / 32][col / 16][(k % 32) / 2]
+//!   [col % 16][k % 2]` bf16; again one k step is 2 KiB, the two B tiles back to back.
+//!
+//! Operands are rounded to bf16 (round-to-nearest-even, NaN kept) when packed;
+//! `tdpbf16ps` accumulates in f32. The C tile is stored with `tilestored` straight into the
+//! destination (f32, any row stride).
+//!
+//! Tile instructions are not stable Rust intrinsics, so they are written with `asm!`. The tile
+//! configuration is loaded once per thread and work item by [`TileSession`], whose `Drop`
+//! issues `tilerelease` on every exit path.
+#![allow(
+    unsafe_code,
+    reason = "AMX tile instructions via asm! and AVX-512 packing intrinsics"
+)]
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::cell::Cell;
+use std::marker::PhantomData;
+
+use super::{MicroKernel, PanelSrc};
+use crate::convert::bf16_bits;
+use crate::cpu::Isa;
+use crate::gemm::ElemPtr;
+
+/// Bytes in a tile row (and the `tileloadd` stride of packed panels).
+const TILE_ROW_BYTES: usize = 64;
+/// K covered by one 64-byte row of bf16.
+const K_STEP: usize = 32;
+
+/// The 64-byte `ldtilecfg` operand.
+#[repr(C, align(64))]
+struct TileConfig {
+    palette_id: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+}
+
+impl TileConfig {
+    /// Eight 16 × 64-byte tiles.
+    fn all_16x64() -> TileConfig {
+        let mut colsb = [0u16; 16];
+        let mut rows = [0u8; 16];
+        for tile in 0..8 {
+            colsb[tile] = TILE_ROW_BYTES as u16;
+            rows[tile] = 16;
+        }
+        TileConfig {
+            palette_id: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            colsb,
+            rows,
+        }
+    }
+}
+
+thread_local! {
+    /// Live `TileSession`s on this thread; the configuration is loaded at 0 → 1 and released at
+    /// 1 → 0, so nested sessions don't release the outer one's tiles.
+    static SESSION_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Proof that this thread has the tile configuration loaded; releases the tiles on drop.
+pub(crate) struct TileSession {
+    /// Tile state is per thread.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl TileSession {
+    /// Loads the tile configuration (unless an outer session on this thread already did).
+    ///
+    /// # Safety
+    /// The host has AMX-TILE/BF16 and the process holds the XTILEDATA permission (the Amx tier
+    /// is available).
+    pub(crate) unsafe fn begin() -> TileSession {
+        let depth = SESSION_DEPTH.with(|depth| depth.replace(depth.get() + 1));
+        if depth == 0 {
+            let config = TileConfig::all_16x64();
+            // SAFETY: the caller guarantees AMX; `config` is a valid 64-byte palette-1 config.
+            unsafe {
+                asm!("ldtilecfg [{}]", in(reg) &raw const config, options(nostack, readonly));
+            }
+        }
+        TileSession {
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl Drop for TileSession {
+    fn drop(&mut self) {
+        let depth = SESSION_DEPTH.with(|depth| {
+            depth.set(depth.get() - 1);
+            depth.get()
+        });
+        if depth == 0 {
+            // SAFETY: a session exists only after `begin` checked AMX; tilerelease takes no
+            // operands and just returns the tile state to its init configuration.
+            unsafe { asm!("tilerelease", options(nostack, nomem)) };
+        }
+    }
+}
+
+/// `C[32 × 32] (+)= A · B` over `kc_pad` (multiple of 32) with tdpbf16ps.
+///
+/// # Safety
+/// `session` is live on this thread; `a`/`b` are packed panels of `kc_pad` depth; `c` covers
+/// 32 rows × 32 f32 at row stride `rs_c` elements (readable too when `load_c`).
+#[inline]
+unsafe fn kernel_32x32(
+    _session: &TileSession,
+    kc_pad: usize,
+    a: *const u16,
+    b: *const u16,
+    c: *mut f32,
+    rs_c: isize,
+    load_c: bool,
+) {
+    debug_assert!(kc_pad > 0 && kc_pad.is_multiple_of(K_STEP));
+    let steps = kc_pad / K_STEP;
+    let pairs = steps / 2;
+    let odd = steps % 2;
+    let ldc = rs_c * 4;
+    let c_lower = c.wrapping_offset(16 * rs_c);
+    // Schedule: two k steps per loop iteration, the second with the tdp order rotated so that
+    // every tile reload has a tdp of slack (tiles are not renamed: a load waits for the
+    // previous readers of its tile). B, streamed from L2 once per A panel, is loaded with the
+    // T1 (non-temporal) hint; A stays in L1.
+    // SAFETY: tiles configured by `_session`; the loops read `steps` × 2 KiB from each panel,
+    // which is their packed size; the C loads/stores cover exactly the 32 × 32 tile.
+    unsafe {
+        asm!(
+            "test {load:e}, {load:e}",
+            "jz 2f",
+            "tileloadd tmm0, [{c} + {ldc}*1]",
+            "tileloadd tmm1, [{c} + {ldc}*1 + 64]",
+            "tileloadd tmm2, [{c2} + {ldc}*1]",
+            "tileloadd tmm3, [{c2} + {ldc}*1 + 64]",
+            "jmp 3f",
+            "2:",
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "3:",
+            "test {pairs}, {pairs}",
+            "jz 5f",
+            "4:",
+            "tileloadd tmm4, [{a} + {s64}*1]",
+            "tileloaddt1 tmm6, [{b} + {s64}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tileloaddt1 tmm7, [{b} + {s64}*1 + 1024]",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm5, [{a} + {s64}*1 + 1024]",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tileloadd tmm4, [{a} + {s64}*1 + 2048]",
+            "tileloaddt1 tmm7, [{b} + {s64}*1 + 3072]",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloaddt1 tmm6, [{b} + {s64}*1 + 2048]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tileloadd tmm5, [{a} + {s64}*1 + 3072]",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {a}, 4096",
+            "add {b}, 4096",
+            "dec {pairs}",
+            "jnz 4b",
+            "5:",
+            "test {odd}, {odd}",
+            "jz 6f",
+            "tileloadd tmm4, [{a} + {s64}*1]",
+            "tileloaddt1 tmm6, [{b} + {s64}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tileloaddt1 tmm7, [{b} + {s64}*1 + 1024]",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm5, [{a} + {s64}*1 + 1024]",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "6:",
+            "tilestored [{c} + {ldc}*1], tmm0",
+            "tilestored [{c} + {ldc}*1 + 64], tmm1",
+            "tilestored [{c2} + {ldc}*1], tmm2",
+            "tilestored [{c2} + {ldc}*1 + 64], tmm3",
+            load = in(reg) u32::from(load_c),
+            c = in(reg) c,
+            c2 = in(reg) c_lower,
+            ldc = in(reg) ldc,
+            s64 = in(reg) TILE_ROW_BYTES,
+            odd = in(reg) odd,
+            a = inout(reg) a => _,
+            b = inout(reg) b => _,
+            pairs = inout(reg) pairs => _,
+            options(nostack),
+        );
+    }
+}
+
+/// Runs `iterations` × 4 `tdpbf16ps` on register tiles (no memory traffic) and returns the
+/// floating-point operations performed: the tile peak.
+///
+/// # Safety
+/// The Amx tier is available.
+pub(crate) unsafe fn peak_loop(iterations: u64) -> f64 {
+    // SAFETY: forwarded from the caller.
+    let _session = unsafe { TileSession::begin() };
+    if iterations == 0 {
+        return 0.0;
+    }
+    // SAFETY: tiles configured above; the loop only touches tile registers.
+    unsafe {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "tilezero tmm4",
+            "tilezero tmm5",
+            "tilezero tmm6",
+            "tilezero tmm7",
+            "2:",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "dec {n}",
+            "jnz 2b",
+            n = inout(reg) iterations => _,
+            options(nostack, nomem),
+        );
+    }
+    iterations as f64 * 4.0 * (16.0 * 16.0 * 32.0 * 2.0)
+}
+
+/// Offset (in bf16) of A element (`row`, `k`) in a packed A panel.
+#[inline(always)]
+fn a_index(row: usize, k: usize) -> usize {
+    ((k / K_STEP * 2 + row / 16) * 16 + row % 16) * K_STEP + k % K_STEP
+}
+
+/// Offset (in bf16) of B element (`k`, `col`) in a packed B panel.
+#[inline(always)]
+fn b_index(k: usize, col: usize) -> usize {
+    (((k / K_STEP * 2 + col / 16) * 16 + (k % K_STEP) / 2) * 16 + col % 16) * 2 + k % 2
+}
+
+/// Portable packer for any strides: element by element.
+///
+/// # Safety
+/// Elements (`0..mn_valid`, `0..kc`) of `src` readable; `dst` writable for 32 × kc_pad.
+unsafe fn pack_scalar(
+    src: PanelSrc,
+    mn_valid: usize,
+    kc: usize,
+    dst: *mut u16,
+    index: fn(usize, usize) -> usize,
+) {
+    let kc_pad = kc.next_multiple_of(K_STEP);
+    for mn in 0..32 {
+        for k in 0..kc_pad {
+            let value = if mn < mn_valid && k < kc {
+                // SAFETY: (mn, k) inside the valid region per the contract.
+                bf16_bits(unsafe { src.get(mn, k) })
+            } else {
+                0
+            };
+            // SAFETY: index < 32 × kc_pad, the panel size.
+            unsafe { *dst.add(index(mn, k)) = value };
+        }
+    }
+}
+
+/// Lane mask for the first `lanes` (≤ 16) lanes.
+#[inline(always)]
+fn mask16(lanes: usize) -> __mmask16 {
+    ((1u32 << lanes.min(16)) - 1) as __mmask16
+}
+
+/// Loads 16 contiguous elements at element `offset` from `ptr` (masked lanes read nothing and
+/// are zero), widened to f32.
+///
+/// # Safety
+/// The unmasked lanes are readable; AVX-512 F/BW/VL.
+#[inline(always)]
+unsafe fn load_run(ptr: ElemPtr, offset: isize, mask: __mmask16) -> __m512 {
+    match ptr {
+        // SAFETY: only unmasked lanes are accessed (fault suppression), all readable.
+        ElemPtr::F32(ptr) => unsafe { _mm512_maskz_loadu_ps(mask, ptr.wrapping_offset(offset)) },
+        // SAFETY: as above, 16-bit lanes.
+        ElemPtr::F16(ptr) => unsafe {
+            let halves = _mm256_maskz_loadu_epi16(mask, ptr.wrapping_offset(offset).cast());
+            _mm512_cvtph_ps(halves)
+        },
+    }
+}
+
+/// Rounds 16 f32 to bf16, returned in the low half of each 32-bit lane (RNE, quiet NaN; the
+/// same bits as [`bf16_bits`]).
+///
+/// # Safety
+/// AVX-512 F.
+#[inline(always)]
+unsafe fn round_bf16(values: __m512) -> __m512i {
+    // SAFETY: register-only AVX-512F operations; the caller guarantees the feature.
+    unsafe {
+        let bits = _mm512_castps_si512(values);
+        let high = _mm512_srli_epi32::<16>(bits);
+        let lsb = _mm512_and_si512(high, _mm512_set1_epi32(1));
+        let bias = _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff));
+        let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, bias));
+        let quiet_nan = _mm512_or_si512(high, _mm512_set1_epi32(0x40));
+        let is_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(values, values);
+        _mm512_mask_mov_epi32(rounded, is_nan, quiet_nan)
+    }
+}
+
+/// 32 consecutive values (two runs of 16) → 32 bf16 in order.
+///
+/// # Safety
+/// AVX-512 F/BW.
+#[inline(always)]
+unsafe fn narrow_32(low: __m512, high: __m512) -> __m512i {
+    // SAFETY: register-only AVX-512F operations.
+    unsafe {
+        let low = _mm512_cvtepi32_epi16(round_bf16(low));
+        let high = _mm512_cvtepi32_epi16(round_bf16(high));
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
+    }
+}
+
+/// Interleaves two runs of 16 into 16 bf16 pairs (`first` in the low half of each u32).
+///
+/// # Safety
+/// AVX-512 F.
+#[inline(always)]
+unsafe fn pair_16(first: __m512, second: __m512) -> __m512i {
+    // SAFETY: register-only AVX-512F operations.
+    unsafe {
+        _mm512_or_si512(
+            round_bf16(first),
+            _mm512_slli_epi32::<16>(round_bf16(second)),
+        )
+    }
+}
+
+/// Writes the transpose of the 16 × 16 u32 matrix `rows` to `dst` (16 rows of 64 bytes).
+///
+/// # Safety
+/// `dst` writable for 256 u32; AVX-512 F.
+#[inline(always)]
+unsafe fn store_transposed(rows: &[__m512i; 16], dst: *mut u16) {
+    let mut matrix = [[0u32; 16]; 16];
+    for (line, row) in matrix.iter_mut().zip(rows) {
+        // SAFETY: `line` holds 16 u32.
+        unsafe { _mm512_storeu_si512(line.as_mut_ptr().cast(), *row) };
+    }
+    let dst = dst.cast::<u32>();
+    for col in 0..16 {
+        for (row, line) in matrix.iter().enumerate() {
+            // SAFETY: col * 16 + row < 256; `dst` may be unaligned for u32.
+            unsafe { dst.add(col * 16 + row).write_unaligned(line[col]) };
+        }
+    }
+}
+
+/// A panel from a source whose k runs are contiguous (row-major A).
+///
+/// # Safety
+/// As for [`MicroKernel::pack_a`], with `src.k_stride == 1`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn pack_a_k_contiguous(src: PanelSrc, rows: usize, kc: usize, dst: *mut u16) {
+    let steps = kc.div_ceil(K_STEP);
+    for row in 0..32 {
+        let row_offset = row as isize * src.mn_stride;
+        for step in 0..steps {
+            let out = dst.wrapping_add(a_index(row, step * K_STEP));
+            let k0 = step * K_STEP;
+            // SAFETY: `out` is one 64-byte row inside the panel; loads cover only k < kc of a
+            // valid row.
+            unsafe {
+                if row >= rows {
+                    _mm512_storeu_si512(out.cast(), _mm512_setzero_si512());
+                    continue;
+                }
+                let left = kc - k0;
+                let low = load_run(src.ptr, row_offset + k0 as isize, mask16(left));
+                let high = load_run(
+                    src.ptr,
+                    row_offset + k0 as isize + 16,
+                    mask16(left.saturating_sub(16)),
+                );
+                _mm512_storeu_si512(out.cast(), narrow_32(low, high));
+            }
+        }
+    }
+}
+
+/// A panel from a source whose rows are contiguous (transposed A).
+///
+/// # Safety
+/// As for [`MicroKernel::pack_a`], with `src.mn_stride == 1`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn pack_a_m_contiguous(src: PanelSrc, rows: usize, kc: usize, dst: *mut u16) {
+    let steps = kc.div_ceil(K_STEP);
+    for step in 0..steps {
+        for half in 0..2 {
+            let row0 = half * 16;
+            let mask = mask16(rows.saturating_sub(row0));
+            let mut pairs = [_mm512_setzero_si512(); 16];
+            for (pair_idx, pair) in pairs.iter_mut().enumerate() {
+                let k = step * K_STEP + 2 * pair_idx;
+                // SAFETY: lanes are rows < `rows` at k < kc only.
+                unsafe {
+                    let first = if k < kc {
+                        load_run(src.ptr, row0 as isize + k as isize * src.k_stride, mask)
+                    } else {
+                        _mm512_setzero_ps()
+                    };
+                    let second = if k + 1 < kc {
+                        load_run(
+                            src.ptr,
+                            row0 as isize + (k + 1) as isize * src.k_stride,
+                            mask,
+                        )
+                    } else {
+                        _mm512_setzero_ps()
+                    };
+                    *pair = pair_16(first, second);
+                }
+            }
+            // SAFETY: the tile at (step, half) is 16 rows × 64 bytes inside the panel.
+            unsafe { store_transposed(&pairs, dst.wrapping_add(a_index(row0, step * K_STEP))) };
+        }
+    }
+}
+
+/// B panel from a source whose columns are contiguous (row-major B).
+///
+/// # Safety
+/// As for [`MicroKernel::pack_b`], with `src.mn_stride == 1`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn pack_b_n_contiguous(src: PanelSrc, cols: usize, kc: usize, dst: *mut u16) {
+    let steps = kc.div_ceil(K_STEP);
+    for step in 0..steps {
+        for half in 0..2 {
+            let col0 = half * 16;
+            let mask = mask16(cols.saturating_sub(col0));
+            for pair_idx in 0..16 {
+                let k = step * K_STEP + 2 * pair_idx;
+                let out = dst.wrapping_add(b_index(k, col0));
+                // SAFETY: lanes are columns < `cols` at k < kc only; `out` is one 64-byte row
+                // inside the panel.
+                unsafe {
+                    let first = if k < kc {
+                        load_run(src.ptr, col0 as isize + k as isize * src.k_stride, mask)
+                    } else {
+                        _mm512_setzero_ps()
+                    };
+                    let second = if k + 1 < kc {
+                        load_run(
+                            src.ptr,
+                            col0 as isize + (k + 1) as isize * src.k_stride,
+                            mask,
+                        )
+                    } else {
+                        _mm512_setzero_ps()
+                    };
+                    _mm512_storeu_si512(out.cast(), pair_16(first, second));
+                }
+            }
+        }
+    }
+}
+
+/// B panel from a source whose k runs are contiguous (transposed B, e.g. `[n][k]` weights).
+///
+/// # Safety
+/// As for [`MicroKernel::pack_b`], with `src.k_stride == 1`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn pack_b_k_contiguous(src: PanelSrc, cols: usize, kc: usize, dst: *mut u16) {
+    let steps = kc.div_ceil(K_STEP);
+    for step in 0..steps {
+        let k0 = step * K_STEP;
+        let left = kc - k0;
+        for half in 0..2 {
+            let col0 = half * 16;
+            let mut lines = [_mm512_setzero_si512(); 16];
+            for (col_idx, line) in lines.iter_mut().enumerate() {
+                let col = col0 + col_idx;
+                if col >= cols {
+                    continue;
+                }
+                let base = col as isize * src.mn_stride + k0 as isize;
+                // SAFETY: loads cover k < kc of a valid column.
+                unsafe {
+                    let low = load_run(src.ptr, base, mask16(left));
+                    let high = load_run(src.ptr, base + 16, mask16(left.saturating_sub(16)));
+                    *line = narrow_32(low, high);
+                }
+            }
+            // SAFETY: the tile at (step, half) is 16 rows × 64 bytes inside the panel.
+            unsafe { store_transposed(&lines, dst.wrapping_add(b_index(k0, col0))) };
+        }
+    }
+}
+
+/// The AMX bf16 kernel.
+pub(crate) struct AmxBf16;
+
+impl MicroKernel for AmxBf16 {
+    const NAME: &'static str = "amx_gemm_bf16_32x32";
+    const MR: usize = 32;
+    const NR: usize = 32;
+    const KU: usize = K_STEP;
+    const MC: usize = 256;
+    const KC: usize = 768;
+    const NC: usize = 512;
+    const ISA: Isa = Isa::Amx;
+    type Elem = u16;
+    type Session = TileSession;
+
+    unsafe fn begin() -> TileSession {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { TileSession::begin() }
+    }
+
+    unsafe fn pack_a(src: PanelSrc, rows: usize, kc: usize, dst: *mut u16) {
+        // SAFETY: (all arms) forwarded from this function's contract; the Amx tier implies
+        // AVX-512 F/BW/VL.
+        unsafe {
+            if src.k_stride == 1 {
+                pack_a_k_contiguous(src, rows, kc, dst);
+            } else if src.mn_stride == 1 {
+                pack_a_m_contiguous(src, rows, kc, dst);
+            } else {
+                pack_scalar(src, rows, kc, dst, a_index);
+            }
+        }
+    }
+
+    unsafe fn pack_b(src: PanelSrc, cols: usize, kc: usize, dst: *mut u16) {
+        // SAFETY: (all arms) forwarded from this function's contract; the Amx tier implies
+        // AVX-512 F/BW/VL.
+        unsafe {
+            if src.mn_stride == 1 {
+                pack_b_n_contiguous(src, cols, kc, dst);
+            } else if src.k_stride == 1 {
+                pack_b_k_contiguous(src, cols, kc, dst);
+            } else {
+                pack_scalar(src, cols, kc, dst, |col, k| b_index(k, col));
+            }
+        }
+    }
+
+    unsafe fn kernel(
+        session: &TileSession,
+        kc_pad: usize,
+        a: *const u16,
+        b: *const u16,
+        c: *mut f32,
+        rs_c: isize,
+        load_c: bool,
+    ) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { kernel_32x32(session, kc_pad, a, b, c, rs_c, load_c) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panel_indices_are_a_bijection() {
+        for index in [a_index as fn(usize, usize) -> usize, |mn, k| b_index(k, mn)] {
+            let kc_pad = 64;
+            let mut seen = vec![false; 32 * kc_pad];
+            for mn in 0..32 {
+                for k in 0..kc_pad {
+                    let at = index(mn, k);
+                    assert!(!seen[at], "({mn}, {k}) collides");
+                    seen[at] = true;
+                }
+            }
+        }
+        // B: the two k of a pair are adjacent; the next column follows.
+        assert_eq!(b_index(1, 0), 1);
+        assert_eq!(b_index(0, 1), 2);
+        assert_eq!(b_index(2, 0), 32);
+        // A: one tile row is 32 consecutive k.
+        assert_eq!(a_index(0, 31), 31);
+        assert_eq!(a_index(1, 0), 32);
+        assert_eq!(a_index(16, 0), 512);
+        assert_eq!(a_index(0, 32), 1024);
+    }
+
+    #[test]
+    fn vector_packers_match_scalar() {
+        if !crate::cpu::isa_available(Isa::Amx) {
+            eprintln!("amx packers: skipping (no Amx tier on this host)");
+            return;
+        }
+        let (rows, cols) = (29usize, 45usize);
+        let data: Vec<f32> = (0..rows * cols)
+            .map(|i| (i as f32 * 0.731).sin() * 3.0)
+            .collect();
+        let halves: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+        for ptr in [ElemPtr::F32(data.as_ptr()), ElemPtr::F16(halves.as_ptr())] {
+            // mn = row of a rows×cols row-major matrix; k = column (k contiguous) ...
+            let k_contiguous = PanelSrc {
+                ptr,
+                mn_stride: cols as isize,
+                k_stride: 1,
+            };
+            // ... or mn = column, k = row (mn contiguous).
+            let mn_contiguous = PanelSrc {
+                ptr,
+                mn_stride: 1,
+                k_stride: cols as isize,
+            };
+            for (src, mn_valid, kc) in [
+                (k_contiguous, rows.min(32), cols),
+                (mn_contiguous, 32, rows),
+            ] {
+                for mn_valid in [mn_valid, 7] {
+                    let kc_pad = kc.next_multiple_of(32);
+                    let mut fast = vec![0xffffu16; 32 * kc_pad];
+                    let mut slow = vec![0xeeeeu16; 32 * kc_pad];
+                    // SAFETY: valid region inside `data`; buffers sized 32 × kc_pad; Amx checked.
+                    unsafe {
+                        AmxBf16::pack_a(src, mn_valid, kc, fast.as_mut_ptr());
+                        pack_scalar(src, mn_valid, kc, slow.as_mut_ptr(), a_index);
+                    }
+                    assert_eq!(fast, slow, "pack_a");
+                    // SAFETY: as above.
+                    unsafe {
+                        AmxBf16::pack_b(src, mn_valid, kc, fast.as_mut_ptr());
+                        pack_scalar(src, mn_valid, kc, slow.as_mut_ptr(), |c, k| b_index(k, c));
+                    }
+                    assert_eq!(fast, slow, "pack_b");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! AVX-512 microkernel `avx512_gemm_f32_12x32`: 12 rows × 2 zmm (32 columns) = 24 zmm
+//! accumulators, one B row (2 zmm) and a broadcast per k, FMA on both ports. Panels as in the
+//! module docs. Also the kernel of the AMX tier in `Precision::Exact`.
+#![allow(unsafe_code, reason = "AVX-512 intrinsics on raw panel pointers")]
+
+use std::arch::x86_64::*;
+
+use super::{MicroKernel, PanelSrc, Simd, f32_kernel_body, pack_f32_panel};
+use crate::cpu::Isa;
+
+/// 512-bit f32 vectors.
+pub(crate) struct Zmm;
+
+impl Simd for Zmm {
+    type V = __m512;
+    const LANES: usize = 16;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { _mm512_setzero_ps() }
+    }
+
+    #[inline(always)]
+    unsafe fn splat(ptr: *const f32) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F and a readable `ptr`.
+        unsafe { _mm512_set1_ps(*ptr) }
+    }
+
+    #[inline(always)]
+    unsafe fn load(ptr: *const f32) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F and 16 readable values.
+        unsafe { _mm512_loadu_ps(ptr) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(ptr: *mut f32, value: __m512) {
+        // SAFETY: the caller guarantees AVX-512F and 16 writable values.
+        unsafe { _mm512_storeu_ps(ptr, value) }
+    }
+
+    #[inline(always)]
+    unsafe fn mul_add(a: __m512, b: __m512, acc: __m512) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { _mm512_fmadd_ps(a, b, acc) }
+    }
+}
+
+/// # Safety
+/// As for [`MicroKernel::kernel`]; the host has AVX-512 F.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+unsafe fn kernel_12x32(
+    kc_pad: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rs_c: isize,
+    load_c: bool,
+) {
+    // SAFETY: forwarded; this function is compiled for the Zmm tier.
+    unsafe { f32_kernel_body::<Zmm, 12, 2>(kc_pad, a, b, c, rs_c, load_c) }
+}
+
+/// # Safety
+/// As for [`pack_f32_panel`]; the host has AVX-512 F/BW/VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+unsafe fn pack<const R: usize>(src: PanelSrc, valid: usize, kc: usize, dst: *mut f32) {
+    // SAFETY: forwarded; the tier is present.
+    unsafe { pack_f32_panel::<R>(Isa::Avx512, src, valid, kc, dst) }
+}
+
+/// The AVX-512 f32 kernel.
+pub(crate) struct Avx512;
+
+impl MicroKernel for Avx512 {
+    const NAME: &'static str = "avx512_gemm_f32_12x32";
+    const MR: usize = 12;
+    const NR: usize = 32;
+    const KU: usize = 1;
+    const MC: usize = 192;
+    const KC: usize = 384;
+    const NC: usize = 512;
+    const ISA: Isa = Isa::Avx512;
+    type Elem = f32;
+    type Session = ();
+
+    unsafe fn begin() {}
+
+    unsafe fn pack_a(src: PanelSrc, rows: usize, kc: usize, dst: *mut f32) {
+        // SAFETY: forwarded from this function's contract (host has the tier).
+        unsafe { pack::<12>(src, rows, kc, dst) }
+    }
+
+    unsafe fn pack_b(src: PanelSrc, cols: usize, kc: usize, dst: *mut f32) {
+        // SAFETY: forwarded from this function's contract (host has the tier).
+        unsafe { pack::<32>(src, cols, kc, dst) }
+    }
+
+    unsafe fn kernel(
+        _session: &(),
+        kc_pad: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        rs_c: isize,
+        load_c: bool,
+    ) {
+        // SAFETY: forwarded from this function's contract (host has the tier).
+        unsafe { kernel_12x32(kc_pad, a, b, c, rs_c, load_c) }
+    }
+}

@@ -1,0 +1,284 @@
+//! Microkernels, one module per tier, and what they share: the [`MicroKernel`] contract, the
+//! f32 kernel body written once over a small [`Simd`] trait, and the f32 panel packer.
+//!
+//! # The microkernel contract
+//!
+//! A microkernel computes one `MR × NR` tile of C from an A panel and a B panel that were
+//! packed for it:
+//!
+//! * f32 kernels (generic, avx2, avx512): the A panel is `kc × MR` f32 stored k-major
+//!   (`a[k * MR + i]`), the B panel `kc × NR` f32 stored k-major (`b[k * NR + j]`). For each k
+//!   the kernel broadcasts `MR` values of A and multiplies them with `NR / LANES` vectors of B
+//!   into `MR × NR / LANES` vector accumulators (f32, FMA where the tier has it).
+//! * the AMX kernel: see [`amx`] (bf16 tiles, 16-row, 64-byte tile rows).
+//!
+//! Padding is the packer's job: rows past the matrix edge and k past the end are zeros, so the
+//! kernel always runs the full tile over `kc_pad` (a multiple of `KU`) and never reads past its
+//! panels. The kernel writes (or, with `load_c`, adds to) a full `MR × NR` f32 tile at `c` with
+//! row stride `rs_c` elements and unit column stride; the driver points `c` into a scratch
+//! buffer whenever the real C can't take that (edge tiles, f16 output, strided C).
+#![allow(
+    unsafe_code,
+    reason = "raw panel pointers shared by the microkernels and packers"
+)]
+
+pub(crate) mod generic;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod amx;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+
+use half::f16;
+
+use super::ElemPtr;
+use crate::convert;
+use crate::cpu::Isa;
+
+/// A panel of a source matrix as the packers see it: `mn` runs along M (for A) or N (for B),
+/// `k` along K. `ptr` already points at the panel's first element.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PanelSrc {
+    pub(crate) ptr: ElemPtr,
+    pub(crate) mn_stride: isize,
+    pub(crate) k_stride: isize,
+}
+
+impl PanelSrc {
+    /// Reads element (`mn`, `k`) widened to f32.
+    ///
+    /// # Safety
+    /// The element must be inside the view the panel was cut from.
+    #[inline(always)]
+    pub(crate) unsafe fn get(&self, mn: usize, k: usize) -> f32 {
+        let offset = mn as isize * self.mn_stride + k as isize * self.k_stride;
+        match self.ptr {
+            // SAFETY: in the view per the caller's contract.
+            ElemPtr::F32(ptr) => unsafe { *ptr.offset(offset) },
+            // SAFETY: in the view per the caller's contract.
+            ElemPtr::F16(ptr) => unsafe { (*ptr.offset(offset)).to_f32() },
+        }
+    }
+}
+
+/// Everything the blocking driver needs from a microkernel.
+pub(crate) trait MicroKernel: 'static {
+    /// Kernel name, `<isa>_gemm_<dtype>_<MR>x<NR>`.
+    const NAME: &'static str;
+    /// Rows of the C tile.
+    const MR: usize;
+    /// Columns of the C tile.
+    const NR: usize;
+    /// Packed K is padded to a multiple of this.
+    const KU: usize;
+    /// Rows of A per work item (a multiple of `MR`), upper bound.
+    const MC: usize;
+    /// K per cache block (a multiple of `KU`), upper bound.
+    const KC: usize;
+    /// Columns of B per work item (a multiple of `NR`), upper bound.
+    const NC: usize;
+    /// Tier whose conversion routines the packers may use.
+    const ISA: Isa;
+    /// Packed element type (f32, or bf16 bits as u16).
+    type Elem: Copy + 'static;
+    /// Per-thread state held while microkernels run (the AMX tile configuration).
+    type Session;
+
+    /// Prepares the calling thread to run this kernel.
+    ///
+    /// # Safety
+    /// The host supports the kernel's tier.
+    unsafe fn begin() -> Self::Session;
+
+    /// Packs rows `0..rows` (≤ `MR`) and k `0..kc` of `src` into an A panel of
+    /// `MR × round_up(kc, KU)` elements at `dst`, zero-padded.
+    ///
+    /// # Safety
+    /// Those elements of `src` are readable; `dst` is writable for the panel; host has the tier.
+    unsafe fn pack_a(src: PanelSrc, rows: usize, kc: usize, dst: *mut Self::Elem);
+
+    /// Packs columns `0..cols` (≤ `NR`) and k `0..kc` of `src` into a B panel of
+    /// `NR × round_up(kc, KU)` elements at `dst`, zero-padded.
+    ///
+    /// # Safety
+    /// As for [`MicroKernel::pack_a`].
+    unsafe fn pack_b(src: PanelSrc, cols: usize, kc: usize, dst: *mut Self::Elem);
+
+    /// `C[MR × NR] (+)= A_panel · B_panel` over `kc_pad` (a positive multiple of `KU`).
+    ///
+    /// # Safety
+    /// `a`/`b` point at packed panels of at least `kc_pad` depth; `c` is writable (and readable
+    /// when `load_c`) for `MR` rows of `NR` contiguous f32 at row stride `rs_c`; `session` came
+    /// from [`MicroKernel::begin`] on this thread.
+    unsafe fn kernel(
+        session: &Self::Session,
+        kc_pad: usize,
+        a: *const Self::Elem,
+        b: *const Self::Elem,
+        c: *mut f32,
+        rs_c: isize,
+        load_c: bool,
+    );
+}
+
+/// The vector operations the f32 kernel body needs.
+pub(crate) trait Simd {
+    /// The vector type.
+    type V: Copy;
+    /// f32 lanes per vector.
+    const LANES: usize;
+    /// All-zero vector.
+    ///
+    /// # Safety
+    /// The host supports the implementing tier (for all methods).
+    unsafe fn zero() -> Self::V;
+    /// Broadcast of `*ptr`.
+    ///
+    /// # Safety
+    /// `ptr` readable; tier supported.
+    unsafe fn splat(ptr: *const f32) -> Self::V;
+    /// Unaligned load of `LANES` values.
+    ///
+    /// # Safety
+    /// `ptr` readable for `LANES`; tier supported.
+    unsafe fn load(ptr: *const f32) -> Self::V;
+    /// Unaligned store of `LANES` values.
+    ///
+    /// # Safety
+    /// `ptr` writable for `LANES`; tier supported.
+    unsafe fn store(ptr: *mut f32, value: Self::V);
+    /// `a * b + acc` (fused where the tier has FMA).
+    ///
+    /// # Safety
+    /// Tier supported.
+    unsafe fn mul_add(a: Self::V, b: Self::V, acc: Self::V) -> Self::V;
+}
+
+/// The f32 microkernel, written once: `MR` rows × `NV` vectors of `S::LANES` columns.
+///
+/// # Safety
+/// As for [`MicroKernel::kernel`] with `NR = NV * S::LANES`, `kc_pad` ≥ 1, and the host
+/// supports `S`'s tier. Must be inlined into a function compiled for that tier.
+#[inline(always)]
+pub(crate) unsafe fn f32_kernel_body<S: Simd, const MR: usize, const NV: usize>(
+    kc_pad: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rs_c: isize,
+    load_c: bool,
+) {
+    // SAFETY: (whole body) the caller guarantees the panels hold `kc_pad` steps of MR (A) and
+    // NV * LANES (B) values, and that C is an MR × NR tile at row stride `rs_c`.
+    unsafe {
+        let mut acc = [[S::zero(); NV]; MR];
+        if load_c {
+            for (row_idx, row) in acc.iter_mut().enumerate() {
+                let c_row = c.offset(row_idx as isize * rs_c);
+                for (vec_idx, value) in row.iter_mut().enumerate() {
+                    *value = S::load(c_row.add(vec_idx * S::LANES));
+                }
+            }
+        }
+        let mut a = a;
+        let mut b = b;
+        for _ in 0..kc_pad {
+            let mut b_vecs = [S::zero(); NV];
+            for (vec_idx, value) in b_vecs.iter_mut().enumerate() {
+                *value = S::load(b.add(vec_idx * S::LANES));
+            }
+            for (row_idx, row) in acc.iter_mut().enumerate() {
+                let a_value = S::splat(a.add(row_idx));
+                for (value, b_vec) in row.iter_mut().zip(b_vecs) {
+                    *value = S::mul_add(a_value, b_vec, *value);
+                }
+            }
+            a = a.add(MR);
+            b = b.add(NV * S::LANES);
+        }
+        for (row_idx, row) in acc.iter().enumerate() {
+            let c_row = c.offset(row_idx as isize * rs_c);
+            for (vec_idx, value) in row.iter().enumerate() {
+                S::store(c_row.add(vec_idx * S::LANES), *value);
+            }
+        }
+    }
+}
+
+/// Packs an f32 panel stored k-major (`dst[k * R + mn]`) from `mn_valid` ≤ `R` lines of
+/// `src` and `kc` k; lines past `mn_valid` are zero. f16 sources are widened exactly.
+///
+/// # Safety
+/// Elements `(0..mn_valid, 0..kc)` of `src` readable; `dst` writable for `R * kc`; the host
+/// supports `isa`.
+#[inline(always)]
+pub(crate) unsafe fn pack_f32_panel<const R: usize>(
+    isa: Isa,
+    src: PanelSrc,
+    mn_valid: usize,
+    kc: usize,
+    dst: *mut f32,
+) {
+    debug_assert!(mn_valid <= R);
+    // SAFETY: (whole body) every source offset is (mn < mn_valid, k < kc), inside the view by
+    // the caller's contract; every destination index is < R * kc.
+    unsafe {
+        if mn_valid < R {
+            for k_idx in 0..kc {
+                std::ptr::write_bytes(dst.add(k_idx * R + mn_valid), 0, R - mn_valid);
+            }
+        }
+        match src.ptr {
+            ElemPtr::F32(ptr) if src.mn_stride == 1 => {
+                for k_idx in 0..kc {
+                    let line = ptr.offset(k_idx as isize * src.k_stride);
+                    std::ptr::copy_nonoverlapping(line, dst.add(k_idx * R), mn_valid);
+                }
+            }
+            ElemPtr::F16(ptr) if src.mn_stride == 1 => {
+                for k_idx in 0..kc {
+                    let line = ptr.offset(k_idx as isize * src.k_stride);
+                    convert::f16_to_f32_raw_with(isa, line, dst.add(k_idx * R), mn_valid);
+                }
+            }
+            ElemPtr::F32(ptr) => {
+                for mn_idx in 0..mn_valid {
+                    let line = ptr.offset(mn_idx as isize * src.mn_stride);
+                    for k_idx in 0..kc {
+                        *dst.add(k_idx * R + mn_idx) = *line.offset(k_idx as isize * src.k_stride);
+                    }
+                }
+            }
+            ElemPtr::F16(ptr) if src.k_stride == 1 => {
+                const CHUNK: usize = 256;
+                let mut wide = [0f32; CHUNK];
+                for mn_idx in 0..mn_valid {
+                    let line = ptr.offset(mn_idx as isize * src.mn_stride);
+                    for k_start in (0..kc).step_by(CHUNK) {
+                        let len = CHUNK.min(kc - k_start);
+                        convert::f16_to_f32_raw_with(
+                            isa,
+                            line.add(k_start),
+                            wide.as_mut_ptr(),
+                            len,
+                        );
+                        for (offset, &value) in wide[..len].iter().enumerate() {
+                            *dst.add((k_start + offset) * R + mn_idx) = value;
+                        }
+                    }
+                }
+            }
+            ElemPtr::F16(ptr) => {
+                for mn_idx in 0..mn_valid {
+                    let line = ptr.offset(mn_idx as isize * src.mn_stride);
+                    for k_idx in 0..kc {
+                        let value: f16 = *line.offset(k_idx as isize * src.k_stride);
+                        *dst.add(k_idx * R + mn_idx) = value.to_f32();
+                    }
+                }
+            }
+        }
+    }
+}

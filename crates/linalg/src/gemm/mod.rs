@@ -1,0 +1,454 @@
+//! GEMM: `C (m × n) = A (m × k) · B (k × n)`, or `C += A · B`, for every ISA tier.
+//!
+//! Terms used throughout (and only here may they be abbreviated):
+//!
+//! * `m`, `n`, `k`: rows of A and C, columns of B and C, and the shared inner dimension.
+//! * `mr`, `nr` (`MR`, `NR`): the C tile one microkernel call computes.
+//! * `kc`: depth of one cache block (the k range of packed panels used together), `mc`/`nc`:
+//!   rows/columns of C per work item. A work item packs (or reuses) the A panels of its rows
+//!   and the B panels of its columns for each `kc` block and runs the microkernel over the
+//!   `mc/MR × nc/NR` tiles.
+//!
+//! The entry points are `unsafe` because they take raw views ([`MatRef`], [`MatMut`]); they
+//! validate shapes and the tier (panicking on a mismatch: that is a caller bug) and then trust
+//! the pointers.
+//!
+//! Numerics: [`Precision::Exact`] computes in f32 (f16 inputs are widened exactly) with FMA on
+//! the x86 tiers. [`Precision::Fast`] on the Amx tier rounds both operands to bf16 when packing
+//! and accumulates in f32 with `tdpbf16ps`; on the other tiers it equals `Exact`. An f16 C is
+//! accumulated in f32 and rounded once (nearest-even) when stored.
+#![allow(
+    unsafe_code,
+    reason = "raw matrix views are the GEMM interface; validated here, trusted below"
+)]
+
+mod driver;
+pub(crate) mod kernels;
+
+use half::f16;
+
+use crate::cpu::{self, Isa};
+use crate::pool::Pool;
+use driver::{AlignedBuf, BSource, Problem};
+use kernels::MicroKernel;
+
+/// How exactly to multiply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// f32 arithmetic on exactly widened inputs.
+    Exact,
+    /// On the Amx tier: operands rounded to bf16, f32 accumulation. Elsewhere: `Exact`.
+    Fast,
+}
+
+/// Pointer to the first element of an input view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElemPtr {
+    /// f32 elements.
+    F32(*const f32),
+    /// f16 elements.
+    F16(*const f16),
+}
+
+/// A read-only strided matrix view. Element (`r`, `c`) is at
+/// `ptr + r * row_stride + c * col_stride` (in elements). Any strides are allowed: a transpose
+/// swaps the strides, stride 0 broadcasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatRef {
+    /// First element.
+    pub ptr: ElemPtr,
+    /// Number of rows.
+    pub rows: usize,
+    /// Number of columns.
+    pub cols: usize,
+    /// Elements between consecutive rows.
+    pub row_stride: isize,
+    /// Elements between consecutive columns.
+    pub col_stride: isize,
+}
+
+impl MatRef {
+    /// A dense row-major f32 view.
+    pub fn f32_row_major(ptr: *const f32, rows: usize, cols: usize) -> MatRef {
+        MatRef {
+            ptr: ElemPtr::F32(ptr),
+            rows,
+            cols,
+            row_stride: cols as isize,
+            col_stride: 1,
+        }
+    }
+
+    /// A dense row-major f16 view.
+    pub fn f16_row_major(ptr: *const f16, rows: usize, cols: usize) -> MatRef {
+        MatRef {
+            ptr: ElemPtr::F16(ptr),
+            rows,
+            cols,
+            row_stride: cols as isize,
+            col_stride: 1,
+        }
+    }
+
+    /// The transposed view (rows and columns, and their strides, swapped).
+    pub fn t(self) -> MatRef {
+        MatRef {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    fn offset(self, rows: isize, cols: isize) -> isize {
+        rows * self.row_stride + cols * self.col_stride
+    }
+}
+
+/// Pointer to the first element of an output view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutPtr {
+    /// f32 elements.
+    F32(*mut f32),
+    /// f16 elements (rounded once, nearest-even, on store).
+    F16(*mut f16),
+}
+
+/// A writable strided matrix view; element (`r`, `c`) is at
+/// `ptr + r * row_stride + c * col_stride` (in elements). Distinct elements must not overlap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatMut {
+    /// First element.
+    pub ptr: OutPtr,
+    /// Number of rows.
+    pub rows: usize,
+    /// Number of columns.
+    pub cols: usize,
+    /// Elements between consecutive rows.
+    pub row_stride: isize,
+    /// Elements between consecutive columns.
+    pub col_stride: isize,
+}
+
+impl MatMut {
+    /// A dense row-major f32 view.
+    pub fn f32_row_major(ptr: *mut f32, rows: usize, cols: usize) -> MatMut {
+        MatMut {
+            ptr: OutPtr::F32(ptr),
+            rows,
+            cols,
+            row_stride: cols as isize,
+            col_stride: 1,
+        }
+    }
+
+    /// A dense row-major f16 view.
+    pub fn f16_row_major(ptr: *mut f16, rows: usize, cols: usize) -> MatMut {
+        MatMut {
+            ptr: OutPtr::F16(ptr),
+            rows,
+            cols,
+            row_stride: cols as isize,
+            col_stride: 1,
+        }
+    }
+
+    /// The transposed view.
+    pub fn t(self) -> MatMut {
+        MatMut {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+}
+
+/// Which kernel to run and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmSpec {
+    /// Tier; must be available on the host ([`cpu::isa_available`]).
+    pub isa: Isa,
+    /// Exact (f32) or Fast (bf16 on Amx).
+    pub precision: Precision,
+    /// `C += A·B` instead of `C = A·B` (C must be f32).
+    pub accumulate: bool,
+}
+
+impl GemmSpec {
+    /// `C = A·B` with the selected tier ([`cpu::selected_isa`]).
+    pub fn new(precision: Precision) -> GemmSpec {
+        GemmSpec {
+            isa: cpu::selected_isa(),
+            precision,
+            accumulate: false,
+        }
+    }
+}
+
+/// Calls `$body` with `$K` bound to the microkernel type of `$id`.
+macro_rules! with_kernel {
+    ($id:expr, $K:ident => $body:expr) => {
+        match $id {
+            KernelId::Generic => {
+                type $K = kernels::generic::Generic;
+                $body
+            }
+            #[cfg(target_arch = "x86_64")]
+            KernelId::Avx2 => {
+                type $K = kernels::avx2::Avx2;
+                $body
+            }
+            #[cfg(target_arch = "x86_64")]
+            KernelId::Avx512 => {
+                type $K = kernels::avx512::Avx512;
+                $body
+            }
+            #[cfg(target_arch = "x86_64")]
+            KernelId::AmxBf16 => {
+                type $K = kernels::amx::AmxBf16;
+                $body
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("x86 kernel selected on another architecture"),
+        }
+    };
+}
+
+/// The kernels that exist; several (tier, precision) pairs share one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum KernelId {
+    Generic,
+    Avx2,
+    Avx512,
+    AmxBf16,
+}
+
+impl KernelId {
+    fn of(isa: Isa, precision: Precision) -> KernelId {
+        match (isa, precision) {
+            (Isa::Generic, _) => KernelId::Generic,
+            (Isa::Avx2, _) => KernelId::Avx2,
+            (Isa::Avx512, _) | (Isa::Amx, Precision::Exact) => KernelId::Avx512,
+            (Isa::Amx, Precision::Fast) => KernelId::AmxBf16,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        with_kernel!(self, K => K::NAME)
+    }
+}
+
+/// Name of the microkernel `(isa, precision)` runs, e.g. `"avx512_gemm_f32_12x32"` or
+/// `"amx_gemm_bf16_32x32"` (`<isa>_gemm_<dtype>_<MR>x<NR>`).
+pub fn kernel_name(isa: Isa, precision: Precision) -> &'static str {
+    KernelId::of(isa, precision).name()
+}
+
+fn check_spec(spec: &GemmSpec) -> KernelId {
+    assert!(
+        cpu::isa_available(spec.isa),
+        "gemm: the host lacks the {} tier",
+        spec.isa
+    );
+    KernelId::of(spec.isa, spec.precision)
+}
+
+fn check_shapes(
+    what: &str,
+    a_rows: usize,
+    a_cols: usize,
+    b_rows: usize,
+    b_cols: usize,
+    c: &MatMut,
+) {
+    assert_eq!(
+        a_cols, b_rows,
+        "{what}: inner dimensions differ: A is {a_rows}x{a_cols}, B is {b_rows}x{b_cols}"
+    );
+    assert_eq!(
+        (c.rows, c.cols),
+        (a_rows, b_cols),
+        "{what}: C is {}x{}, expected {a_rows}x{b_cols}",
+        c.rows,
+        c.cols
+    );
+    assert!(
+        (c.rows <= 1 || c.row_stride != 0) && (c.cols <= 1 || c.col_stride != 0),
+        "{what}: C has a zero stride (its elements would overlap)"
+    );
+}
+
+/// `C = A·B` (or `C += A·B` with `spec.accumulate`), parallelised over `pool`.
+///
+/// Panics if the shapes disagree, `accumulate` is set with an f16 C, or the host lacks
+/// `spec.isa`.
+///
+/// # Safety
+/// Every element of the views `a`, `b` (readable) and `c` (readable and writable) is valid for
+/// the whole call, `c`'s elements are distinct, `c` overlaps neither `a` nor `b`, and no other
+/// thread writes any of them during the call.
+pub unsafe fn gemm(spec: &GemmSpec, pool: &Pool, a: MatRef, b: MatRef, c: MatMut) {
+    // SAFETY: a batch of one with the caller's views; contract forwarded.
+    unsafe { gemm_batched(spec, pool, 1, a, 0, b, 0, c, 0) }
+}
+
+/// `batch` independent products: `C_i (+)= A_i · B_i` where `X_i` is the view `x` moved by
+/// `i * x_batch_stride` elements. A stride of 0 broadcasts one matrix to every batch entry
+/// (except for C). Work is spread over batch entries and C tiles.
+///
+/// Panics on a shape mismatch, a zero `c_batch_stride` with `batch > 1`, `accumulate` with an
+/// f16 C, or a missing tier.
+///
+/// # Safety
+/// As for [`gemm`], for every batch entry; the C views of different entries don't overlap.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the batched signature is fixed by the engine"
+)]
+pub unsafe fn gemm_batched(
+    spec: &GemmSpec,
+    pool: &Pool,
+    batch: usize,
+    a: MatRef,
+    a_batch_stride: isize,
+    b: MatRef,
+    b_batch_stride: isize,
+    c: MatMut,
+    c_batch_stride: isize,
+) {
+    let kernel = check_spec(spec);
+    check_shapes("gemm", a.rows, a.cols, b.rows, b.cols, &c);
+    assert!(
+        batch <= 1 || c_batch_stride != 0,
+        "gemm: batched C needs a nonzero batch stride"
+    );
+    assert!(
+        !spec.accumulate || matches!(c.ptr, OutPtr::F32(_)),
+        "gemm: accumulate needs an f32 C"
+    );
+    let problem = Problem {
+        batch,
+        a,
+        a_batch_stride,
+        b: BSource::Raw {
+            view: b,
+            batch_stride: b_batch_stride,
+        },
+        c,
+        c_batch_stride,
+        accumulate: spec.accumulate,
+    };
+    // SAFETY: shapes and tier validated above; pointer validity is the caller's contract.
+    unsafe { with_kernel!(kernel, K => driver::run::<K>(pool, &problem)) }
+}
+
+/// B packed once into the panel layout of one kernel (chosen by `(isa, precision)`), for
+/// weights multiplied many times. Owns its memory.
+#[derive(Debug)]
+pub struct PackedB {
+    kernel: KernelId,
+    k: usize,
+    n: usize,
+    k_pad: usize,
+    data: AlignedBuf,
+}
+
+impl PackedB {
+    /// Packs `b` (k × n) for `spec`'s kernel.
+    ///
+    /// Panics if the host lacks `spec.isa`.
+    ///
+    /// # Safety
+    /// Every element of the view `b` is readable and not written during the call.
+    pub unsafe fn pack(spec: &GemmSpec, b: MatRef) -> PackedB {
+        let kernel = check_spec(spec);
+        let k_pad = with_kernel!(kernel, K => b.rows.next_multiple_of(K::KU));
+        let mut packed = PackedB {
+            kernel,
+            k: b.rows,
+            n: b.cols,
+            k_pad,
+            data: AlignedBuf::default(),
+        };
+        // SAFETY: forwarded from the caller.
+        unsafe { packed.repack(b) };
+        packed
+    }
+
+    /// Packs a new `b` of the same shape into the existing memory.
+    ///
+    /// Panics if `b`'s shape differs from the packed one.
+    ///
+    /// # Safety
+    /// As for [`PackedB::pack`].
+    pub unsafe fn repack(&mut self, b: MatRef) {
+        assert_eq!(
+            (b.rows, b.cols),
+            (self.k, self.n),
+            "PackedB::repack: shape differs"
+        );
+        let (k, n, k_pad) = (self.k, self.n, self.k_pad);
+        let data = &mut self.data;
+        // SAFETY: the kernel's tier was checked in `pack`; `b` readable per the caller; the
+        // buffer is sized for every panel by `pack_b_panels`.
+        unsafe { with_kernel!(self.kernel, K => driver::pack_b_panels::<K>(b, k, n, k_pad, data)) }
+    }
+
+    /// Rows of B (the shared dimension).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Columns of B.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Name of the kernel this layout is for.
+    pub fn kernel_name(&self) -> &'static str {
+        self.kernel.name()
+    }
+}
+
+/// `C (+)= A · B` with B already packed for `spec`'s kernel.
+///
+/// Panics on a shape mismatch, when `b` was packed for another kernel, on `accumulate` with an
+/// f16 C, or a missing tier.
+///
+/// # Safety
+/// As for [`gemm`] (for `a` and `c`).
+pub unsafe fn gemm_packed_b(spec: &GemmSpec, pool: &Pool, a: MatRef, b: &PackedB, c: MatMut) {
+    let kernel = check_spec(spec);
+    assert_eq!(
+        kernel,
+        b.kernel,
+        "gemm_packed_b: B was packed for {}, the spec runs {}",
+        b.kernel.name(),
+        kernel.name()
+    );
+    check_shapes("gemm_packed_b", a.rows, a.cols, b.k, b.n, &c);
+    assert!(
+        !spec.accumulate || matches!(c.ptr, OutPtr::F32(_)),
+        "gemm_packed_b: accumulate needs an f32 C"
+    );
+    let problem = Problem {
+        batch: 1,
+        a,
+        a_batch_stride: 0,
+        b: BSource::Packed {
+            data: &b.data,
+            k_pad: b.k_pad,
+        },
+        c,
+        c_batch_stride: 0,
+        accumulate: spec.accumulate,
+    };
+    // SAFETY: shapes, tier and layout validated above; pointers per the caller's contract.
+    unsafe { with_kernel!(kernel, K => driver::run::<K>(pool, &problem)) }
+}
+
+#[cfg(test)]
+mod tests;

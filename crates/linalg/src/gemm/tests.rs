@@ -1,0 +1,789 @@
+//! The GEMM suite, stamped once per tier by `tier_suite!`; a tier the host lacks is logged as
+//! skipped. Every product is checked against a naive f64 reference, C's padding is checked
+//! untouched, and a mismatch prints a grid of the failing cells.
+
+use half::{bf16, f16};
+
+use super::*;
+
+/// Tolerances, all relative to the `|A|·|B|` scale of each cell (`Σ_k |a_ik|·|b_kj|`).
+mod tol {
+    /// f32 accumulation (Exact, and the f32 accumulators of Fast): per unit of k.
+    pub(super) const F32_PER_K: f64 = f32::EPSILON as f64;
+    /// bf16 operands (Fast on Amx) are checked against a reference computed on the same
+    /// bf16-rounded operands, so only accumulation error remains; AMX may flush denormals and
+    /// sums pairs internally, so allow 4× the f32 bound.
+    pub(super) const BF16_ACC_PER_K: f64 = 4.0 * f32::EPSILON as f64;
+    /// An f16 C adds one rounding: half an f16 ulp relative to the value (2^-11), or the f16
+    /// subnormal step near zero.
+    pub(super) const F16_OUT_REL: f64 = 1.0 / 2048.0;
+    /// The f16 subnormal step.
+    pub(super) const F16_OUT_ABS: f64 = 6.0e-8;
+    /// Floor for cells whose scale is zero.
+    pub(super) const ABS_FLOOR: f64 = 1e-30;
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dtype {
+    F32,
+    F16,
+}
+
+/// How a test matrix is laid out in its buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    RowMajor,
+    /// Column-major: the transposed view of a row-major buffer.
+    ColMajor,
+    /// Row-major with 3 spare elements per row and a 1-element (misaligned) start offset.
+    Padded,
+}
+
+fn strides(layout: Layout, rows: usize, cols: usize) -> (usize, isize, isize, usize) {
+    // (offset, row_stride, col_stride, buffer length)
+    match layout {
+        Layout::RowMajor => (0, cols as isize, 1, rows * cols),
+        Layout::ColMajor => (0, 1, rows as isize, rows * cols),
+        Layout::Padded => (1, cols as isize + 3, 1, 1 + rows * (cols + 3)),
+    }
+}
+
+/// A test input: storage plus the values the kernel sees (after f16 rounding).
+struct Input {
+    f32s: Vec<f32>,
+    f16s: Vec<f16>,
+    dtype: Dtype,
+    offset: usize,
+    rows: usize,
+    cols: usize,
+    row_stride: isize,
+    col_stride: isize,
+    values: Vec<f32>,
+}
+
+impl Input {
+    fn new(rng: &mut Rng, rows: usize, cols: usize, dtype: Dtype, layout: Layout) -> Input {
+        let (offset, row_stride, col_stride, len) = strides(layout, rows, cols);
+        let mut f32s = vec![f32::NAN; len];
+        let mut values = vec![0f32; rows * cols];
+        for row in 0..rows {
+            for col in 0..cols {
+                let mut value = rng.next();
+                if dtype == Dtype::F16 {
+                    value = f16::from_f32(value).to_f32();
+                }
+                values[row * cols + col] = value;
+                f32s[offset + row * row_stride as usize + col * col_stride as usize] = value;
+            }
+        }
+        let f16s = f32s.iter().map(|&v| f16::from_f32(v)).collect();
+        Input {
+            f32s,
+            f16s,
+            dtype,
+            offset,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+            values,
+        }
+    }
+
+    fn view(&self) -> MatRef {
+        let ptr = match self.dtype {
+            // SAFETY: offset < len.
+            Dtype::F32 => ElemPtr::F32(unsafe { self.f32s.as_ptr().add(self.offset) }),
+            // SAFETY: offset < len.
+            Dtype::F16 => ElemPtr::F16(unsafe { self.f16s.as_ptr().add(self.offset) }),
+        };
+        MatRef {
+            ptr,
+            rows: self.rows,
+            cols: self.cols,
+            row_stride: self.row_stride,
+            col_stride: self.col_stride,
+        }
+    }
+
+    fn at(&self, row: usize, col: usize) -> f32 {
+        self.values[row * self.cols + col]
+    }
+}
+
+/// A test output with sentinel-filled padding.
+struct Output {
+    f32s: Vec<f32>,
+    f16s: Vec<f16>,
+    dtype: Dtype,
+    offset: usize,
+    rows: usize,
+    cols: usize,
+    row_stride: isize,
+    col_stride: isize,
+    /// Initial values of the view's cells (for accumulate).
+    initial: Vec<f32>,
+}
+
+const SENTINEL: f32 = -12345.0;
+
+impl Output {
+    fn new(
+        rng: &mut Rng,
+        rows: usize,
+        cols: usize,
+        dtype: Dtype,
+        layout: Layout,
+        accumulate: bool,
+    ) -> Output {
+        let (offset, row_stride, col_stride, len) = strides(layout, rows, cols);
+        let mut f32s = vec![SENTINEL; len];
+        let mut initial = vec![0f32; rows * cols];
+        for row in 0..rows {
+            for col in 0..cols {
+                // Without accumulate the old C must be ignored: fill it with NaN.
+                let value = if accumulate { rng.next() } else { f32::NAN };
+                initial[row * cols + col] = value;
+                f32s[offset + row * row_stride as usize + col * col_stride as usize] = value;
+            }
+        }
+        let f16s = f32s.iter().map(|&v| f16::from_f32(v)).collect();
+        Output {
+            f32s,
+            f16s,
+            dtype,
+            offset,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+            initial,
+        }
+    }
+
+    fn view(&mut self) -> MatMut {
+        let ptr = match self.dtype {
+            // SAFETY: offset < len.
+            Dtype::F32 => OutPtr::F32(unsafe { self.f32s.as_mut_ptr().add(self.offset) }),
+            // SAFETY: offset < len.
+            Dtype::F16 => OutPtr::F16(unsafe { self.f16s.as_mut_ptr().add(self.offset) }),
+        };
+        MatMut {
+            ptr,
+            rows: self.rows,
+            cols: self.cols,
+            row_stride: self.row_stride,
+            col_stride: self.col_stride,
+        }
+    }
+
+    fn index(&self, row: usize, col: usize) -> usize {
+        self.offset + row * self.row_stride as usize + col * self.col_stride as usize
+    }
+
+    fn get(&self, row: usize, col: usize) -> f64 {
+        let at = self.index(row, col);
+        match self.dtype {
+            Dtype::F32 => self.f32s[at] as f64,
+            Dtype::F16 => self.f16s[at].to_f32() as f64,
+        }
+    }
+
+    /// Every buffer element outside the view still holds the sentinel.
+    fn padding_untouched(&self) -> bool {
+        let mut inside = vec![false; self.f32s.len()];
+        for row in 0..self.rows {
+            for col in 0..self.cols {
+                inside[self.index(row, col)] = true;
+            }
+        }
+        (0..inside.len())
+            .filter(|&at| !inside[at])
+            .all(|at| match self.dtype {
+                Dtype::F32 => self.f32s[at] == SENTINEL,
+                Dtype::F16 => self.f16s[at] == f16::from_f32(SENTINEL),
+            })
+    }
+}
+
+/// Everything one check needs.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    a_dtype: Dtype,
+    b_dtype: Dtype,
+    c_dtype: Dtype,
+    a_layout: Layout,
+    b_layout: Layout,
+    c_layout: Layout,
+    packed_b: bool,
+}
+
+impl Case {
+    fn new(m: usize, n: usize, k: usize) -> Case {
+        Case {
+            m,
+            n,
+            k,
+            a_dtype: Dtype::F32,
+            b_dtype: Dtype::F32,
+            c_dtype: Dtype::F32,
+            a_layout: Layout::RowMajor,
+            b_layout: Layout::RowMajor,
+            c_layout: Layout::RowMajor,
+            packed_b: false,
+        }
+    }
+}
+
+/// Rounds an operand the way `spec`'s kernel sees it.
+fn operand(spec: &GemmSpec, value: f32) -> f64 {
+    if KernelId::of(spec.isa, spec.precision) == KernelId::AmxBf16 {
+        bf16::from_f32(value).to_f32() as f64
+    } else {
+        value as f64
+    }
+}
+
+/// Compares `c` with the f64 reference for batch entry data `a`, `b`; returns mismatch count
+/// and prints a grid of the failing cells.
+fn check_output(spec: &GemmSpec, label: &str, a: &Input, b: &Input, c: &Output, k: usize) -> usize {
+    let per_k = if KernelId::of(spec.isa, spec.precision) == KernelId::AmxBf16 {
+        tol::BF16_ACC_PER_K
+    } else {
+        tol::F32_PER_K
+    };
+    let (m, n) = (c.rows, c.cols);
+    let mut bad = vec![false; m * n];
+    let mut first = Vec::new();
+    for row in 0..m {
+        for col in 0..n {
+            let mut sum = 0f64;
+            let mut scale = 0f64;
+            for inner in 0..k {
+                let product = operand(spec, a.at(row, inner)) * operand(spec, b.at(inner, col));
+                sum += product;
+                scale += product.abs();
+            }
+            let initial = c.initial[row * n + col] as f64;
+            if spec.accumulate {
+                sum += initial;
+                scale += initial.abs();
+            }
+            let mut tolerance = (k as f64 + 2.0) * per_k * scale + tol::ABS_FLOOR;
+            if c.dtype == Dtype::F16 {
+                tolerance += sum.abs() * tol::F16_OUT_REL + tol::F16_OUT_ABS;
+            }
+            let got = c.get(row, col);
+            let within = (got - sum).abs() <= tolerance;
+            if !within {
+                bad[row * n + col] = true;
+                if first.len() < 5 {
+                    first.push(format!(
+                        "  C[{row},{col}] = {got}, expected {sum} (tolerance {tolerance:e})"
+                    ));
+                }
+            }
+        }
+    }
+    let n_bad = bad.iter().filter(|&&b| b).count();
+    if n_bad > 0 {
+        eprintln!("{label}: {n_bad} of {} cells wrong", m * n);
+        for line in &first {
+            eprintln!("{line}");
+        }
+        for row in 0..m.min(48) {
+            let line: String = (0..n.min(96))
+                .map(|col| if bad[row * n + col] { 'X' } else { '.' })
+                .collect();
+            eprintln!("  {line}");
+        }
+    }
+    if !c.padding_untouched() {
+        eprintln!("{label}: C padding was overwritten");
+        return n_bad + 1;
+    }
+    n_bad
+}
+
+/// Runs one case on `pool`; panics with a description when it fails.
+fn check(spec: &GemmSpec, pool: &Pool, case: Case, seed: u64) {
+    let mut rng = Rng(seed | 1);
+    let a = Input::new(&mut rng, case.m, case.k, case.a_dtype, case.a_layout);
+    let b = Input::new(&mut rng, case.k, case.n, case.b_dtype, case.b_layout);
+    let mut c = Output::new(
+        &mut rng,
+        case.m,
+        case.n,
+        case.c_dtype,
+        case.c_layout,
+        spec.accumulate,
+    );
+    let c_view = c.view();
+    if case.packed_b {
+        // Pack garbage first, then repack the real B into the same memory.
+        let other = Input::new(&mut rng, case.k, case.n, Dtype::F32, Layout::RowMajor);
+        // SAFETY: views of live buffers; C is disjoint from A and B.
+        unsafe {
+            let mut packed = PackedB::pack(spec, other.view());
+            assert_eq!((packed.k(), packed.n()), (case.k, case.n));
+            packed.repack(b.view());
+            gemm_packed_b(spec, pool, a.view(), &packed, c_view);
+        }
+    } else {
+        // SAFETY: views of live buffers; C is disjoint from A and B.
+        unsafe { gemm(spec, pool, a.view(), b.view(), c_view) };
+    }
+    let label = format!(
+        "{} {:?} {:?}",
+        kernel_name(spec.isa, spec.precision),
+        spec,
+        case
+    );
+    let n_bad = check_output(spec, &label, &a, &b, &c, case.k);
+    assert_eq!(n_bad, 0, "{label} failed");
+}
+
+/// The host's tier, or None after logging the skip.
+fn tier(isa: Isa) -> Option<Isa> {
+    if cpu::isa_available(isa) {
+        Some(isa)
+    } else {
+        eprintln!("gemm: skipping tier {isa} (not available on this host)");
+        None
+    }
+}
+
+fn specs(isa: Isa) -> [GemmSpec; 2] {
+    [Precision::Exact, Precision::Fast].map(|precision| GemmSpec {
+        isa,
+        precision,
+        accumulate: false,
+    })
+}
+
+/// MR, NR and KU of the kernel `spec` runs.
+fn geometry(spec: &GemmSpec) -> (usize, usize, usize) {
+    with_kernel!(KernelId::of(spec.isa, spec.precision), K => (K::MR, K::NR, K::KU))
+}
+
+fn edge_sizes(tile: usize) -> Vec<usize> {
+    let mut sizes = vec![1, 7, 13, 31, tile - 1, tile, tile + 1];
+    sizes.retain(|&size| size > 0);
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
+fn sizes_around_tiles(isa: Isa) {
+    let pool = Pool::new(1);
+    for spec in specs(isa) {
+        let (mr, nr, ku) = geometry(&spec);
+        let ks = edge_sizes(ku.max(8))
+            .into_iter()
+            .chain([64, 100])
+            .collect::<Vec<_>>();
+        for m in edge_sizes(mr) {
+            for n in edge_sizes(nr) {
+                for &k in &ks {
+                    check(
+                        &spec,
+                        &pool,
+                        Case::new(m, n, k),
+                        (m * 1000 + n * 10 + k) as u64,
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn larger_than_blocking(isa: Isa) {
+    for threads in [1, 2, 3] {
+        let pool = Pool::new(threads);
+        for spec in specs(isa) {
+            check(&spec, &pool, Case::new(300, 530, 700), 42 + threads as u64);
+            // Many column blocks: the shared packed-A path.
+            check(&spec, &pool, Case::new(70, 1500, 90), 43);
+        }
+    }
+}
+
+fn strided_and_transposed(isa: Isa) {
+    let pool = Pool::new(2);
+    let layouts = [Layout::RowMajor, Layout::ColMajor, Layout::Padded];
+    for spec in specs(isa) {
+        for a_layout in layouts {
+            for b_layout in layouts {
+                for c_layout in layouts {
+                    for (m, n, k) in [(37, 45, 70), (5, 3, 33)] {
+                        let case = Case {
+                            a_layout,
+                            b_layout,
+                            c_layout,
+                            ..Case::new(m, n, k)
+                        };
+                        check(&spec, &pool, case, 7);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn half_inputs_and_outputs(isa: Isa) {
+    let pool = Pool::new(2);
+    for spec in specs(isa) {
+        for (a_dtype, b_dtype, c_dtype) in [
+            (Dtype::F16, Dtype::F16, Dtype::F32),
+            (Dtype::F16, Dtype::F32, Dtype::F16),
+            (Dtype::F32, Dtype::F16, Dtype::F16),
+            (Dtype::F16, Dtype::F16, Dtype::F16),
+        ] {
+            for (a_layout, b_layout, c_layout) in [
+                (Layout::RowMajor, Layout::RowMajor, Layout::RowMajor),
+                (Layout::ColMajor, Layout::ColMajor, Layout::ColMajor),
+                (Layout::Padded, Layout::Padded, Layout::Padded),
+            ] {
+                for (m, n, k) in [(33, 65, 47), (300, 70, 530)] {
+                    let case = Case {
+                        a_dtype,
+                        b_dtype,
+                        c_dtype,
+                        a_layout,
+                        b_layout,
+                        c_layout,
+                        ..Case::new(m, n, k)
+                    };
+                    check(&spec, &pool, case, 11);
+                }
+            }
+        }
+    }
+}
+
+fn accumulate_mode(isa: Isa) {
+    let pool = Pool::new(2);
+    for spec in specs(isa) {
+        let spec = GemmSpec {
+            accumulate: true,
+            ..spec
+        };
+        for c_layout in [Layout::RowMajor, Layout::ColMajor, Layout::Padded] {
+            for (m, n, k) in [(1, 1, 1), (29, 70, 45), (100, 64, 800)] {
+                check(
+                    &spec,
+                    &pool,
+                    Case {
+                        c_layout,
+                        ..Case::new(m, n, k)
+                    },
+                    5,
+                );
+                check(
+                    &spec,
+                    &pool,
+                    Case {
+                        c_layout,
+                        packed_b: true,
+                        ..Case::new(m, n, k)
+                    },
+                    6,
+                );
+            }
+        }
+    }
+}
+
+fn packed_b(isa: Isa) {
+    let pool = Pool::new(2);
+    for spec in specs(isa) {
+        for b_layout in [Layout::RowMajor, Layout::ColMajor, Layout::Padded] {
+            for b_dtype in [Dtype::F32, Dtype::F16] {
+                for (m, n, k) in [(1, 1, 1), (13, 31, 7), (300, 530, 700), (64, 96, 64)] {
+                    let case = Case {
+                        b_layout,
+                        b_dtype,
+                        packed_b: true,
+                        ..Case::new(m, n, k)
+                    };
+                    check(&spec, &pool, case, 9);
+                }
+            }
+        }
+    }
+}
+
+fn batched_with_broadcast(isa: Isa) {
+    let pool = Pool::new(2);
+    let (batch, m, n, k) = (5, 37, 41, 29);
+    for spec in specs(isa) {
+        for (a_broadcast, b_broadcast) in [(false, false), (true, false), (false, true)] {
+            let mut rng = Rng(99);
+            let a_entries: Vec<Input> = (0..batch)
+                .map(|_| Input::new(&mut rng, m, k, Dtype::F32, Layout::RowMajor))
+                .collect();
+            let b_entries: Vec<Input> = (0..batch)
+                .map(|_| Input::new(&mut rng, k, n, Dtype::F16, Layout::RowMajor))
+                .collect();
+            // Concatenate the entries into one buffer each.
+            let a_all: Vec<f32> = a_entries
+                .iter()
+                .flat_map(|input| input.f32s.clone())
+                .collect();
+            let b_all: Vec<f16> = b_entries
+                .iter()
+                .flat_map(|input| input.f16s.clone())
+                .collect();
+            let mut c_all = vec![f32::NAN; batch * m * n];
+            let a_stride = if a_broadcast { 0 } else { (m * k) as isize };
+            let b_stride = if b_broadcast { 0 } else { (k * n) as isize };
+            // SAFETY: every batch entry's view lies inside the concatenated buffers.
+            unsafe {
+                gemm_batched(
+                    &spec,
+                    &pool,
+                    batch,
+                    MatRef::f32_row_major(a_all.as_ptr(), m, k),
+                    a_stride,
+                    MatRef::f16_row_major(b_all.as_ptr(), k, n),
+                    b_stride,
+                    MatMut::f32_row_major(c_all.as_mut_ptr(), m, n),
+                    (m * n) as isize,
+                );
+            }
+            for entry in 0..batch {
+                let a = &a_entries[if a_broadcast { 0 } else { entry }];
+                let b = &b_entries[if b_broadcast { 0 } else { entry }];
+                let mut rng = Rng(1);
+                let mut c = Output::new(&mut rng, m, n, Dtype::F32, Layout::RowMajor, false);
+                c.f32s
+                    .copy_from_slice(&c_all[entry * m * n..(entry + 1) * m * n]);
+                let label = format!(
+                    "batched {spec:?} entry {entry} a_bcast={a_broadcast} b_bcast={b_broadcast}"
+                );
+                assert_eq!(
+                    check_output(&spec, &label, a, b, &c, k),
+                    0,
+                    "{label} failed"
+                );
+            }
+        }
+    }
+}
+
+fn degenerate_shapes(isa: Isa) {
+    let pool = Pool::new(2);
+    for spec in specs(isa) {
+        // k = 0: C becomes zero (or stays, with accumulate).
+        let mut c = vec![f32::NAN; 6];
+        let a = [0f32; 0];
+        // SAFETY: A and B are empty; C is a live 2 × 3 buffer.
+        unsafe {
+            gemm(
+                &spec,
+                &pool,
+                MatRef::f32_row_major(a.as_ptr(), 2, 0),
+                MatRef::f32_row_major(a.as_ptr(), 0, 3),
+                MatMut::f32_row_major(c.as_mut_ptr(), 2, 3),
+            );
+        }
+        assert!(c.iter().all(|&v| v == 0.0));
+        let mut c = vec![1.5f32; 6];
+        let accumulate = GemmSpec {
+            accumulate: true,
+            ..spec
+        };
+        // SAFETY: as above.
+        unsafe {
+            gemm(
+                &accumulate,
+                &pool,
+                MatRef::f32_row_major(a.as_ptr(), 2, 0),
+                MatRef::f32_row_major(a.as_ptr(), 0, 3),
+                MatMut::f32_row_major(c.as_mut_ptr(), 2, 3),
+            );
+        }
+        assert!(c.iter().all(|&v| v == 1.5));
+        // m = 0 and n = 0 touch nothing.
+        let b = [1f32; 4];
+        // SAFETY: empty C; A/B views inside `b`.
+        unsafe {
+            gemm(
+                &spec,
+                &pool,
+                MatRef::f32_row_major(b.as_ptr(), 0, 2),
+                MatRef::f32_row_major(b.as_ptr(), 2, 2),
+                MatMut::f32_row_major(c.as_mut_ptr(), 0, 2),
+            );
+        }
+        // Broadcast views (stride 0) as A: every row the same.
+        let row = [0.5f32, -1.0, 2.0];
+        let a_view = MatRef {
+            row_stride: 0,
+            ..MatRef::f32_row_major(row.as_ptr(), 4, 3)
+        };
+        let b_data = [1f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let mut out = [0f32; 8];
+        // SAFETY: every view element lies inside its buffer.
+        unsafe {
+            gemm(
+                &spec,
+                &pool,
+                a_view,
+                MatRef::f32_row_major(b_data.as_ptr(), 3, 2),
+                MatMut::f32_row_major(out.as_mut_ptr(), 4, 2),
+            );
+        }
+        for pair in out.chunks(2) {
+            assert_eq!(pair, &[0.5 - 3.0 + 10.0, 1.0 - 4.0 + 12.0]);
+        }
+    }
+}
+
+macro_rules! tier_suite {
+    ($($module:ident => $isa:expr;)*) => {$(
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn sizes_around_tiles() {
+                if let Some(isa) = tier($isa) {
+                    super::sizes_around_tiles(isa);
+                }
+            }
+
+            #[test]
+            fn larger_than_blocking() {
+                if let Some(isa) = tier($isa) {
+                    super::larger_than_blocking(isa);
+                }
+            }
+
+            #[test]
+            fn strided_and_transposed() {
+                if let Some(isa) = tier($isa) {
+                    super::strided_and_transposed(isa);
+                }
+            }
+
+            #[test]
+            fn half_inputs_and_outputs() {
+                if let Some(isa) = tier($isa) {
+                    super::half_inputs_and_outputs(isa);
+                }
+            }
+
+            #[test]
+            fn accumulate_mode() {
+                if let Some(isa) = tier($isa) {
+                    super::accumulate_mode(isa);
+                }
+            }
+
+            #[test]
+            fn packed_b() {
+                if let Some(isa) = tier($isa) {
+                    super::packed_b(isa);
+                }
+            }
+
+            #[test]
+            fn batched_with_broadcast() {
+                if let Some(isa) = tier($isa) {
+                    super::batched_with_broadcast(isa);
+                }
+            }
+
+            #[test]
+            fn degenerate_shapes() {
+                if let Some(isa) = tier($isa) {
+                    super::degenerate_shapes(isa);
+                }
+            }
+        }
+    )*};
+}
+
+tier_suite! {
+    generic => Isa::Generic;
+    avx2 => Isa::Avx2;
+    avx512 => Isa::Avx512;
+    amx => Isa::Amx;
+}
+
+#[test]
+fn kernel_names_follow_the_pattern() {
+    assert_eq!(
+        kernel_name(Isa::Generic, Precision::Exact),
+        "generic_gemm_f32_4x8"
+    );
+    assert_eq!(
+        kernel_name(Isa::Avx2, Precision::Fast),
+        "avx2_gemm_f32_6x16"
+    );
+    assert_eq!(
+        kernel_name(Isa::Avx512, Precision::Fast),
+        "avx512_gemm_f32_12x32"
+    );
+    assert_eq!(
+        kernel_name(Isa::Amx, Precision::Exact),
+        "avx512_gemm_f32_12x32"
+    );
+    assert_eq!(
+        kernel_name(Isa::Amx, Precision::Fast),
+        "amx_gemm_bf16_32x32"
+    );
+}
+
+#[test]
+fn packed_b_for_another_kernel_is_rejected() {
+    let available: Vec<Isa> = Isa::ALL
+        .into_iter()
+        .filter(|&isa| cpu::isa_available(isa))
+        .collect();
+    if available.len() < 2 {
+        eprintln!("gemm: skipping the mismatched PackedB check (one tier only)");
+        return;
+    }
+    let b = [1f32; 4];
+    let generic = GemmSpec {
+        isa: Isa::Generic,
+        precision: Precision::Exact,
+        accumulate: false,
+    };
+    let other = GemmSpec {
+        isa: available[1],
+        ..generic
+    };
+    // SAFETY: a live 2 × 2 buffer.
+    let packed = unsafe { PackedB::pack(&generic, MatRef::f32_row_major(b.as_ptr(), 2, 2)) };
+    let mut c = [0f32; 4];
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: live buffers; the call is expected to refuse before touching them.
+        unsafe {
+            gemm_packed_b(
+                &other,
+                Pool::global(),
+                MatRef::f32_row_major(b.as_ptr(), 2, 2),
+                &packed,
+                MatMut::f32_row_major(c.as_mut_ptr(), 2, 2),
+            )
+        }
+    }));
+    assert!(result.is_err());
+}
