@@ -166,6 +166,18 @@ diag_codes! {
     W320 = Warning,
     /// conv with very large `C_in`
     W321 = Warning,
+    /// matmul inner dimension not a multiple of 32 (maderix/ANE issue #47: silent zeros)
+    W322 = Warning,
+    /// function input or output whose last (spatial) dimension is not a multiple of 16
+    W323 = Warning,
+    /// function input byte sizes not strictly ascending (maderix/ANE issue #47: silent zeros)
+    W324 = Warning,
+    /// function output byte sizes not strictly descending (maderix/ANE issue #47: silent zeros)
+    W325 = Warning,
+    /// conv with a non-const weight and groups > 1 (maderix/ANE issue #47: rejected on hardware)
+    W326 = Warning,
+    /// op never observed in maderix/ANE's MIL programs, so ANE support is unknown
+    W327 = Warning,
     /// input buffer count or byte length does not match the parameter types
     R001 = Error,
     /// gather index out of range
@@ -215,7 +227,10 @@ impl Diagnostic {
             severity: code.default_severity(),
             code,
             message: message.into(),
-            primary: Label { span, message: String::new() },
+            primary: Label {
+                span,
+                message: String::new(),
+            },
             secondary: Vec::new(),
             notes: Vec::new(),
         }
@@ -229,7 +244,10 @@ impl Diagnostic {
 
     /// Adds a related location.
     pub fn with_secondary(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
-        self.secondary.push(Label { span, message: message.into() });
+        self.secondary.push(Label {
+            span,
+            message: message.into(),
+        });
         self
     }
 
@@ -283,7 +301,11 @@ pub fn render(source: &SourceFile, diag: &Diagnostic) -> String {
     let _ = writeln!(out, "{gutter} | {line_text}");
     let start_col = (pos.col as usize).saturating_sub(1);
     let line_len = line_text.len();
-    let span_len = diag.primary.span.end.saturating_sub(diag.primary.span.start) as usize;
+    let span_len = diag
+        .primary
+        .span
+        .end
+        .saturating_sub(diag.primary.span.start) as usize;
     let caret_len = span_len.min(line_len.saturating_sub(start_col)).max(1);
     let mut caret_line = format!("{pad} | {}{}", " ".repeat(start_col), "^".repeat(caret_len));
     if !diag.primary.message.is_empty() {
@@ -293,7 +315,14 @@ pub fn render(source: &SourceFile, diag: &Diagnostic) -> String {
     let _ = writeln!(out, "{}", caret_line.trim_end());
     for label in &diag.secondary {
         let pos = source.line_col(label.span.start);
-        let _ = writeln!(out, "{}:{}:{}: note: {}", source.name(), pos.line, pos.col, label.message);
+        let _ = writeln!(
+            out,
+            "{}:{}:{}: note: {}",
+            source.name(),
+            pos.line,
+            pos.col,
+            label.message
+        );
     }
     for note in &diag.notes {
         let _ = writeln!(out, "{pad} = note: {note}");

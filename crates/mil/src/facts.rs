@@ -109,7 +109,10 @@ impl BlobMap {
 
 impl BlobSource for BlobMap {
     fn load(&self, path: &str) -> Result<Arc<[u8]>, BlobLoadError> {
-        self.files.get(path).cloned().ok_or_else(|| BlobLoadError::NotFound(path.to_string()))
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| BlobLoadError::NotFound(path.to_string()))
     }
 }
 

@@ -20,3 +20,7 @@ pub mod print;
 pub mod span;
 pub mod syntax;
 pub mod verify;
+
+pub use lower::{ParseOptions, parse, parse_with};
+pub use print::print;
+pub use verify::{VerifyOptions, verify};

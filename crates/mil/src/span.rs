@@ -31,7 +31,10 @@ impl Span {
 
     /// The smallest span covering both `self` and `other`.
     pub fn to(self, other: Span) -> Span {
-        Span { start: self.start.min(other.start), end: self.end.max(other.end) }
+        Span {
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
     }
 
     /// The byte range as `usize`s, for slicing the source.
@@ -76,7 +79,11 @@ impl SourceFile {
                 line_starts.push(idx as u32 + 1);
             }
         }
-        SourceFile { name: name.into(), text, line_starts }
+        SourceFile {
+            name: name.into(),
+            text,
+            line_starts,
+        }
     }
 
     /// The display name.
@@ -96,7 +103,10 @@ impl SourceFile {
             Ok(idx) => idx,
             Err(idx) => idx - 1,
         };
-        LineCol { line: line_idx as u32 + 1, col: offset - self.line_starts[line_idx] + 1 }
+        LineCol {
+            line: line_idx as u32 + 1,
+            col: offset - self.line_starts[line_idx] + 1,
+        }
     }
 
     /// The text of 1-based line `line` without its line terminator.
@@ -105,7 +115,10 @@ impl SourceFile {
         let Some(&start) = self.line_starts.get(idx) else {
             return "";
         };
-        let end = self.line_starts.get(idx + 1).map_or(self.text.len(), |&end| end as usize);
+        let end = self
+            .line_starts
+            .get(idx + 1)
+            .map_or(self.text.len(), |&end| end as usize);
         let raw = self.text.get(start as usize..end).unwrap_or("");
         raw.trim_end_matches(['\n', '\r'])
     }

@@ -18,7 +18,10 @@ impl<T> Handle<T> {
     /// (arenas never grow that large: lowering refuses inputs over 4 GiB).
     pub fn from_index(index: usize) -> Handle<T> {
         let raw = u32::try_from(index + 1).expect("arena index fits u32");
-        Handle { index_plus_one: NonZeroU32::new(raw).expect("index + 1 is non-zero"), marker: PhantomData }
+        Handle {
+            index_plus_one: NonZeroU32::new(raw).expect("index + 1 is non-zero"),
+            marker: PhantomData,
+        }
     }
 
     /// The zero-based position in the arena.
@@ -71,7 +74,10 @@ pub struct Arena<T> {
 
 impl<T> Default for Arena<T> {
     fn default() -> Self {
-        Arena { data: Vec::new(), spans: Vec::new() }
+        Arena {
+            data: Vec::new(),
+            spans: Vec::new(),
+        }
     }
 }
 
@@ -118,12 +124,18 @@ impl<T> Arena<T> {
 
     /// The source span of `handle`.
     pub fn span(&self, handle: Handle<T>) -> Span {
-        self.spans.get(handle.index()).copied().unwrap_or(Span::UNDEFINED)
+        self.spans
+            .get(handle.index())
+            .copied()
+            .unwrap_or(Span::UNDEFINED)
     }
 
     /// Entries in insertion order with their handles.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (Handle<T>, &T)> + '_ {
-        self.data.iter().enumerate().map(|(idx, value)| (Handle::from_index(idx), value))
+        self.data
+            .iter()
+            .enumerate()
+            .map(|(idx, value)| (Handle::from_index(idx), value))
     }
 
     /// Handles in insertion order.
@@ -154,7 +166,10 @@ impl<K, V: fmt::Debug> fmt::Debug for HandleVec<K, V> {
 
 impl<K, V> Default for HandleVec<K, V> {
     fn default() -> Self {
-        HandleVec { data: Vec::new(), marker: PhantomData }
+        HandleVec {
+            data: Vec::new(),
+            marker: PhantomData,
+        }
     }
 }
 
@@ -164,12 +179,18 @@ impl<K, V> HandleVec<K, V> {
     where
         V: Clone,
     {
-        HandleVec { data: vec![fill; len], marker: PhantomData }
+        HandleVec {
+            data: vec![fill; len],
+            marker: PhantomData,
+        }
     }
 
     /// A table built from `f(handle)` for each of `len` handles.
     pub fn from_fn(len: usize, mut f: impl FnMut(Handle<K>) -> V) -> HandleVec<K, V> {
-        HandleVec { data: (0..len).map(|idx| f(Handle::from_index(idx))).collect(), marker: PhantomData }
+        HandleVec {
+            data: (0..len).map(|idx| f(Handle::from_index(idx))).collect(),
+            marker: PhantomData,
+        }
     }
 
     /// Number of entries.
@@ -196,7 +217,10 @@ impl<K, V> HandleVec<K, V> {
 
     /// Entries with their handles.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (Handle<K>, &V)> + '_ {
-        self.data.iter().enumerate().map(|(idx, value)| (Handle::from_index(idx), value))
+        self.data
+            .iter()
+            .enumerate()
+            .map(|(idx, value)| (Handle::from_index(idx), value))
     }
 }
 

@@ -14,5 +14,5 @@ pub use arena::{Arena, Handle, HandleVec};
 pub use program::{
     Arg, ArgValue, BlobRef, Function, Literal, Op, OpKind, Opset, Program, Use, Value, ValueDef,
 };
-pub use tensor::{Tensor, TensorData, TensorError, decode_f64, encode_f64};
+pub use tensor::{Tensor, TensorData, TensorError, decode_f64, encode_f64, round_to_dtype};
 pub use types::{DType, DeclType, Dim, TensorType};

@@ -20,12 +20,16 @@ pub struct Program {
 impl Program {
     /// The function called `name`.
     pub fn function(&self, name: &str) -> Option<Handle<Function>> {
-        self.functions.iter().find(|(_, func)| func.name == name).map(|(handle, _)| handle)
+        self.functions
+            .iter()
+            .find(|(_, func)| func.name == name)
+            .map(|(handle, _)| handle)
     }
 
     /// The entry function: `main` if present, else the first function.
     pub fn entry(&self) -> Option<Handle<Function>> {
-        self.function("main").or_else(|| self.functions.handles().next())
+        self.function("main")
+            .or_else(|| self.functions.handles().next())
     }
 }
 
@@ -93,7 +97,10 @@ pub struct Function {
 impl Function {
     /// The value named `name` (parameters and op results; literals have no name).
     pub fn value_by_name(&self, name: &str) -> Option<Handle<Value>> {
-        self.values.iter().find(|(_, value)| value.name == name).map(|(handle, _)| handle)
+        self.values
+            .iter()
+            .find(|(_, value)| value.name == name)
+            .map(|(handle, _)| handle)
     }
 }
 

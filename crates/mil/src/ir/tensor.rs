@@ -45,9 +45,15 @@ impl Tensor {
         let bytes = bytes.into();
         let expected = ty.byte_len().ok_or(TensorError::DType(ty.dtype))?;
         if bytes.len() != expected {
-            return Err(TensorError::Count { expected, got: bytes.len() });
+            return Err(TensorError::Count {
+                expected,
+                got: bytes.len(),
+            });
         }
-        Ok(Tensor { ty, data: TensorData::Bytes(bytes) })
+        Ok(Tensor {
+            ty,
+            data: TensorData::Bytes(bytes),
+        })
     }
 
     /// A rank-0 string tensor.
@@ -62,9 +68,15 @@ impl Tensor {
     pub fn strings(shape: Vec<usize>, values: Vec<String>) -> Result<Tensor, TensorError> {
         let ty = TensorType::new(DType::String, shape);
         if values.len() != ty.numel() {
-            return Err(TensorError::Count { expected: ty.numel(), got: values.len() });
+            return Err(TensorError::Count {
+                expected: ty.numel(),
+                got: values.len(),
+            });
         }
-        Ok(Tensor { ty, data: TensorData::Strings(Arc::from(values)) })
+        Ok(Tensor {
+            ty,
+            data: TensorData::Strings(Arc::from(values)),
+        })
     }
 
     /// A tensor of any byte-addressable numeric or bool dtype from `f64` values, converting each
@@ -72,20 +84,29 @@ impl Tensor {
     /// toward zero with saturation for integers (NaN becomes 0), `!= 0` for bool.
     pub fn from_f64s(ty: TensorType, values: &[f64]) -> Result<Tensor, TensorError> {
         if values.len() != ty.numel() {
-            return Err(TensorError::Count { expected: ty.numel(), got: values.len() });
+            return Err(TensorError::Count {
+                expected: ty.numel(),
+                got: values.len(),
+            });
         }
         let size = ty.dtype.size_bytes().ok_or(TensorError::DType(ty.dtype))?;
         let mut bytes = Vec::with_capacity(values.len() * size);
         for &value in values {
             encode_f64(ty.dtype, value, &mut bytes).ok_or(TensorError::DType(ty.dtype))?;
         }
-        Ok(Tensor { ty, data: TensorData::Bytes(Arc::from(bytes)) })
+        Ok(Tensor {
+            ty,
+            data: TensorData::Bytes(Arc::from(bytes)),
+        })
     }
 
     /// A tensor of an integer or bool dtype from `i64` values (wrapping to the dtype's width).
     pub fn from_i64s(ty: TensorType, values: &[i64]) -> Result<Tensor, TensorError> {
         if values.len() != ty.numel() {
-            return Err(TensorError::Count { expected: ty.numel(), got: values.len() });
+            return Err(TensorError::Count {
+                expected: ty.numel(),
+                got: values.len(),
+            });
         }
         if ty.dtype.is_float() {
             let as_f64: Vec<f64> = values.iter().map(|&value| value as f64).collect();
@@ -100,7 +121,10 @@ impl Tensor {
                 bytes.extend_from_slice(&value.to_le_bytes()[..size]);
             }
         }
-        Ok(Tensor { ty, data: TensorData::Bytes(Arc::from(bytes)) })
+        Ok(Tensor {
+            ty,
+            data: TensorData::Bytes(Arc::from(bytes)),
+        })
     }
 
     /// An `int32` tensor of shape `[values.len()]`.
@@ -117,7 +141,8 @@ impl Tensor {
 
     /// A rank-0 bool tensor.
     pub fn bool_scalar(value: bool) -> Tensor {
-        Tensor::from_i64s(TensorType::scalar(DType::Bool), &[i64::from(value)]).expect("bool scalar")
+        Tensor::from_i64s(TensorType::scalar(DType::Bool), &[i64::from(value)])
+            .expect("bool scalar")
     }
 
     /// The raw bytes, for numeric and bool tensors.
@@ -145,7 +170,8 @@ impl Tensor {
         if !(self.ty.dtype.is_int() || self.ty.dtype == DType::Bool) {
             return None;
         }
-        self.to_f64_vec().map(|values| values.into_iter().map(|value| value as i64).collect())
+        self.to_f64_vec()
+            .map(|values| values.into_iter().map(|value| value as i64).collect())
     }
 
     /// The string elements of a string tensor.
@@ -181,15 +207,57 @@ impl Tensor {
     }
 }
 
+/// Rounds `value` to the nearest value of the float `dtype` (ties to even, overflow to
+/// infinity) and returns it as `f64`; other dtypes return `value` unchanged.
+pub fn round_to_dtype(value: f64, dtype: DType) -> f64 {
+    match dtype {
+        DType::Fp64 => value,
+        DType::Fp32 => f64::from(value as f32),
+        DType::Fp16 => round_binary(value, 10, -14, 15),
+        DType::Bf16 => round_binary(value, 7, -126, 127),
+        _ => value,
+    }
+}
+
+/// `2^exp` for `exp` in the normal `f64` range.
+fn pow2(exp: i32) -> f64 {
+    f64::from_bits(((exp + 1023) as u64) << 52)
+}
+
+/// Correct rounding of an `f64` to a binary format with `mant_bits` fraction bits and normal
+/// exponents `emin..=emax` (half's own `from_f64` truncates the low mantissa bits first).
+fn round_binary(value: f64, mant_bits: i32, emin: i32, emax: i32) -> f64 {
+    if !value.is_finite() || value == 0.0 {
+        return value;
+    }
+    let biased = ((value.to_bits() >> 52) & 0x7ff) as i32;
+    let exp = (biased - 1023).max(emin);
+    let ulp_exp = exp - mant_bits;
+    let rounded = (value * pow2(-ulp_exp)).round_ties_even() * pow2(ulp_exp);
+    if rounded.abs() >= pow2(emax + 1) {
+        f64::INFINITY.copysign(value)
+    } else {
+        rounded
+    }
+}
+
 /// Appends the little-endian encoding of `value` converted to `dtype`; `None` for dtypes that
 /// are not byte-addressable numbers or bool.
 pub fn encode_f64(dtype: DType, value: f64, out: &mut Vec<u8>) -> Option<()> {
     fn to_int(value: f64, lo: i128, hi: i128) -> i128 {
-        if value.is_nan() { 0 } else { (value.trunc() as i128).clamp(lo, hi) }
+        if value.is_nan() {
+            0
+        } else {
+            (value.trunc() as i128).clamp(lo, hi)
+        }
     }
     match dtype {
-        DType::Fp16 => out.extend_from_slice(&f16::from_f64(value).to_le_bytes()),
-        DType::Bf16 => out.extend_from_slice(&bf16::from_f64(value).to_le_bytes()),
+        DType::Fp16 => {
+            out.extend_from_slice(&f16::from_f64(round_to_dtype(value, dtype)).to_le_bytes());
+        }
+        DType::Bf16 => {
+            out.extend_from_slice(&bf16::from_f64(round_to_dtype(value, dtype)).to_le_bytes());
+        }
         DType::Fp32 => out.extend_from_slice(&(value as f32).to_le_bytes()),
         DType::Fp64 => out.extend_from_slice(&value.to_le_bytes()),
         DType::Bool => out.push(u8::from(value != 0.0)),
@@ -246,7 +314,10 @@ mod tests {
         let ty = TensorType::new(DType::Int32, [3]);
         assert_eq!(
             Tensor::from_i64s(ty, &[1, 2]),
-            Err(TensorError::Count { expected: 3, got: 2 })
+            Err(TensorError::Count {
+                expected: 3,
+                got: 2
+            })
         );
     }
 }

@@ -100,7 +100,10 @@ impl DType {
 
     /// Parses a text spelling.
     pub fn from_name(name: &str) -> Option<DType> {
-        DType::ALL.iter().copied().find(|dtype| dtype.name() == name)
+        DType::ALL
+            .iter()
+            .copied()
+            .find(|dtype| dtype.name() == name)
     }
 
     /// Size of one element in bits (strings: 0).
@@ -159,7 +162,10 @@ impl DType {
 
     /// The dtype of a MILBlob dtype code (fp8 codes 16 and 17 have no text spelling: `None`).
     pub fn from_blob_code(code: u32) -> Option<DType> {
-        DType::ALL.iter().copied().find(|dtype| dtype.blob_code() == Some(code))
+        DType::ALL
+            .iter()
+            .copied()
+            .find(|dtype| dtype.blob_code() == Some(code))
     }
 
     /// fp16, fp32, fp64 or bf16.
@@ -219,12 +225,18 @@ pub struct TensorType {
 impl TensorType {
     /// A tensor type.
     pub fn new(dtype: DType, shape: impl Into<Vec<usize>>) -> TensorType {
-        TensorType { dtype, shape: shape.into() }
+        TensorType {
+            dtype,
+            shape: shape.into(),
+        }
     }
 
     /// A rank-0 type.
     pub fn scalar(dtype: DType) -> TensorType {
-        TensorType { dtype, shape: Vec::new() }
+        TensorType {
+            dtype,
+            shape: Vec::new(),
+        }
     }
 
     /// Number of dimensions.
@@ -234,7 +246,10 @@ impl TensorType {
 
     /// Number of elements (1 for a scalar); saturates at `usize::MAX`.
     pub fn numel(&self) -> usize {
-        self.shape.iter().try_fold(1usize, |acc, &dim| acc.checked_mul(dim)).unwrap_or(usize::MAX)
+        self.shape
+            .iter()
+            .try_fold(1usize, |acc, &dim| acc.checked_mul(dim))
+            .unwrap_or(usize::MAX)
     }
 
     /// Dense byte length, `None` for strings or overflow.
@@ -298,7 +313,10 @@ impl DeclType {
                 Dim::Unknown => None,
             })
             .collect::<Option<Vec<_>>>()?;
-        Some(TensorType { dtype: self.dtype, shape })
+        Some(TensorType {
+            dtype: self.dtype,
+            shape,
+        })
     }
 
     /// Whether the inferred `ty` matches this declaration (same dtype and rank; `?` matches any
@@ -306,16 +324,23 @@ impl DeclType {
     pub fn matches(&self, ty: &TensorType) -> bool {
         self.dtype == ty.dtype
             && self.dims.len() == ty.shape.len()
-            && self.dims.iter().zip(&ty.shape).all(|(dim, size)| match dim {
-                Dim::Known(known) => known == size,
-                Dim::Unknown => true,
-            })
+            && self
+                .dims
+                .iter()
+                .zip(&ty.shape)
+                .all(|(dim, size)| match dim {
+                    Dim::Known(known) => known == size,
+                    Dim::Unknown => true,
+                })
     }
 }
 
 impl From<TensorType> for DeclType {
     fn from(ty: TensorType) -> DeclType {
-        DeclType { dtype: ty.dtype, dims: ty.shape.into_iter().map(Dim::Known).collect() }
+        DeclType {
+            dtype: ty.dtype,
+            dims: ty.shape.into_iter().map(Dim::Known).collect(),
+        }
     }
 }
 
@@ -361,7 +386,10 @@ mod tests {
         assert_eq!(ty.to_string(), "tensor<fp16, [1, 768, 1, 256]>");
         assert_eq!(ty.strides(), vec![196608, 256, 256, 1]);
         assert_eq!(TensorType::scalar(DType::Bool).to_string(), "bool");
-        let decl = DeclType { dtype: DType::Fp16, dims: vec![Dim::Known(1), Dim::Unknown] };
+        let decl = DeclType {
+            dtype: DType::Fp16,
+            dims: vec![Dim::Known(1), Dim::Unknown],
+        };
         assert!(decl.matches(&TensorType::new(DType::Fp16, [1, 9])));
         assert!(!decl.matches(&TensorType::new(DType::Fp16, [2, 9])));
     }
