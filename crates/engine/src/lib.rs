@@ -1,4 +1,140 @@
-//! milbridge-engine: a [`milbridge_mil::facts::VerifiedProgram`] compiled once into a plan and
-//! evaluated many times on the CPU over caller-provided buffers.
+//! milbridge-engine: a [`milbridge_mil::facts::VerifiedProgram`] compiled once into a [`Plan`]
+//! and evaluated many times on the CPU over caller-provided buffers.
+//!
+//! ```text
+//! VerifiedProgram ──compile──▶ Plan ──eval(workspace, inputs, outputs)──▶ outputs written
+//!                                │
+//!                                └─to_bytes / from_bytes (versioned, checksummed)
+//! ```
+//!
+//! # Compile
+//!
+//! [`compile`] picks the function ([`CompileOptions::function`], default the entry), removes
+//! dead ops, binds constants (`facts.consts`: verification loads blobs and, given the reference
+//! folder, folds const subgraphs; the planner additionally runs any remaining all-const step
+//! once at compile time), turns view ops (reshape, transpose, expand_dims, squeeze,
+//! slice_by_size, slice_by_index with positive strides, split, same-dtype cast, tile of size-1
+//! dims) into strided layouts over their input's buffer, chooses a kernel per step from a
+//! [`KernelTable`], and assigns arena offsets to intermediates by liveness. A function output
+//! that is a chain of bijective views of a computed value is written in place into the output
+//! buffer (the producer writes through the inverse strides), so the spatially packed dynamic
+//! matmul of mil-spec 8.5 runs with no copy at all ([`PlanStats::materialize_steps`] is 0).
+//!
+//! # Execute
+//!
+//! [`Plan::eval`] runs the steps over the caller's buffers directly (no staging copies), with
+//! one [`Workspace`] per concurrent evaluation, on a persistent worker pool (linalg's `Pool`):
+//! large ops are split by destination rows across all threads. The eval path does not
+//! allocate. Run-time errors (R002 gather index, R003 dynamic slice bounds, R004 int32 pow/div)
+//! are [`Error::Runtime`].
+//!
+//! # Precision "exact" (the default) — error bounds against exact math
+//!
+//! Every tensor is stored in its declared dtype; fp16 values are widened exactly to f32,
+//! computed, and rounded once (nearest-even) when an op stores its output (mil-spec 5.2).
+//! `u` is the unit roundoff of the output type (2⁻¹¹ for fp16, 2⁻²⁴ for fp32), "ulp" an ulp of
+//! the output type.
+//!
+//! | ops | how | bound against exact math |
+//! |---|---|---|
+//! | add, sub, mul, real_div, sqrt, square, abs, relu, maximum, minimum, clip, comparisons, select, cast, every view/copy op | one f32 operation, rounded once | ≤ 0.5 ulp (identical to IEEE fp16/fp32 arithmetic; comparisons and moves exact) |
+//! | exp, erf, tanh, sigmoid, silu, gelu (3 modes), log, rsqrt, inverse, pow | evaluated in f64 from the input, rounded once | ≤ 0.5 ulp + 2⁻⁵² relative (≤ 1 ulp) |
+//! | reduce_sum, reduce_mean | f32 accumulation in order, rounded once | ≤ 0.5 ulp + n·2⁻²⁴·Σ\|xᵢ\| |
+//! | reduce_max | exact, rounded once (NaN-propagating) | ≤ 0.5 ulp (exact for same-dtype) |
+//! | matmul, linear, conv (and 1×1 conv via GEMM) | f32 products and accumulation (FMA on x86 tiers), rounded once | ≤ 0.5 ulp + k·2⁻²⁴·Σₖ\|aᵢₖ\|\|bₖⱼ\| (k = inner length; conv: C_in/groups · kernel volume) |
+//! | softmax | f32 max-shifted exp (libm f32), f32 sum, rounded once | ≤ 0.5 ulp + (n+4)·2⁻²⁴ relative per element |
+//! | layer_norm | f32 two-pass mean/variance, rounded once | ≤ 0.5 ulp + O(n·2⁻²⁴) relative to the normalised value |
+//! | scaled_dot_product_attention | f32 scores, softmax and P·V, rounded once | ≤ 0.5 ulp + (E + S + 4)·2⁻²⁴ relative to Σ\|p\|\|v\| |
+//! | quantize / dequantize | f64 division / f32 product, rounded once | exact rounding of the f64 quotient; dequantize ≤ 0.5 ulp + 2⁻²⁴ |
+//!
+//! The tests check these bounds against the f64 reference interpreter ([`reference`](mod@reference)), with the
+//! tolerances stated once in `tests/common/mod.rs`.
+//!
+//! [`Precision::Fast`] routes fp16/fp32 matmul (and 1×1 conv) through linalg's AMX bf16 tiles
+//! where the tier has them (operands rounded to bf16, f32 accumulation: bound ≈ 2⁻⁸·Σ|a||b|);
+//! on other tiers it equals `Exact`.
+//!
+//! # Modules
+//!
+//! [`layout`] (strided views), [`elem`] (element types), [`kernels`] (the kernel table and the
+//! portable kernels), [`plan`] (lowering, memory planning, serialisation), [`exec`] (eval, and
+//! `exec::raw`, the crate's only unsafe code), [`reference`](mod@reference) (the f64 oracle).
 
+pub mod elem;
+pub mod error;
+pub mod exec;
+pub mod kernels;
+pub mod layout;
+pub mod plan;
 pub mod reference;
+
+use milbridge_linalg::cpu::{self, Isa};
+use milbridge_mil::facts::VerifiedProgram;
+
+pub use error::{Error, KernelError, Result};
+pub use exec::Workspace;
+pub use kernels::table::KernelTable;
+pub use plan::{IoDesc, Plan, PlanStats};
+
+/// Numeric profile of a compiled plan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// fp16 tensors computed in f32 and rounded to fp16 at each op output (mil-spec 5.2).
+    #[default]
+    Exact,
+    /// matmul/conv through AMX bf16 tiles where available (otherwise `Exact`).
+    Fast,
+}
+
+/// How to compile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// The function to compile (`None`: the entry, `main` or the first function).
+    pub function: Option<String>,
+    /// Kernel tier (default [`cpu::selected_isa`]).
+    pub isa: Isa,
+    /// Precision profile (default [`Precision::Exact`]).
+    pub precision: Precision,
+    /// Threads large ops are split across (0: [`cpu::thread_count`]).
+    pub threads: usize,
+}
+
+impl Default for CompileOptions {
+    fn default() -> CompileOptions {
+        CompileOptions {
+            function: None,
+            isa: cpu::selected_isa(),
+            precision: Precision::Exact,
+            threads: 0,
+        }
+    }
+}
+
+/// Compiles one function of `program` into a plan using the kernel table of `options.isa`.
+pub fn compile(program: &VerifiedProgram, options: &CompileOptions) -> Result<Plan> {
+    compile_inner(program, options, false)
+}
+
+/// Like [`compile`], but with the portable table ([`KernelTable::generic`], no plugged
+/// kernels at all): the baseline the tiered tables are tested against.
+pub fn compile_portable(program: &VerifiedProgram, options: &CompileOptions) -> Result<Plan> {
+    compile_inner(program, options, true)
+}
+
+fn compile_inner(
+    program: &VerifiedProgram,
+    options: &CompileOptions,
+    portable: bool,
+) -> Result<Plan> {
+    if !cpu::isa_available(options.isa) {
+        return Err(Error::IsaUnavailable(options.isa.name()));
+    }
+    let ir = program.program();
+    let func = match &options.function {
+        Some(name) => ir
+            .function(name)
+            .ok_or_else(|| Error::NoSuchFunction(name.clone()))?,
+        None => ir.entry().ok_or(Error::NoFunction)?,
+    };
+    plan::lower::lower(program, func, options, portable)
+}

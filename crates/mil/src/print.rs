@@ -10,12 +10,12 @@
 //! The printer never panics, even on IR that breaks the lowering invariants (a dangling handle
 //! prints as `?`, which does not parse).
 
+use crate::ir::round_to_dtype;
 use crate::ir::{
     ArgValue, BlobRef, DType, Function, Handle, Literal, Op, Program, Tensor, TensorData,
     TensorType, Use, ValueDef,
 };
 use crate::lex::quote_string;
-use crate::ir::round_to_dtype;
 use std::fmt::Write as _;
 
 /// Canonical text (mil-spec 3.11): 1.3 dialect, 4-space indent, hex floats, args in source

@@ -276,7 +276,7 @@ pub(crate) unsafe fn run<K: MicroKernel>(pool: &Pool, problem: &Problem<'_>) {
         };
         pool.run(problem.batch * items_per_batch, &|item| {
             // SAFETY: `item` < batch × items; the contract of `run` holds for every item.
-            unsafe { run_item(&ctx, item / items_per_batch, item % items_per_batch) }
+            unsafe { run_any_item(&ctx, item / items_per_batch, item % items_per_batch) }
         });
         return;
     }
@@ -296,10 +296,167 @@ pub(crate) unsafe fn run<K: MicroKernel>(pool: &Pool, problem: &Problem<'_>) {
         });
         pool.run(items_per_batch, &|item| {
             // SAFETY: as above; the shared panels were completed by the previous `run`.
-            unsafe { run_item(&ctx, batch_idx, item) }
+            unsafe { run_any_item(&ctx, batch_idx, item) }
         });
     }
     SHARED_A.set(shared);
+}
+
+/// Runs work item `item` of batch entry `batch_idx` in the kernel's loop order.
+///
+/// # Safety
+/// As for [`run_item`].
+unsafe fn run_any_item<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, item: usize) {
+    if K::B_OUTER {
+        // SAFETY: forwarded.
+        unsafe { run_item_b_outer(ctx, batch_idx, item) }
+    } else {
+        // SAFETY: forwarded.
+        unsafe { run_item(ctx, batch_idx, item) }
+    }
+}
+
+/// Computes one `mc × nc` block of C, B panel outer and A panels inner: for each `NR`-column
+/// panel, every `kc` block runs the kernel down all the item's A panels into an f32 scratch
+/// block (the item's `mc × nc`, 64-byte aligned, its row pitch an odd number of cache lines so
+/// that the 32 rows of a tile store fall into distinct L1 sets), which is merged into C once,
+/// in long contiguous rows, at the end. While it works on one packed B panel the kernel
+/// prefetches the next one into L2: call `tile_m` of a `kc` block prefetches slice
+/// `tile_m % 8` of that block.
+///
+/// # Safety
+/// As for [`run`]; `item` < `m_blocks × n_blocks`.
+unsafe fn run_item_b_outer<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, item: usize) {
+    const PREFETCH_SLICES: usize = 8;
+    let plan = ctx.plan;
+    let problem = ctx.problem;
+    let (mr, nr) = (K::MR, K::NR);
+    let elem = size_of::<K::Elem>();
+    let a = shift_ref(problem.a, batch_idx as isize * problem.a_batch_stride);
+    let c = shift_mut(problem.c, batch_idx as isize * problem.c_batch_stride);
+    let m0 = item / plan.n_blocks * plan.mc;
+    let n0 = item % plan.n_blocks * plan.nc;
+    let m_len = plan.mc.min(plan.m - m0);
+    let n_len = plan.nc.min(plan.n - n0);
+    let m_tiles = m_len.div_ceil(mr);
+    let n_tiles = n_len.div_ceil(nr);
+
+    let mut scratch = SCRATCH.take();
+    // A panels of this item, full depth: the shared buffer (offset by the item's first panel)
+    // or local scratch packed here.
+    let a_panels: *const K::Elem = if plan.shared_a {
+        // SAFETY: panel m0 / MR of the shared buffer.
+        unsafe { ctx.shared_a.add(m0 / mr * mr * plan.k_pad) }
+    } else {
+        let local = scratch
+            .a
+            .ensure::<K::Elem>(m_tiles * mr * plan.k_pad * elem);
+        for tile_m in 0..m_tiles {
+            let row = m0 + tile_m * mr;
+            // SAFETY: rows `row..row + rows` × k `0..k` are inside A; the panel fits the
+            // scratch sized for `m_tiles` full-depth panels.
+            unsafe {
+                K::pack_a(
+                    a_panel_src(a, row, 0),
+                    mr.min(plan.m - row),
+                    plan.k,
+                    local.add(tile_m * mr * plan.k_pad),
+                );
+            }
+        }
+        local
+    };
+    let b_local = match problem.b {
+        BSource::Raw { .. } => scratch.b.ensure::<K::Elem>(nr * plan.k_pad * elem),
+        BSource::Packed { .. } => std::ptr::null_mut(),
+    };
+    let ld_block = odd_line_pitch(n_tiles * nr);
+    let c_block = scratch.c.ensure::<f32>(m_tiles * mr * ld_block * 4);
+
+    // SAFETY: the session is created for the tier the caller guarantees.
+    let session = unsafe { K::begin() };
+    for tile_n in 0..n_tiles {
+        let col = n0 + tile_n * nr;
+        let cols = nr.min(n_len - tile_n * nr);
+        let (b_panel, b_k_pad, next_panel): (*const K::Elem, usize, *const K::Elem) =
+            match problem.b {
+                BSource::Raw { view, batch_stride } => {
+                    let b = shift_ref(view, batch_idx as isize * batch_stride);
+                    // SAFETY: k `0..k` × columns `col..col + cols` are inside B; the panel
+                    // fits the scratch sized for one full-depth panel.
+                    unsafe { K::pack_b(b_panel_src(b, 0, col), cols, plan.k, b_local) };
+                    (b_local, plan.k_pad, b_local)
+                }
+                BSource::Packed { data, k_pad } => {
+                    let panel_idx = n0 / nr + tile_n;
+                    let base = data.as_ptr::<K::Elem>();
+                    // Prefetch the next panel of this item, or (at the item's end) this one
+                    // again, which is harmless. `wrapping_add`: only ever a hint.
+                    let next_idx = if tile_n + 1 < n_tiles {
+                        panel_idx + 1
+                    } else {
+                        panel_idx
+                    };
+                    (
+                        base.wrapping_add(panel_idx * nr * k_pad),
+                        k_pad,
+                        base.wrapping_add(next_idx * nr * k_pad),
+                    )
+                }
+            };
+        for kb in 0..plan.n_kb {
+            let k0 = kb * plan.kc;
+            let k_len = plan.kc.min(plan.k - k0);
+            let k_pad = k_len.next_multiple_of(K::KU);
+            let steps = k_pad / K::KU;
+            debug_assert!(k0 + k_pad <= b_k_pad);
+            for tile_m in 0..m_tiles {
+                // SAFETY: panel tile_m of the item's A panels, at depth k0 (inside its k_pad).
+                let a_panel = unsafe { a_panels.add((tile_m * plan.k_pad + k0) * mr) };
+                // SAFETY: depth k0 of the B panel (k0 + k_pad ≤ its padded depth).
+                let b_at = unsafe { b_panel.add(k0 * nr) };
+                let prefetch = next_panel
+                    .wrapping_add(k0 * nr + tile_m % PREFETCH_SLICES * steps * K::PREFETCH_PER_STEP);
+                // SAFETY: the tile lies inside the C block scratch (row stride `ld_block`).
+                let tile = unsafe { c_block.add(tile_m * mr * ld_block + tile_n * nr) };
+                // SAFETY: panels packed to at least `k_pad` depth from k0; the tile is a
+                // writable MR × NR block at row stride `ld_block`; the session is live.
+                unsafe {
+                    K::kernel(
+                        &session,
+                        k_pad,
+                        a_panel,
+                        b_at,
+                        tile,
+                        ld_block as isize,
+                        kb > 0,
+                        prefetch,
+                    );
+                }
+            }
+        }
+    }
+    drop(session);
+    // SAFETY: the valid `m_len × n_len` part of the block maps into C at (m0, n0).
+    unsafe {
+        merge_tile::<K>(
+            c_block,
+            ld_block,
+            m_len,
+            n_len,
+            c,
+            m0,
+            n0,
+            problem.accumulate,
+        )
+    };
+    SCRATCH.set(scratch);
+}
+
+/// A row pitch (in f32) of at least `cols` that is a whole, odd number of 64-byte lines.
+fn odd_line_pitch(cols: usize) -> usize {
+    let lines = cols.div_ceil(16);
+    (lines | 1) * 16
 }
 
 /// Computes one `mc × nc` block of C for batch entry `batch_idx`.
@@ -330,11 +487,15 @@ unsafe fn run_item<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, item: usi
         BSource::Raw { .. } => scratch.b.ensure::<K::Elem>(n_tiles * nr * plan.kc * elem),
         BSource::Packed { .. } => std::ptr::null_mut(),
     };
+    // Full tiles go straight into an f32, unit-column-stride C when one `kc` block covers k.
+    // With several blocks the partial sums would be re-read from C between blocks: a C with a
+    // large (often power-of-two) row pitch puts a tile's rows in one L1 set and the re-reads
+    // miss, so partial sums live in the scratch (odd line pitch) instead.
     let c_direct = match c.ptr {
-        OutPtr::F32(ptr) if c.col_stride == 1 && c.row_stride > 0 => Some(ptr),
+        OutPtr::F32(ptr) if c.col_stride == 1 && c.row_stride > 0 && plan.n_kb == 1 => Some(ptr),
         _ => None,
     };
-    let ld_tile = n_tiles * nr;
+    let ld_tile = odd_line_pitch(n_tiles * nr);
     let c_tiles = if c_direct.is_none() || !m_len.is_multiple_of(mr) || !n_len.is_multiple_of(nr) {
         scratch.c.ensure::<f32>(m_tiles * mr * ld_tile * 4)
     } else {
@@ -424,6 +585,7 @@ unsafe fn run_item<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, item: usi
                             c_ptr.offset(offset),
                             c.row_stride,
                             problem.accumulate || kb > 0,
+                            b_panel,
                         );
                     }
                 }
@@ -440,6 +602,7 @@ unsafe fn run_item<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, item: usi
                             tile,
                             ld_tile as isize,
                             kb > 0,
+                            b_panel,
                         );
                     }
                     if last {
@@ -494,6 +657,17 @@ unsafe fn merge_tile<K: MicroKernel>(
         let values = unsafe { std::slice::from_raw_parts(tile.add(row_idx * ld), cols) };
         let offset = (row + row_idx) as isize * c.row_stride + col as isize * c.col_stride;
         match c.ptr {
+            OutPtr::F32(ptr) if c.col_stride == 1 => {
+                // SAFETY: `cols` contiguous elements of C's row, disjoint from the tile.
+                let out = unsafe { std::slice::from_raw_parts_mut(ptr.offset(offset), cols) };
+                if accumulate {
+                    for (out, &value) in out.iter_mut().zip(values) {
+                        *out += value;
+                    }
+                } else {
+                    out.copy_from_slice(values);
+                }
+            }
             OutPtr::F32(ptr) => {
                 for (col_idx, &value) in values.iter().enumerate() {
                     // SAFETY: element (row + row_idx, col + col_idx) is inside C.
@@ -540,34 +714,61 @@ unsafe fn zero_c(c: MatMut) {
     }
 }
 
-/// Packs all of `b` (`k × n`) into `NR`-column panels of depth `k_pad` in `data`.
+/// Packs all of `b` (`k × n`) into `NR`-column panels of depth `k_pad` in `data`, groups of
+/// neighbouring panels spread over `pool`.
 ///
 /// # Safety
 /// `b` readable; the host supports `K`'s tier.
 pub(crate) unsafe fn pack_b_panels<K: MicroKernel>(
+    pool: &Pool,
     b: MatRef,
     k: usize,
     n: usize,
     k_pad: usize,
     data: &mut AlignedBuf,
 ) {
+    struct Shared<T> {
+        b: MatRef,
+        dst: *mut T,
+    }
+    // SAFETY: tasks only read B (not written during the call, per the caller) and write
+    // disjoint panels through `dst` (see below).
+    unsafe impl<T> Sync for Shared<T> {}
+
     let n_panels = n.div_ceil(K::NR);
     let panel_elems = K::NR * k_pad;
-    let dst = data.ensure::<K::Elem>(n_panels * panel_elems * size_of::<K::Elem>());
-    for panel_idx in 0..n_panels {
-        let col = panel_idx * K::NR;
-        // SAFETY: columns `col..col + cols` × k `0..k` are inside B; the panel is inside the
-        // buffer sized above.
-        unsafe {
-            K::pack_b(
-                b_panel_src(b, 0, col),
-                K::NR.min(n - col),
-                k,
-                dst.add(panel_idx * panel_elems),
-            )
-        };
-    }
+    let shared = Shared {
+        b,
+        dst: data.ensure::<K::Elem>(n_panels * panel_elems * size_of::<K::Elem>()),
+    };
+    let bytes = (k * n * size_of::<K::Elem>()) as f64;
+    let groups = if pool.n_threads() > 1 && bytes >= PARALLEL_MIN_PACK_BYTES {
+        (4 * pool.n_threads()).min(n_panels)
+    } else {
+        1
+    };
+    let per_group = n_panels.div_ceil(groups);
+    let shared = &shared;
+    pool.run(n_panels.div_ceil(per_group), &|group| {
+        let first = group * per_group;
+        for panel_idx in first..(first + per_group).min(n_panels) {
+            let col = panel_idx * K::NR;
+            // SAFETY: columns `col..col + cols` × k `0..k` are inside B; the panel is inside
+            // the buffer sized above, and each panel index belongs to one group only.
+            unsafe {
+                K::pack_b(
+                    b_panel_src(shared.b, 0, col),
+                    K::NR.min(n - col),
+                    k,
+                    shared.dst.add(panel_idx * panel_elems),
+                )
+            };
+        }
+    });
 }
+
+/// Packing below this many destination bytes is not worth a dispatch.
+const PARALLEL_MIN_PACK_BYTES: f64 = (1 << 16) as f64;
 
 #[cfg(test)]
 mod tests {

@@ -357,13 +357,23 @@ pub struct PackedB {
 }
 
 impl PackedB {
-    /// Packs `b` (k × n) for `spec`'s kernel.
+    /// Packs `b` (k × n) for `spec`'s kernel, in parallel on the global pool
+    /// ([`Pool::global`]).
     ///
     /// Panics if the host lacks `spec.isa`.
     ///
     /// # Safety
     /// Every element of the view `b` is readable and not written during the call.
     pub unsafe fn pack(spec: &GemmSpec, b: MatRef) -> PackedB {
+        // SAFETY: forwarded from the caller.
+        unsafe { PackedB::pack_with(spec, Pool::global(), b) }
+    }
+
+    /// [`PackedB::pack`] on `pool`.
+    ///
+    /// # Safety
+    /// As for [`PackedB::pack`].
+    pub unsafe fn pack_with(spec: &GemmSpec, pool: &Pool, b: MatRef) -> PackedB {
         let kernel = check_spec(spec);
         let k_pad = with_kernel!(kernel, K => b.rows.next_multiple_of(K::KU));
         let mut packed = PackedB {
@@ -374,17 +384,28 @@ impl PackedB {
             data: AlignedBuf::default(),
         };
         // SAFETY: forwarded from the caller.
-        unsafe { packed.repack(b) };
+        unsafe { packed.repack_with(pool, b) };
         packed
     }
 
-    /// Packs a new `b` of the same shape into the existing memory.
+    /// Packs a new `b` of the same shape into the existing memory, in parallel on the global
+    /// pool. This is the weight-update path: panels are packed by several threads at once,
+    /// each reading its columns of B in long runs, at about memory bandwidth.
     ///
     /// Panics if `b`'s shape differs from the packed one.
     ///
     /// # Safety
     /// As for [`PackedB::pack`].
     pub unsafe fn repack(&mut self, b: MatRef) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.repack_with(Pool::global(), b) }
+    }
+
+    /// [`PackedB::repack`] on `pool`.
+    ///
+    /// # Safety
+    /// As for [`PackedB::pack`].
+    pub unsafe fn repack_with(&mut self, pool: &Pool, b: MatRef) {
         assert_eq!(
             (b.rows, b.cols),
             (self.k, self.n),
@@ -394,7 +415,9 @@ impl PackedB {
         let data = &mut self.data;
         // SAFETY: the kernel's tier was checked in `pack`; `b` readable per the caller; the
         // buffer is sized for every panel by `pack_b_panels`.
-        unsafe { with_kernel!(self.kernel, K => driver::pack_b_panels::<K>(b, k, n, k_pad, data)) }
+        unsafe {
+            with_kernel!(self.kernel, K => driver::pack_b_panels::<K>(pool, b, k, n, k_pad, data))
+        }
     }
 
     /// Rows of B (the shared dimension).

@@ -419,6 +419,16 @@ fn larger_than_blocking(isa: Isa) {
             check(&spec, &pool, Case::new(300, 530, 700), 42 + threads as u64);
             // Many column blocks: the shared packed-A path.
             check(&spec, &pool, Case::new(70, 1500, 90), 43);
+            // More than two `kc` blocks (C reloaded from its tile or scratch), and more A
+            // panels per item than the B-outer prefetch slices.
+            let (mr, nr, kc) =
+                with_kernel!(KernelId::of(spec.isa, spec.precision), K => (K::MR, K::NR, K::KC));
+            check(
+                &spec,
+                &pool,
+                Case::new(9 * mr + 3, 2 * nr + 5, 2 * kc + 37),
+                44,
+            );
         }
     }
 }
@@ -514,7 +524,13 @@ fn packed_b(isa: Isa) {
     for spec in specs(isa) {
         for b_layout in [Layout::RowMajor, Layout::ColMajor, Layout::Padded] {
             for b_dtype in [Dtype::F32, Dtype::F16] {
-                for (m, n, k) in [(1, 1, 1), (13, 31, 7), (300, 530, 700), (64, 96, 64)] {
+                for (m, n, k) in [
+                    (1, 1, 1),
+                    (13, 31, 7),
+                    (300, 530, 700),
+                    (64, 96, 64),
+                    (40, 100, 2100),
+                ] {
                     let case = Case {
                         b_layout,
                         b_dtype,

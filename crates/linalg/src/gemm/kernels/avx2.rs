@@ -43,6 +43,12 @@ impl Simd for Ymm {
         // SAFETY: the caller guarantees FMA.
         unsafe { _mm256_fmadd_ps(a, b, acc) }
     }
+
+    #[inline(always)]
+    unsafe fn prefetch(ptr: *const f32) {
+        // SAFETY: a prefetch never faults; the caller guarantees the tier (SSE suffices).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.cast()) }
+    }
 }
 
 /// # Safety
@@ -103,6 +109,7 @@ impl MicroKernel for Avx2 {
         c: *mut f32,
         rs_c: isize,
         load_c: bool,
+        _prefetch: *const f32,
     ) {
         // SAFETY: forwarded from this function's contract (host has the tier).
         unsafe { kernel_6x16(kc_pad, a, b, c, rs_c, load_c) }

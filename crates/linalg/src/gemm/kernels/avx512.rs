@@ -5,6 +5,7 @@
 
 use std::arch::x86_64::*;
 
+use super::amx::{load_run, mask16, transpose_16x16};
 use super::{MicroKernel, PanelSrc, Simd, f32_kernel_body, pack_f32_panel};
 use crate::cpu::Isa;
 
@@ -44,6 +45,12 @@ impl Simd for Zmm {
         // SAFETY: the caller guarantees AVX-512F.
         unsafe { _mm512_fmadd_ps(a, b, acc) }
     }
+
+    #[inline(always)]
+    unsafe fn prefetch(ptr: *const f32) {
+        // SAFETY: a prefetch never faults; the caller guarantees the tier (SSE suffices).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.cast()) }
+    }
 }
 
 /// # Safety
@@ -61,12 +68,68 @@ unsafe fn kernel_12x32(
     unsafe { f32_kernel_body::<Zmm, 12, 2>(kc_pad, a, b, c, rs_c, load_c) }
 }
 
+/// Packs a k-major f32 panel (`dst[k * R + mn]`, as [`pack_f32_panel`]) with vector code for
+/// the two common sources: `mn` contiguous (a row-major B, a transposed A) moves runs of up to
+/// 16 lanes per k; `k` contiguous (a row-major A, a transposed B such as a `[out][in]`
+/// weight) transposes 16 × 16 blocks in registers. Other strides use the portable packer.
+/// f16 sources are widened exactly (`vcvtph2ps`); padding lanes are written as zeros.
+///
 /// # Safety
 /// As for [`pack_f32_panel`]; the host has AVX-512 F/BW/VL.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
 unsafe fn pack<const R: usize>(src: PanelSrc, valid: usize, kc: usize, dst: *mut f32) {
-    // SAFETY: forwarded; the tier is present.
-    unsafe { pack_f32_panel::<R>(Isa::Avx512, src, valid, kc, dst) }
+    let vectors = R.div_ceil(16);
+    if src.mn_stride == 1 {
+        for k in 0..kc {
+            let line = k as isize * src.k_stride;
+            for vec_idx in 0..vectors {
+                let first = 16 * vec_idx;
+                let load_mask = mask16(valid.saturating_sub(first));
+                let store_mask = mask16(R - first);
+                // SAFETY: loads cover lanes mn < `valid` at this k (inside the view per the
+                // caller); stores cover lanes mn < R of row k of the panel.
+                unsafe {
+                    let values = load_run(src.ptr, line + first as isize, load_mask);
+                    _mm512_mask_storeu_ps(dst.add(k * R + first), store_mask, values);
+                }
+            }
+        }
+    } else if src.k_stride == 1 {
+        for k0 in (0..kc).step_by(16) {
+            let k_mask = mask16(kc - k0);
+            let k_len = (kc - k0).min(16);
+            for vec_idx in 0..vectors {
+                let first = 16 * vec_idx;
+                let store_mask = mask16(R - first);
+                let mut lines = [_mm512_setzero_si512(); 16];
+                for (lane, line) in lines.iter_mut().enumerate() {
+                    let mn = first + lane;
+                    if mn < valid {
+                        // SAFETY: k0..k0 + k_len of line `mn` (< valid) are inside the view.
+                        let values = unsafe {
+                            load_run(src.ptr, mn as isize * src.mn_stride + k0 as isize, k_mask)
+                        };
+                        *line = _mm512_castps_si512(values);
+                    }
+                }
+                // SAFETY: register-only; AVX-512 F present.
+                let columns = unsafe { transpose_16x16(&lines) };
+                for (k_idx, column) in columns.iter().take(k_len).enumerate() {
+                    // SAFETY: row k0 + k_idx < kc of the panel, lanes mn < R.
+                    unsafe {
+                        _mm512_mask_storeu_ps(
+                            dst.add((k0 + k_idx) * R + first),
+                            store_mask,
+                            _mm512_castsi512_ps(*column),
+                        );
+                    }
+                }
+            }
+        }
+    } else {
+        // SAFETY: forwarded; the tier is present.
+        unsafe { pack_f32_panel::<R>(Isa::Avx512, src, valid, kc, dst) }
+    }
 }
 
 /// The AVX-512 f32 kernel.
@@ -104,6 +167,7 @@ impl MicroKernel for Avx512 {
         c: *mut f32,
         rs_c: isize,
         load_c: bool,
+        _prefetch: *const f32,
     ) {
         // SAFETY: forwarded from this function's contract (host has the tier).
         unsafe { kernel_12x32(kc_pad, a, b, c, rs_c, load_c) }

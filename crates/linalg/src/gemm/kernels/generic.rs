@@ -80,6 +80,7 @@ impl MicroKernel for Generic {
         c: *mut f32,
         rs_c: isize,
         load_c: bool,
+        _prefetch: *const f32,
     ) {
         // SAFETY: forwarded from this function's contract; the portable body needs no tier.
         unsafe { f32_kernel_body::<Portable, 4, 1>(kc_pad, a, b, c, rs_c, load_c) }

@@ -81,6 +81,13 @@ pub(crate) trait MicroKernel: 'static {
     const NC: usize;
     /// Tier whose conversion routines the packers may use.
     const ISA: Isa;
+    /// Loop order of the driver: `false` runs A panel outer, B panels inner, writing full C
+    /// tiles in place; `true` runs B panel outer, A panels inner, with C in a compact
+    /// per-panel scratch copied out once (see the AMX kernel for why).
+    const B_OUTER: bool = false;
+    /// Elements of the next B panel the kernel prefetches per `KU` step (0: it ignores the
+    /// prefetch pointer).
+    const PREFETCH_PER_STEP: usize = 0;
     /// Packed element type (f32, or bf16 bits as u16).
     type Elem: Copy + 'static;
     /// Per-thread state held while microkernels run (the AMX tile configuration).
@@ -106,12 +113,18 @@ pub(crate) trait MicroKernel: 'static {
     /// As for [`MicroKernel::pack_a`].
     unsafe fn pack_b(src: PanelSrc, cols: usize, kc: usize, dst: *mut Self::Elem);
 
-    /// `C[MR × NR] (+)= A_panel · B_panel` over `kc_pad` (a positive multiple of `KU`).
+    /// `C[MR × NR] (+)= A_panel · B_panel` over `kc_pad` (a positive multiple of `KU`),
+    /// prefetching `kc_pad / KU × PREFETCH_PER_STEP` elements from `prefetch` on the way.
     ///
     /// # Safety
     /// `a`/`b` point at packed panels of at least `kc_pad` depth; `c` is writable (and readable
     /// when `load_c`) for `MR` rows of `NR` contiguous f32 at row stride `rs_c`; `session` came
-    /// from [`MicroKernel::begin`] on this thread.
+    /// from [`MicroKernel::begin`] on this thread. `prefetch` is only a hint and may point
+    /// anywhere (it is never dereferenced).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the microkernel contract: panels, C tile, mode and prefetch hint"
+    )]
     unsafe fn kernel(
         session: &Self::Session,
         kc_pad: usize,
@@ -120,6 +133,7 @@ pub(crate) trait MicroKernel: 'static {
         c: *mut f32,
         rs_c: isize,
         load_c: bool,
+        prefetch: *const Self::Elem,
     );
 }
 
@@ -154,7 +168,16 @@ pub(crate) trait Simd {
     /// # Safety
     /// Tier supported.
     unsafe fn mul_add(a: Self::V, b: Self::V, acc: Self::V) -> Self::V;
+    /// Hint: bring the cache line at `ptr` into L1 (never dereferenced, may point anywhere).
+    ///
+    /// # Safety
+    /// Tier supported.
+    #[inline(always)]
+    unsafe fn prefetch(_ptr: *const f32) {}
 }
+
+/// B-panel prefetch distance of the f32 kernel body, in k steps.
+const PREFETCH_STEPS: usize = 8;
 
 /// The f32 microkernel, written once: `MR` rows × `NV` vectors of `S::LANES` columns.
 ///
@@ -185,6 +208,12 @@ pub(crate) unsafe fn f32_kernel_body<S: Simd, const MR: usize, const NV: usize>(
         let mut a = a;
         let mut b = b;
         for _ in 0..kc_pad {
+            // B streams from L2; the hardware prefetchers alone leave the first load of each
+            // step waiting on it.
+            let ahead = b.wrapping_add(PREFETCH_STEPS * NV * S::LANES);
+            for line in 0..(NV * S::LANES).div_ceil(16) {
+                S::prefetch(ahead.wrapping_add(16 * line));
+            }
             let mut b_vecs = [S::zero(); NV];
             for (vec_idx, value) in b_vecs.iter_mut().enumerate() {
                 *value = S::load(b.add(vec_idx * S::LANES));
