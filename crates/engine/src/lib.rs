@@ -19,6 +19,8 @@
 //! that is a chain of bijective views of a computed value is written in place into the output
 //! buffer (the producer writes through the inverse strides), so the spatially packed dynamic
 //! matmul of mil-spec 8.5 runs with no copy at all ([`PlanStats::materialize_steps`] is 0).
+//! Likewise a value used only as one input of a `concat` is computed straight into its slot
+//! of the concat's destination (maderix/ANE's output "taps" cost no copy).
 //!
 //! # Execute
 //!
