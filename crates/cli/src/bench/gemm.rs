@@ -1,0 +1,462 @@
+//! `milbridge bench gemm [--json FILE] [--reps N] [--threads T]`: GEMM throughput of every
+//! available tier on the training shapes, side by side with the machine's peak and a reference
+//! library, all measured in this one process.
+//!
+//! Shapes (M = 256 tokens; a weight `W` is stored `[in][out]` = `k × n`):
+//!
+//! | label | product | (m, n, k) |
+//! |---|---|---|
+//! | `fwd W<in>x<out>` | `Y = X·W`, W packed once ([`PackedB`](milbridge_linalg::PackedB)) | (256, out, in) |
+//! | `dX W<in>x<out>` | `dX = dY·Wᵀ`, Wᵀ a transposed view, packed once | (256, in, out) |
+//! | `dW W<in>x<out>` | `dW = Xᵀ·dY`, Xᵀ a transposed view, nothing packed | (in, out, 256) |
+//! | `attn QKt x12` | 12 × `Q·Kᵀ` (head dim 64), Kᵀ a transposed view | 12 × (256, 256, 64) |
+//! | `attn PV x12` | 12 × `P·V` | 12 × (256, 64, 256) |
+//!
+//! for `W` in 768×768, 768×2048, 2048×768 and 768×32000. Inputs and outputs are f32; the AMX
+//! tier rounds operands to bf16 (`dtype` bf16), the others compute in f32.
+//!
+//! Per row: GFLOP/s of the slowest, median and fastest repetition (after one warm-up); the
+//! tier's peak measured in this run (bare `tdpbf16ps` loop for AMX, FMA loops for AVX-512 and
+//! AVX2, the portable multiply-add for generic: the best of several measurements taken before
+//! each row, on the same threads); `ratio_to_peak` = fastest / peak (both are best-case
+//! figures, which is what a loaded machine can still compare); and the same product through
+//! the `gemm` crate (f32, the same thread count) in the same process. Each row's result is
+//! checked against an f64 product on a sample of cells before it is reported.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, ensure};
+use clap::Args;
+use milbridge_linalg::bench::{GemmCase, GemmTimer, Operand};
+use milbridge_linalg::gemm::{Precision, kernel_name};
+use milbridge_linalg::{Isa, Pool, cpu, peak};
+use serde::Serialize;
+
+use super::{load_average, load_note, min_median_max, parse_tiers};
+
+/// Arguments of `milbridge bench gemm`.
+#[derive(Args, Debug, Clone)]
+pub struct GemmBenchArgs {
+    /// Also write the rows as a JSON array to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Timed repetitions per row (after one warm-up; fewer when a row would exceed
+    /// --budget-ms, never fewer than 3).
+    #[arg(long, default_value_t = 10)]
+    pub reps: usize,
+    /// Threads, the caller included (default: MILBRIDGE_THREADS or every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Tiers to run, comma-separated (default: every tier this host has).
+    #[arg(long, value_delimiter = ',', value_name = "TIER,...")]
+    pub tiers: Vec<String>,
+    /// Only the shapes whose label contains TEXT (e.g. `fwd`, `2048`, `attn`).
+    #[arg(long, value_name = "TEXT")]
+    pub filter: Option<String>,
+    /// Skip the reference library.
+    #[arg(long)]
+    pub no_reference: bool,
+    /// Time budget per row and tier in milliseconds (caps the repetitions of slow rows).
+    #[arg(long, default_value_t = 3000)]
+    pub budget_ms: u64,
+}
+
+/// One benchmark shape.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    label: &'static str,
+    case: GemmCase,
+}
+
+/// The training shapes (see the module docs).
+fn shapes() -> Vec<Shape> {
+    const TOKENS: usize = 256;
+    let weights: [(&str, &str, &str, usize, usize); 4] = [
+        ("fwd W768x768", "dX W768x768", "dW W768x768", 768, 768),
+        ("fwd W768x2048", "dX W768x2048", "dW W768x2048", 768, 2048),
+        ("fwd W2048x768", "dX W2048x768", "dW W2048x768", 2048, 768),
+        ("fwd W768x32000", "dX W768x32000", "dW W768x32000", 768, 32000),
+    ];
+    let mut shapes = Vec::new();
+    for (fwd, dx, dw, inputs, outputs) in weights {
+        let case = |m, n, k, a, b, packed_b| GemmCase {
+            batch: 1,
+            m,
+            n,
+            k,
+            a,
+            b,
+            packed_b,
+        };
+        use Operand::{RowMajor, Transposed};
+        shapes.push(Shape {
+            label: fwd,
+            case: case(TOKENS, outputs, inputs, RowMajor, RowMajor, true),
+        });
+        shapes.push(Shape {
+            label: dx,
+            case: case(TOKENS, inputs, outputs, RowMajor, Transposed, true),
+        });
+        shapes.push(Shape {
+            label: dw,
+            case: case(inputs, outputs, TOKENS, Transposed, RowMajor, false),
+        });
+    }
+    const HEADS: usize = 12;
+    const HEAD_DIM: usize = 64;
+    shapes.push(Shape {
+        label: "attn QKt x12",
+        case: GemmCase {
+            batch: HEADS,
+            m: TOKENS,
+            n: TOKENS,
+            k: HEAD_DIM,
+            a: Operand::RowMajor,
+            b: Operand::Transposed,
+            packed_b: false,
+        },
+    });
+    shapes.push(Shape {
+        label: "attn PV x12",
+        case: GemmCase {
+            batch: HEADS,
+            m: TOKENS,
+            n: HEAD_DIM,
+            k: TOKENS,
+            a: Operand::RowMajor,
+            b: Operand::RowMajor,
+            packed_b: false,
+        },
+    });
+    shapes
+}
+
+/// `{m, n, k}` of a JSON row.
+#[derive(Serialize, Debug, Clone, Copy)]
+struct ShapeJson {
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+/// One result row, as written to the JSON file.
+#[derive(Serialize, Debug, Clone)]
+struct Row {
+    label: &'static str,
+    shape: ShapeJson,
+    batch: usize,
+    dtype: &'static str,
+    tier: &'static str,
+    kernel: &'static str,
+    threads: usize,
+    reps: usize,
+    gflops_min: f64,
+    gflops_median: f64,
+    gflops_max: f64,
+    peak_gflops: f64,
+    ratio_to_peak: f64,
+    reference: Option<&'static str>,
+    reference_gflops: Option<f64>,
+    reference_gflops_median: Option<f64>,
+    max_rel_error: f64,
+    load_average: Option<f64>,
+}
+
+/// Name of the reference library as reported.
+const REFERENCE: &str = "gemm 0.19 (f32)";
+
+/// Largest acceptable sampled error per precision (relative to the cell's Σ|a|·|b|).
+fn error_bound(precision: Precision) -> f64 {
+    match precision {
+        Precision::Exact => 1e-4,
+        // bf16 operands: each product is off by up to ~2^-8 relative.
+        Precision::Fast => 2e-2,
+    }
+}
+
+fn precision_of(isa: Isa) -> (Precision, &'static str) {
+    match isa {
+        Isa::Amx => (Precision::Fast, "bf16"),
+        _ => (Precision::Exact, "f32"),
+    }
+}
+
+/// `milbridge bench gemm`.
+///
+/// # Errors
+/// Bad arguments (unknown or unavailable tier, zero repetitions or threads), a product whose
+/// sampled result is wrong, or an unwritable JSON file.
+pub fn run(args: &GemmBenchArgs) -> Result<()> {
+    ensure!(args.reps > 0, "--reps must be at least 1");
+    let tiers = parse_tiers(&args.tiers)?;
+    let threads = args.threads.unwrap_or_else(cpu::thread_count);
+    ensure!(threads > 0, "--threads must be at least 1");
+    let shapes: Vec<Shape> = shapes()
+        .into_iter()
+        .filter(|shape| {
+            args.filter
+                .as_deref()
+                .is_none_or(|text| shape.label.contains(text))
+        })
+        .collect();
+    ensure!(
+        !shapes.is_empty(),
+        "no shape label contains `{}`",
+        args.filter.as_deref().unwrap_or_default()
+    );
+    let pool = Pool::new(threads);
+    let load_before = load_average();
+    let mut peaks: BTreeMap<Isa, f64> = BTreeMap::new();
+    let mut rows = Vec::new();
+    let budget = args.budget_ms as f64 / 1e3;
+    for shape in &shapes {
+        let mut timer = GemmTimer::new(shape.case);
+        let flops = shape.case.flops();
+        let reference = if args.no_reference {
+            None
+        } else {
+            let probe = timer.time_reference(threads, 1)[0];
+            let reps = reps_within(args.reps, budget, probe);
+            let (_, median, max) = min_median_max(&gflops_of(flops, &timer.time_reference(threads, reps)));
+            Some((median, max))
+        };
+        for &isa in &tiers {
+            let peak_now = peak::measure_peak_gflops(isa, threads, &pool);
+            let best_peak = peaks.entry(isa).or_insert(0.0);
+            *best_peak = best_peak.max(peak_now);
+            let (precision, dtype) = precision_of(isa);
+            let probe = timer.time(isa, precision, &pool, 1)[0];
+            let reps = reps_within(args.reps, budget, probe);
+            let times = timer.time(isa, precision, &pool, reps);
+            let error = timer.max_rel_error();
+            ensure!(
+                error <= error_bound(precision),
+                "{} on {isa}: sampled relative error {error:.3e} exceeds {:.1e}, the result is wrong",
+                shape.label,
+                error_bound(precision)
+            );
+            let (gflops_min, gflops_median, gflops_max) = min_median_max(&gflops_of(flops, &times));
+            eprintln!(
+                "bench gemm: {:<16} {:<7} {:>8.1} GFLOP/s (best of {reps})",
+                shape.label,
+                isa.name(),
+                gflops_max
+            );
+            rows.push(Row {
+                label: shape.label,
+                shape: ShapeJson {
+                    m: shape.case.m,
+                    n: shape.case.n,
+                    k: shape.case.k,
+                },
+                batch: shape.case.batch,
+                dtype,
+                tier: isa.name(),
+                kernel: kernel_name(isa, precision),
+                threads,
+                reps,
+                gflops_min,
+                gflops_median,
+                gflops_max,
+                peak_gflops: 0.0,
+                ratio_to_peak: 0.0,
+                reference: reference.map(|_| REFERENCE),
+                reference_gflops: reference.map(|(_, max)| max),
+                reference_gflops_median: reference.map(|(median, _)| median),
+                max_rel_error: error,
+                load_average: load_before,
+            });
+        }
+    }
+    // One more peak measurement per tier at the end; every row uses its tier's best.
+    for &isa in &tiers {
+        let peak_now = peak::measure_peak_gflops(isa, threads, &pool);
+        let best_peak = peaks.entry(isa).or_insert(0.0);
+        *best_peak = best_peak.max(peak_now);
+    }
+    for row in &mut rows {
+        let isa = Isa::parse(row.tier).context("a row's tier name parses")?;
+        row.peak_gflops = peaks.get(&isa).copied().unwrap_or(f64::NAN);
+        row.ratio_to_peak = row.gflops_max / row.peak_gflops;
+    }
+    let load_after = load_average();
+
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "milbridge bench gemm: {threads} thread(s), host tier {}", cpu::host_isa())?;
+    writeln!(out, "{}", load_note(load_before, load_after))?;
+    for (isa, peak) in &peaks {
+        writeln!(out, "peak {:<8} {peak:>9.1} GFLOP/s ({})", isa.name(), peak_kind(*isa))?;
+    }
+    write!(out, "{}", render_table(&rows))?;
+    drop(out);
+
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&rows).context("serialising the rows")?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// What the peak of a tier measures.
+fn peak_kind(isa: Isa) -> &'static str {
+    match isa {
+        Isa::Amx => "bare tdpbf16ps loop on register tiles",
+        Isa::Avx512 => "vfmadd on 12 zmm accumulators",
+        Isa::Avx2 => "vfmadd on 12 ymm accumulators",
+        Isa::Generic => "portable multiply-add, 4 x 8 lanes",
+    }
+}
+
+/// Repetitions that fit `budget` seconds given one took `probe` seconds: at most `reps`, at
+/// least 3 (or `reps` if smaller).
+fn reps_within(reps: usize, budget: f64, probe: f64) -> usize {
+    let fit = if probe > 0.0 {
+        (budget / probe).floor() as usize
+    } else {
+        reps
+    };
+    fit.clamp(reps.min(3), reps)
+}
+
+fn gflops_of(flops: f64, times: &[f64]) -> Vec<f64> {
+    times.iter().map(|&t| flops / t.max(1e-12) / 1e9).collect()
+}
+
+/// The human table.
+fn render_table(rows: &[Row]) -> String {
+    let mut text = String::new();
+    text.push_str(&format!(
+        "{:<16} {:>18} {:<5} {:<7} {:>9} {:>9} {:>9} {:>9} {:>6} {:>9} {:>6}\n",
+        "shape",
+        "batch x m x n x k",
+        "dtype",
+        "tier",
+        "min",
+        "median",
+        "best",
+        "peak",
+        "b/peak",
+        "reference",
+        "b/ref"
+    ));
+    for row in rows {
+        let dims = format!(
+            "{}x{}x{}x{}",
+            row.batch, row.shape.m, row.shape.n, row.shape.k
+        );
+        let (reference, versus) = match row.reference_gflops {
+            Some(reference) => (
+                format!("{reference:.1}"),
+                format!("{:.2}", row.gflops_max / reference),
+            ),
+            None => ("-".to_string(), "-".to_string()),
+        };
+        text.push_str(&format!(
+            "{:<16} {:>18} {:<5} {:<7} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>5.0}% {:>9} {:>6}\n",
+            row.label,
+            dims,
+            row.dtype,
+            row.tier,
+            row.gflops_min,
+            row.gflops_median,
+            row.gflops_max,
+            row.peak_gflops,
+            100.0 * row.ratio_to_peak,
+            reference,
+            versus
+        ));
+    }
+    text.push_str("GFLOP/s; min/median/best over the repetitions; b/peak = best / peak; ");
+    text.push_str(&format!("reference = {REFERENCE}, best of its repetitions; b/ref = best / reference\n"));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_cover_the_training_products() {
+        let shapes = shapes();
+        assert_eq!(shapes.len(), 14);
+        let find = |label: &str| {
+            shapes
+                .iter()
+                .find(|shape| shape.label == label)
+                .unwrap_or_else(|| panic!("missing {label}"))
+                .case
+        };
+        let fwd = find("fwd W768x2048");
+        assert_eq!((fwd.m, fwd.n, fwd.k, fwd.packed_b), (256, 2048, 768, true));
+        let dx = find("dX W768x2048");
+        assert_eq!((dx.m, dx.n, dx.k, dx.b), (256, 768, 2048, Operand::Transposed));
+        let dw = find("dW W768x32000");
+        assert_eq!((dw.m, dw.n, dw.k, dw.a), (768, 32000, 256, Operand::Transposed));
+        let scores = find("attn QKt x12");
+        assert_eq!((scores.batch, scores.m, scores.n, scores.k), (12, 256, 256, 64));
+        let context = find("attn PV x12");
+        assert_eq!((context.batch, context.m, context.n, context.k), (12, 256, 64, 256));
+    }
+
+    #[test]
+    fn repetitions_respect_the_budget() {
+        assert_eq!(reps_within(10, 1.0, 0.05), 10);
+        assert_eq!(reps_within(10, 1.0, 0.25), 4);
+        assert_eq!(reps_within(10, 1.0, 2.0), 3);
+        assert_eq!(reps_within(2, 1.0, 2.0), 2);
+        assert_eq!(reps_within(10, 1.0, 0.0), 10);
+    }
+
+    #[test]
+    fn table_and_json_carry_every_field() {
+        let row = Row {
+            label: "fwd W768x2048",
+            shape: ShapeJson {
+                m: 256,
+                n: 2048,
+                k: 768,
+            },
+            batch: 1,
+            dtype: "bf16",
+            tier: "amx",
+            kernel: "amx_gemm_bf16_32x48",
+            threads: 2,
+            reps: 10,
+            gflops_min: 100.0,
+            gflops_median: 200.0,
+            gflops_max: 300.0,
+            peak_gflops: 600.0,
+            ratio_to_peak: 0.5,
+            reference: Some(REFERENCE),
+            reference_gflops: Some(150.0),
+            reference_gflops_median: Some(140.0),
+            max_rel_error: 1e-3,
+            load_average: Some(1.5),
+        };
+        let table = render_table(std::slice::from_ref(&row));
+        assert!(table.contains("fwd W768x2048"), "{table}");
+        assert!(table.contains("1x256x2048x768"), "{table}");
+        assert!(table.contains("50%"), "{table}");
+        assert!(table.contains("2.00"), "{table}");
+        let json: serde_json::Value = serde_json::to_value(&row).expect("serialise");
+        for field in [
+            "shape",
+            "dtype",
+            "tier",
+            "threads",
+            "gflops_min",
+            "gflops_median",
+            "peak_gflops",
+            "ratio_to_peak",
+            "reference",
+            "reference_gflops",
+        ] {
+            assert!(json.get(field).is_some(), "missing {field}");
+        }
+        assert_eq!(json["shape"]["n"], 2048);
+        assert_eq!(json["ratio_to_peak"], 0.5);
+    }
+}

@@ -1,0 +1,88 @@
+//! The `milbridge` command: the only place that prints for the user or chooses an exit code.
+#![forbid(unsafe_code)]
+
+mod check;
+mod npy;
+mod run;
+mod tools;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Compile MIL kernels once, run them many times on this CPU's matrix engines.
+#[derive(Parser, Debug)]
+#[command(name = "milbridge", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Verify MIL files and print diagnostics; exit 1 if any file is invalid.
+    Check(check::CheckArgs),
+    /// Print a MIL file in canonical form.
+    Print(check::PrintArgs),
+    /// Evaluate a MIL function on .npy inputs and write every output as DIR/<name>.npy.
+    Run(run::RunArgs),
+    /// Show the CPU features, the selected ISA tier and every MILBRIDGE_* knob.
+    Cpu,
+    /// Inspect or clear the compile cache.
+    Cache {
+        #[command(subcommand)]
+        command: tools::CacheCommand,
+    },
+    /// Benchmarks (never tests): kernel latency, real-time jitter.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Eval latency of a MIL program (min/median/p99) and the dispatch overhead of a trivial one.
+    Kernel(tools::KernelBenchArgs),
+    /// Latency percentiles with and without real-time mode while competing processes run.
+    Jitter(tools::JitterArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(args) => check::check(&args),
+        Command::Print(args) => check::print(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Cpu => run::cpu(),
+        Command::Cache { command } => tools::cache_command(&command),
+        Command::Bench { which } => match which {
+            BenchCommand::Kernel(args) => tools::bench_kernel(&args),
+            BenchCommand::Jitter(args) => tools::bench_jitter(&args),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where `@model_path` points for `file`: the explicit directory, else the file's directory.
+pub(crate) fn model_root(file: &std::path::Path, explicit: Option<&PathBuf>) -> PathBuf {
+    match explicit {
+        Some(dir) => dir.clone(),
+        None => file.parent().map_or_else(
+            || PathBuf::from("."),
+            |dir| {
+                if dir.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    dir.to_path_buf()
+                }
+            },
+        ),
+    }
+}
