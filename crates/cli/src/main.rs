@@ -5,6 +5,7 @@ mod check;
 mod npy;
 mod run;
 mod tools;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -28,6 +29,10 @@ enum Command {
     Run(run::RunArgs),
     /// Show the CPU features, the selected ISA tier and every MILBRIDGE_* knob.
     Cpu,
+    /// Train a Llama-family model on compiled bridge kernels (no arguments: the embedded default).
+    Train(Box<milbridge_train::TrainArgs>),
+    /// Generate text from a checkpoint written by `milbridge train`.
+    Sample(milbridge_train::SampleArgs),
     /// Inspect or clear the compile cache.
     Cache {
         #[command(subcommand)]
@@ -55,6 +60,8 @@ fn main() -> ExitCode {
         Command::Print(args) => check::print(&args),
         Command::Run(args) => run::run(&args),
         Command::Cpu => run::cpu(),
+        Command::Train(args) => train::train(&args),
+        Command::Sample(args) => train::sample(&args),
         Command::Cache { command } => tools::cache_command(&command),
         Command::Bench { which } => match which {
             BenchCommand::Kernel(args) => tools::bench_kernel(&args),

@@ -77,7 +77,13 @@ fn shapes() -> Vec<Shape> {
         ("fwd W768x768", "dX W768x768", "dW W768x768", 768, 768),
         ("fwd W768x2048", "dX W768x2048", "dW W768x2048", 768, 2048),
         ("fwd W2048x768", "dX W2048x768", "dW W2048x768", 2048, 768),
-        ("fwd W768x32000", "dX W768x32000", "dW W768x32000", 768, 32000),
+        (
+            "fwd W768x32000",
+            "dX W768x32000",
+            "dW W768x32000",
+            768,
+            32000,
+        ),
     ];
     let mut shapes = Vec::new();
     for (fwd, dx, dw, inputs, outputs) in weights {
@@ -219,7 +225,8 @@ pub fn run(args: &GemmBenchArgs) -> Result<()> {
         } else {
             let probe = timer.time_reference(threads, 1)[0];
             let reps = reps_within(args.reps, budget, probe);
-            let (_, median, max) = min_median_max(&gflops_of(flops, &timer.time_reference(threads, reps)));
+            let (_, median, max) =
+                min_median_max(&gflops_of(flops, &timer.time_reference(threads, reps)));
             Some((median, max))
         };
         for &isa in &tiers {
@@ -284,18 +291,26 @@ pub fn run(args: &GemmBenchArgs) -> Result<()> {
     let load_after = load_average();
 
     let mut out = std::io::stdout().lock();
-    writeln!(out, "milbridge bench gemm: {threads} thread(s), host tier {}", cpu::host_isa())?;
+    writeln!(
+        out,
+        "milbridge bench gemm: {threads} thread(s), host tier {}",
+        cpu::host_isa()
+    )?;
     writeln!(out, "{}", load_note(load_before, load_after))?;
     for (isa, peak) in &peaks {
-        writeln!(out, "peak {:<8} {peak:>9.1} GFLOP/s ({})", isa.name(), peak_kind(*isa))?;
+        writeln!(
+            out,
+            "peak {:<8} {peak:>9.1} GFLOP/s ({})",
+            isa.name(),
+            peak_kind(*isa)
+        )?;
     }
     write!(out, "{}", render_table(&rows))?;
     drop(out);
 
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&rows).context("serialising the rows")?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -370,7 +385,9 @@ fn render_table(rows: &[Row]) -> String {
         ));
     }
     text.push_str("GFLOP/s; min/median/best over the repetitions; b/peak = best / peak; ");
-    text.push_str(&format!("reference = {REFERENCE}, best of its repetitions; b/ref = best / reference\n"));
+    text.push_str(&format!(
+        "reference = {REFERENCE}, best of its repetitions; b/ref = best / reference\n"
+    ));
     text
 }
 
@@ -392,13 +409,25 @@ mod tests {
         let fwd = find("fwd W768x2048");
         assert_eq!((fwd.m, fwd.n, fwd.k, fwd.packed_b), (256, 2048, 768, true));
         let dx = find("dX W768x2048");
-        assert_eq!((dx.m, dx.n, dx.k, dx.b), (256, 768, 2048, Operand::Transposed));
+        assert_eq!(
+            (dx.m, dx.n, dx.k, dx.b),
+            (256, 768, 2048, Operand::Transposed)
+        );
         let dw = find("dW W768x32000");
-        assert_eq!((dw.m, dw.n, dw.k, dw.a), (768, 32000, 256, Operand::Transposed));
+        assert_eq!(
+            (dw.m, dw.n, dw.k, dw.a),
+            (768, 32000, 256, Operand::Transposed)
+        );
         let scores = find("attn QKt x12");
-        assert_eq!((scores.batch, scores.m, scores.n, scores.k), (12, 256, 256, 64));
+        assert_eq!(
+            (scores.batch, scores.m, scores.n, scores.k),
+            (12, 256, 256, 64)
+        );
         let context = find("attn PV x12");
-        assert_eq!((context.batch, context.m, context.n, context.k), (12, 256, 64, 256));
+        assert_eq!(
+            (context.batch, context.m, context.n, context.k),
+            (12, 256, 64, 256)
+        );
     }
 
     #[test]

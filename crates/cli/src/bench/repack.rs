@@ -77,7 +77,10 @@ pub fn run(args: &RepackBenchArgs) -> Result<()> {
         } else {
             Precision::Exact
         };
-        for (source, layout) in [(Operand::RowMajor, "B [k][n]"), (Operand::Transposed, "Bt [n][k]")] {
+        for (source, layout) in [
+            (Operand::RowMajor, "B [k][n]"),
+            (Operand::Transposed, "Bt [n][k]"),
+        ] {
             let times = time_repack(isa, precision, &pool, args.k, args.n, source, args.reps);
             // Medians: every part is a memory-bound pass, the typical case is what matters.
             let median_ms = |values: &[f64]| 1e3 * min_median_max(values).1;
@@ -134,8 +137,7 @@ pub fn run(args: &RepackBenchArgs) -> Result<()> {
     drop(out);
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&rows).context("serialising the rows")?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

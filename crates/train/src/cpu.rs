@@ -1,0 +1,666 @@
+//! The CPU side of a step, in f32 over the kernels' channel-first `[C, S]` layout (element
+//! `(c, t)` at `c * S + t`): RMSNorm and its backward, RoPE backward, the SwiGLU derivative,
+//! GQA tiling, the embedding, the classifier with cross-entropy, and the matrix products the
+//! CPU computes (the dW products, and every product of the [`reference`](crate::backend)
+//! backend).
+//!
+//! Reductions run in a fixed order (sums of squares and softmax denominators in f64), so results
+//! do not depend on threads.
+
+/// RMSNorm epsilon (llama2.c and training_dynamic use 1e-5).
+pub const NORM_EPS: f64 = 1e-5;
+
+/// RoPE base frequency.
+pub const ROPE_THETA: f64 = 10000.0;
+
+/// `out[c, t] = x[c, t] * w[c] / sqrt(mean_c x[c, t]^2 + eps)`.
+pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], seq: usize) {
+    let dim = w.len();
+    debug_assert_eq!(x.len(), dim * seq);
+    let inv = inv_rms(x, dim, seq);
+    for c in 0..dim {
+        for t in 0..seq {
+            out[c * seq + t] = (f64::from(x[c * seq + t]) * inv[t] * f64::from(w[c])) as f32;
+        }
+    }
+}
+
+fn inv_rms(x: &[f32], dim: usize, seq: usize) -> Vec<f64> {
+    let mut ss = vec![0.0f64; seq];
+    for c in 0..dim {
+        for t in 0..seq {
+            let v = f64::from(x[c * seq + t]);
+            ss[t] += v * v;
+        }
+    }
+    ss.iter()
+        .map(|s| 1.0 / (s / dim as f64 + NORM_EPS).sqrt())
+        .collect()
+}
+
+/// Backward of [`rmsnorm`]: writes `dx` and adds the gain gradient into `dw`.
+///
+/// With `r = 1/rms(x)`: `dx[c] = w[c] r dy[c] - x[c] r^3 / D * sum_j dy[j] w[j] x[j]`,
+/// `dw[c] += sum_t dy[c, t] x[c, t] r[t]`.
+pub fn rmsnorm_bwd(dx: &mut [f32], dw: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], seq: usize) {
+    let dim = w.len();
+    let inv = inv_rms(x, dim, seq);
+    let mut dot = vec![0.0f64; seq];
+    for c in 0..dim {
+        for t in 0..seq {
+            dot[t] += f64::from(dy[c * seq + t]) * f64::from(w[c]) * f64::from(x[c * seq + t]);
+        }
+    }
+    for c in 0..dim {
+        let mut gw = 0.0f64;
+        for t in 0..seq {
+            let i = c * seq + t;
+            let r = inv[t];
+            let (xv, dyv) = (f64::from(x[i]), f64::from(dy[i]));
+            dx[i] = (f64::from(w[c]) * r * dyv - xv * r * r * r * dot[t] / dim as f64) as f32;
+            gw += dyv * xv * r;
+        }
+        dw[c] += gw as f32;
+    }
+}
+
+/// `cos`/`sin` of RoPE angle `pos * theta^(-2i/head_dim)` for pair `i`.
+pub fn rope_angle(pos: usize, pair: usize, head_dim: usize) -> (f64, f64) {
+    let freq = ROPE_THETA.powf(-2.0 * pair as f64 / head_dim as f64);
+    let angle = pos as f64 * freq;
+    (angle.cos(), angle.sin())
+}
+
+/// Rotates adjacent pairs `(2i, 2i+1)` of every head of `x` (`[heads*head_dim, S]`) forward
+/// (`inverse == false`) or backward (the transpose rotation, which is the RoPE backward).
+pub fn rope(x: &mut [f32], head_dim: usize, seq: usize, inverse: bool) {
+    let heads = x.len() / (head_dim * seq);
+    let pairs = head_dim / 2;
+    let table: Vec<(f64, f64)> = (0..pairs * seq)
+        .map(|idx| rope_angle(idx % seq, idx / seq, head_dim))
+        .collect();
+    for h in 0..heads {
+        for i in 0..pairs {
+            let (r0, r1) = (
+                (h * head_dim + 2 * i) * seq,
+                (h * head_dim + 2 * i + 1) * seq,
+            );
+            for t in 0..seq {
+                let (cos, sin) = table[i * seq + t];
+                let sin = if inverse { -sin } else { sin };
+                let (a, b) = (f64::from(x[r0 + t]), f64::from(x[r1 + t]));
+                x[r0 + t] = (a * cos - b * sin) as f32;
+                x[r1 + t] = (a * sin + b * cos) as f32;
+            }
+        }
+    }
+}
+
+/// Repeats each of the `kv_heads` heads of `kv` (`[kv_heads*head_dim, S]`) `heads/kv_heads`
+/// times, giving `[heads*head_dim, S]` (head `h` reads kv head `h / ratio`).
+pub fn gqa_tile(out: &mut [f32], kv: &[f32], heads: usize, kv_heads: usize, head_dim: usize) {
+    let per = kv.len() / kv_heads;
+    let ratio = heads / kv_heads;
+    for h in 0..heads {
+        let g = h / ratio;
+        out[h * per..(h + 1) * per].copy_from_slice(&kv[g * per..(g + 1) * per]);
+    }
+    debug_assert_eq!(out.len(), per * heads, "{head_dim}");
+}
+
+/// Sums the `heads/kv_heads` query-head copies of a gradient back onto each kv head.
+pub fn gqa_reduce(out: &mut [f32], full: &[f32], heads: usize, kv_heads: usize) {
+    let per = full.len() / heads;
+    let ratio = heads / kv_heads;
+    out.fill(0.0);
+    for h in 0..heads {
+        let g = h / ratio;
+        for (o, f) in out[g * per..(g + 1) * per]
+            .iter_mut()
+            .zip(&full[h * per..(h + 1) * per])
+        {
+            *o += *f;
+        }
+    }
+}
+
+/// SwiGLU backward: from `dgate = d(silu(h1) * h3)` give `dh1` and `dh3`.
+pub fn swiglu_bwd(dh1: &mut [f32], dh3: &mut [f32], dgate: &[f32], h1: &[f32], h3: &[f32]) {
+    for i in 0..dgate.len() {
+        let a = f64::from(h1[i]);
+        let sig = 1.0 / (1.0 + (-a).exp());
+        let silu = a * sig;
+        let g = f64::from(dgate[i]);
+        dh3[i] = (g * silu) as f32;
+        dh1[i] = (g * f64::from(h3[i]) * sig * (1.0 + a * (1.0 - sig))) as f32;
+    }
+}
+
+/// `silu(h1) * h3` elementwise, with `h1`, `h3` and the gate written out.
+pub fn swiglu(gate: &mut [f32], h1: &[f32], h3: &[f32]) {
+    for i in 0..gate.len() {
+        let a = f64::from(h1[i]);
+        gate[i] = (a / (1.0 + (-a).exp()) * f64::from(h3[i])) as f32;
+    }
+}
+
+/// `x[c, t] = embed[tokens[t], c]` (embedding rows are `dim` long).
+pub fn embed(x: &mut [f32], table: &[f32], tokens: &[u16], dim: usize) {
+    let seq = tokens.len();
+    for (t, &tok) in tokens.iter().enumerate() {
+        let row = &table[usize::from(tok) * dim..(usize::from(tok) + 1) * dim];
+        for c in 0..dim {
+            x[c * seq + t] = row[c];
+        }
+    }
+}
+
+/// Adds `dx[:, t]` into embedding row `tokens[t]`.
+pub fn embed_bwd(dtable: &mut [f32], dx: &[f32], tokens: &[u16], dim: usize) {
+    let seq = tokens.len();
+    for (t, &tok) in tokens.iter().enumerate() {
+        let row = &mut dtable[usize::from(tok) * dim..(usize::from(tok) + 1) * dim];
+        for c in 0..dim {
+            row[c] += dx[c * seq + t];
+        }
+    }
+}
+
+/// Softmax cross-entropy over `logits` (`[V, S]`): returns the mean loss over positions and
+/// writes `dlogits = (softmax - onehot(target)) * grad_scale / S`.
+pub fn cross_entropy(
+    dlogits: &mut [f32],
+    logits: &[f32],
+    targets: &[u16],
+    vocab: usize,
+    grad_scale: f32,
+) -> f32 {
+    let seq = targets.len();
+    let mut total = 0.0f64;
+    let mut col = vec![0.0f64; vocab];
+    for (t, &target) in targets.iter().enumerate() {
+        let mut max = f64::NEG_INFINITY;
+        for v in 0..vocab {
+            col[v] = f64::from(logits[v * seq + t]);
+            max = max.max(col[v]);
+        }
+        let mut sum = 0.0;
+        for c in col.iter_mut() {
+            *c = (*c - max).exp();
+            sum += *c;
+        }
+        let target = usize::from(target);
+        total += -(col[target] / sum).ln();
+        let k = f64::from(grad_scale) / seq as f64;
+        for v in 0..vocab {
+            let p = col[v] / sum - if v == target { 1.0 } else { 0.0 };
+            dlogits[v * seq + t] = (p * k) as f32;
+        }
+    }
+    (total / seq as f64) as f32
+}
+
+/// `C (m×n) (+)= A (m×k) · B (k×n)`, all row-major.
+pub fn matmul_nn(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, acc: bool) {
+    check(c.len(), m * n, a.len(), m * k, b.len(), k * n);
+    if !acc {
+        c.fill(0.0);
+    }
+    for i in 0..m {
+        let crow = &mut c[i * n..(i + 1) * n];
+        for p in 0..k {
+            let aip = a[i * k + p];
+            if aip == 0.0 {
+                continue;
+            }
+            for (cv, bv) in crow.iter_mut().zip(&b[p * n..(p + 1) * n]) {
+                *cv += aip * bv;
+            }
+        }
+    }
+}
+
+/// `C (m×n) (+)= Aᵀ · B` with `A` stored `k×m` and `B` `k×n`, all row-major.
+pub fn matmul_tn(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, acc: bool) {
+    check(c.len(), m * n, a.len(), k * m, b.len(), k * n);
+    if !acc {
+        c.fill(0.0);
+    }
+    for p in 0..k {
+        let brow = &b[p * n..(p + 1) * n];
+        for i in 0..m {
+            let api = a[p * m + i];
+            if api == 0.0 {
+                continue;
+            }
+            for (cv, bv) in c[i * n..(i + 1) * n].iter_mut().zip(brow) {
+                *cv += api * bv;
+            }
+        }
+    }
+}
+
+/// `C (m×n) (+)= A · Bᵀ` with `A` stored `m×k` and `B` `n×k`, all row-major: every element is a
+/// dot product of two contiguous rows (the dW form `dW += dY · Xᵀ` over the sequence).
+pub fn matmul_nt(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, acc: bool) {
+    check(c.len(), m * n, a.len(), m * k, b.len(), n * k);
+    let mut put = |i: usize, j: usize, d: f32| {
+        if acc {
+            c[i * n + j] += d;
+        } else {
+            c[i * n + j] = d;
+        }
+    };
+    // 2 rows of A against 4 rows of B at a time: eight dot products share their loads.
+    let (m2, n4) = (m - m % 2, n - n % 4);
+    for i in (0..m2).step_by(2) {
+        let (a0, a1) = (&a[i * k..(i + 1) * k], &a[(i + 1) * k..(i + 2) * k]);
+        for j in (0..n4).step_by(4) {
+            let d = dot_2x4(
+                a0,
+                a1,
+                [
+                    &b[j * k..],
+                    &b[(j + 1) * k..],
+                    &b[(j + 2) * k..],
+                    &b[(j + 3) * k..],
+                ],
+                k,
+            );
+            for (r, row) in d.iter().enumerate() {
+                for (q, v) in row.iter().enumerate() {
+                    put(i + r, j + q, *v);
+                }
+            }
+        }
+        for j in n4..n {
+            put(i, j, dot(a0, &b[j * k..(j + 1) * k]));
+            put(i + 1, j, dot(a1, &b[j * k..(j + 1) * k]));
+        }
+    }
+    for i in m2..m {
+        for j in 0..n {
+            put(i, j, dot(&a[i * k..(i + 1) * k], &b[j * k..(j + 1) * k]));
+        }
+    }
+}
+
+/// Eight dot products of length `k`: rows `a0`, `a1` against the four `b` rows, with four
+/// lanes per product (fixed order).
+fn dot_2x4(a0: &[f32], a1: &[f32], b: [&[f32]; 4], k: usize) -> [[f32; 4]; 2] {
+    let mut acc = [[[0.0f32; 4]; 4]; 2];
+    let chunks = k / 4;
+    for ch in 0..chunks {
+        let base = ch * 4;
+        let x0: [f32; 4] = a0[base..base + 4].try_into().expect("four lanes");
+        let x1: [f32; 4] = a1[base..base + 4].try_into().expect("four lanes");
+        for (q, bq) in b.iter().enumerate() {
+            let y: [f32; 4] = bq[base..base + 4].try_into().expect("four lanes");
+            for l in 0..4 {
+                acc[0][q][l] += x0[l] * y[l];
+                acc[1][q][l] += x1[l] * y[l];
+            }
+        }
+    }
+    let mut out = [[0.0f32; 4]; 2];
+    for r in 0..2 {
+        let x = if r == 0 { a0 } else { a1 };
+        for q in 0..4 {
+            let lanes = acc[r][q];
+            let mut s = (lanes[0] + lanes[2]) + (lanes[1] + lanes[3]);
+            for t in chunks * 4..k {
+                s += x[t] * b[q][t];
+            }
+            out[r][q] = s;
+        }
+    }
+    out
+}
+
+/// Dot product with eight independent partial sums (vectorisable, fixed order).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = a.len() / 8;
+    for ch in 0..chunks {
+        for l in 0..8 {
+            lanes[l] += a[ch * 8 + l] * b[ch * 8 + l];
+        }
+    }
+    let mut s = 0.0f32;
+    for i in chunks * 8..a.len() {
+        s += a[i] * b[i];
+    }
+    let pairs = [
+        lanes[0] + lanes[4],
+        lanes[1] + lanes[5],
+        lanes[2] + lanes[6],
+        lanes[3] + lanes[7],
+    ];
+    s + (pairs[0] + pairs[2]) + (pairs[1] + pairs[3])
+}
+
+fn check(c: usize, ce: usize, a: usize, ae: usize, b: usize, be: usize) {
+    assert!(
+        c == ce && a == ae && b == be,
+        "invariant: matmul operand lengths match their shapes (c {c}/{ce}, a {a}/{ae}, b {b}/{be})"
+    );
+}
+
+/// Causal attention, forward, for every query head: `q` is `[heads*hd, S]` (after RoPE), `k`
+/// and `v` are `[kv_heads*hd, S]`; writes `out` (`[heads*hd, S]`).
+pub fn attention(
+    out: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    heads: usize,
+    kv_heads: usize,
+    seq: usize,
+) {
+    let hd = q.len() / (heads * seq);
+    let scale = 1.0 / (hd as f64).sqrt();
+    let ratio = heads / kv_heads;
+    let mut p = vec![0.0f64; seq];
+    for h in 0..heads {
+        let g = h / ratio;
+        for t in 0..seq {
+            probs_row(&mut p, q, k, h, g, t, hd, seq, scale);
+            for d in 0..hd {
+                let vrow = &v[(g * hd + d) * seq..];
+                let mut acc = 0.0f64;
+                for u in 0..=t {
+                    acc += p[u] * f64::from(vrow[u]);
+                }
+                out[(h * hd + d) * seq + t] = acc as f32;
+            }
+        }
+    }
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the attention geometry is six numbers"
+)]
+fn probs_row(
+    p: &mut [f64],
+    q: &[f32],
+    k: &[f32],
+    h: usize,
+    g: usize,
+    t: usize,
+    hd: usize,
+    seq: usize,
+    scale: f64,
+) {
+    let mut max = f64::NEG_INFINITY;
+    for u in 0..=t {
+        let mut s = 0.0f64;
+        for d in 0..hd {
+            s += f64::from(q[(h * hd + d) * seq + t]) * f64::from(k[(g * hd + d) * seq + u]);
+        }
+        p[u] = s * scale;
+        max = max.max(p[u]);
+    }
+    let mut sum = 0.0;
+    for pu in p.iter_mut().take(t + 1) {
+        *pu = (*pu - max).exp();
+        sum += *pu;
+    }
+    for pu in p.iter_mut().take(t + 1) {
+        *pu /= sum;
+    }
+}
+
+/// Causal attention, backward: from `dout` (`[heads*hd, S]`) give `dq` (`[heads*hd, S]`) and
+/// `dk`, `dv` (`[kv_heads*hd, S]`, summed over the query heads sharing each kv head).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "three inputs, three outputs and the geometry"
+)]
+pub fn attention_bwd(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    heads: usize,
+    kv_heads: usize,
+    seq: usize,
+) {
+    let hd = q.len() / (heads * seq);
+    let scale = 1.0 / (hd as f64).sqrt();
+    let ratio = heads / kv_heads;
+    let mut dk64 = vec![0.0f64; dk.len()];
+    let mut dv64 = vec![0.0f64; dv.len()];
+    let mut p = vec![0.0f64; seq];
+    let mut dp = vec![0.0f64; seq];
+    for h in 0..heads {
+        let g = h / ratio;
+        for t in 0..seq {
+            probs_row(&mut p, q, k, h, g, t, hd, seq, scale);
+            let mut pdp = 0.0;
+            for u in 0..=t {
+                let mut s = 0.0;
+                for d in 0..hd {
+                    s += f64::from(dout[(h * hd + d) * seq + t])
+                        * f64::from(v[(g * hd + d) * seq + u]);
+                }
+                dp[u] = s;
+                pdp += p[u] * s;
+            }
+            for d in 0..hd {
+                let dov = f64::from(dout[(h * hd + d) * seq + t]);
+                for u in 0..=t {
+                    dv64[(g * hd + d) * seq + u] += p[u] * dov;
+                }
+            }
+            for d in 0..hd {
+                let mut acc = 0.0;
+                for u in 0..=t {
+                    let ds = p[u] * (dp[u] - pdp) * scale;
+                    acc += ds * f64::from(k[(g * hd + d) * seq + u]);
+                    dk64[(g * hd + d) * seq + u] += ds * f64::from(q[(h * hd + d) * seq + t]);
+                }
+                dq[(h * hd + d) * seq + t] = acc as f32;
+            }
+        }
+    }
+    for (o, v) in dk.iter_mut().zip(&dk64) {
+        *o = *v as f32;
+    }
+    for (o, v) in dv.iter_mut().zip(&dv64) {
+        *o = *v as f32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn random(n: usize, rng: &mut Rng) -> Vec<f32> {
+        (0..n).map(|_| rng.normal() as f32).collect()
+    }
+
+    #[test]
+    fn matmul_forms_agree_with_the_definition() {
+        let mut rng = Rng::new(1);
+        let (m, n, k) = (5, 7, 11);
+        let a = random(m * k, &mut rng);
+        let b = random(k * n, &mut rng);
+        let mut want = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                want[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        let mut c = vec![1.0f32; m * n];
+        matmul_nn(&mut c, &a, &b, m, n, k, false);
+        close(&c, &want, 1e-5);
+        // Aᵀ stored k×m
+        let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+        matmul_tn(&mut c, &at, &b, m, n, k, false);
+        close(&c, &want, 1e-5);
+        // Bᵀ stored n×k
+        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        matmul_nt(&mut c, &a, &bt, m, n, k, false);
+        close(&c, &want, 1e-5);
+        matmul_nt(&mut c, &a, &bt, m, n, k, true);
+        let doubled: Vec<f32> = want.iter().map(|w| 2.0 * w).collect();
+        close(&c, &doubled, 1e-5);
+    }
+
+    fn close(got: &[f32], want: &[f32], tol: f32) {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= tol * (1.0 + w.abs()), "[{i}] {g} vs {w}");
+        }
+    }
+
+    /// Central difference of `f` along every coordinate of `x`, compared with `grad`.
+    fn fd_check(x: &mut [f32], grad: &[f32], f: &mut dyn FnMut(&[f32]) -> f64, tol: f64) {
+        let h = 1e-3f32;
+        for i in 0..x.len() {
+            let orig = x[i];
+            x[i] = orig + h;
+            let up = f(x);
+            x[i] = orig - h;
+            let down = f(x);
+            x[i] = orig;
+            let num = (up - down) / (2.0 * f64::from(h));
+            let ana = f64::from(grad[i]);
+            assert!(
+                (num - ana).abs() <= tol * (1.0 + num.abs()),
+                "[{i}] fd {num} vs {ana}"
+            );
+        }
+    }
+
+    #[test]
+    fn rmsnorm_backward_matches_finite_differences() {
+        let mut rng = Rng::new(2);
+        let (dim, seq) = (6, 3);
+        let mut x = random(dim * seq, &mut rng);
+        let w = random(dim, &mut rng);
+        let r = random(dim * seq, &mut rng); // loss = <r, rmsnorm(x)>
+        let mut dx = vec![0.0; dim * seq];
+        let mut dw = vec![0.0; dim];
+        rmsnorm_bwd(&mut dx, &mut dw, &r, &x, &w, seq);
+        let loss = |x: &[f32], w: &[f32]| {
+            let mut y = vec![0.0; dim * seq];
+            rmsnorm(&mut y, x, w, seq);
+            y.iter()
+                .zip(&r)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum::<f64>()
+        };
+        fd_check(&mut x.clone(), &dx, &mut |xx| loss(xx, &w), 2e-3);
+        fd_check(&mut w.clone(), &dw, &mut |ww| loss(&x, ww), 2e-3);
+        x[0] = 0.0; // keep clippy quiet about the clone
+    }
+
+    #[test]
+    fn rope_inverse_undoes_rope_and_position_zero_is_identity() {
+        let mut rng = Rng::new(3);
+        let (hd, seq) = (8, 5);
+        let x = random(2 * hd * seq, &mut rng);
+        let mut y = x.clone();
+        rope(&mut y, hd, seq, false);
+        for c in 0..2 * hd {
+            assert_eq!(y[c * seq], x[c * seq], "position 0 rotates by 0");
+        }
+        assert!((y[seq + 1] - x[seq + 1]).abs() > 1e-4, "position 1 rotates");
+        rope(&mut y, hd, seq, true);
+        close(&y, &x, 1e-6);
+    }
+
+    #[test]
+    fn attention_backward_matches_finite_differences_with_gqa() {
+        let mut rng = Rng::new(4);
+        let (heads, kv_heads, hd, seq) = (4, 2, 3, 5);
+        let q = random(heads * hd * seq, &mut rng);
+        let k = random(kv_heads * hd * seq, &mut rng);
+        let v = random(kv_heads * hd * seq, &mut rng);
+        let r = random(heads * hd * seq, &mut rng);
+        let loss = |q: &[f32], k: &[f32], v: &[f32]| {
+            let mut out = vec![0.0; heads * hd * seq];
+            attention(&mut out, q, k, v, heads, kv_heads, seq);
+            out.iter()
+                .zip(&r)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum::<f64>()
+        };
+        let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+        attention_bwd(
+            &mut dq, &mut dk, &mut dv, &r, &q, &k, &v, heads, kv_heads, seq,
+        );
+        fd_check(&mut q.clone(), &dq, &mut |x| loss(x, &k, &v), 3e-3);
+        fd_check(&mut k.clone(), &dk, &mut |x| loss(&q, x, &v), 3e-3);
+        fd_check(&mut v.clone(), &dv, &mut |x| loss(&q, &k, x), 3e-3);
+        // causality: the output at position 0 depends only on position 0
+        let mut out = vec![0.0; heads * hd * seq];
+        attention(&mut out, &q, &k, &v, heads, kv_heads, seq);
+        assert!((out[0] - v[0]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn swiglu_and_cross_entropy_backward_match_finite_differences() {
+        let mut rng = Rng::new(5);
+        let n = 7;
+        let h1 = random(n, &mut rng);
+        let h3 = random(n, &mut rng);
+        let r = random(n, &mut rng);
+        let (mut d1, mut d3) = (vec![0.0; n], vec![0.0; n]);
+        swiglu_bwd(&mut d1, &mut d3, &r, &h1, &h3);
+        let loss = |a: &[f32], b: &[f32]| {
+            let mut g = vec![0.0; n];
+            swiglu(&mut g, a, b);
+            g.iter()
+                .zip(&r)
+                .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                .sum::<f64>()
+        };
+        fd_check(&mut h1.clone(), &d1, &mut |x| loss(x, &h3), 2e-3);
+        fd_check(&mut h3.clone(), &d3, &mut |x| loss(&h1, x), 2e-3);
+
+        let (vocab, seq) = (9, 4);
+        let logits = random(vocab * seq, &mut rng);
+        let targets = [1u16, 8, 0, 3];
+        let mut dl = vec![0.0; vocab * seq];
+        let l = cross_entropy(&mut dl, &logits, &targets, vocab, 1.0);
+        assert!(l > 0.0);
+        let mut scratch = vec![0.0; vocab * seq];
+        fd_check(
+            &mut logits.clone(),
+            &dl,
+            &mut |x| f64::from(cross_entropy(&mut scratch, x, &targets, vocab, 1.0)),
+            5e-3,
+        );
+        // uniform logits give ln(vocab)
+        let l0 = cross_entropy(&mut dl, &vec![0.0; vocab * seq], &targets, vocab, 1.0);
+        assert!((l0 - (vocab as f32).ln()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn gqa_tile_and_reduce_are_adjoint() {
+        let kv = [1.0f32, 2.0, 3.0, 4.0]; // 2 kv heads × (hd·S = 2)
+        let mut tiled = [0.0f32; 8];
+        gqa_tile(&mut tiled, &kv, 4, 2, 1);
+        assert_eq!(tiled, [1.0, 2.0, 1.0, 2.0, 3.0, 4.0, 3.0, 4.0]);
+        let mut red = [0.0f32; 4];
+        gqa_reduce(&mut red, &tiled, 4, 2);
+        assert_eq!(red, [2.0, 4.0, 6.0, 8.0]);
+    }
+
+    #[test]
+    fn embedding_round_trip() {
+        let table: Vec<f32> = (0..12).map(|i| i as f32).collect(); // vocab 4, dim 3
+        let mut x = vec![0.0; 3 * 2];
+        embed(&mut x, &table, &[2, 0], 3);
+        assert_eq!(x, [6.0, 0.0, 7.0, 1.0, 8.0, 2.0]);
+        let mut d = vec![0.0; 12];
+        embed_bwd(&mut d, &x, &[2, 2], 3);
+        assert_eq!(&d[6..9], &[6.0, 8.0, 10.0]);
+    }
+}
