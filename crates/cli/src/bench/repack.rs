@@ -131,8 +131,9 @@ pub fn run(args: &RepackBenchArgs) -> Result<()> {
     }
     writeln!(
         out,
-        "memcpy: the f32 weight into another buffer (1 thread); update: f32 -> f16 conversion \
-         then repack from the f16 copy ({threads} thread(s))"
+        "memcpy: the f32 weight into another buffer (1 thread); convert: f32 -> f16 ({threads} \
+         thread(s)); repack: PackedB::repack_with from the f16 copy; update: both in one sweep \
+         (PackedB::repack_converting_with, {threads} thread(s))"
     )?;
     drop(out);
     if let Some(path) = &args.json {
