@@ -564,6 +564,42 @@ impl<'a> Lowerer<'a> {
         Ok(value_loc)
     }
 
+    /// `src` converted to `ty`: itself when the dtypes agree, else a cast into a fresh dense
+    /// buffer (folded now when `src` is constant). ios17+ lets conv/linear weights and biases,
+    /// matmul's const side and layer_norm's gamma/beta have their own float dtype; kernels
+    /// read every operand in the result's dtype.
+    fn coerce(&mut self, src: Loc, ty: Ty, of: Handle<Value>) -> Result<Loc> {
+        if src.ty == ty {
+            return Ok(src);
+        }
+        let shape = src.layout.shape.clone();
+        let foldable = matches!(src.storage, Storage::Const(_));
+        let dst = if foldable {
+            Loc {
+                storage: Storage::Const(u32::MAX),
+                layout: Layout::dense(&shape),
+                ty,
+            }
+        } else {
+            self.new_alloc(&shape, ty)
+        };
+        let step = PendingStep {
+            op: StepOp::Cast,
+            srcs: vec![src],
+            dst: dst.clone(),
+            scratch: 0,
+            value: format!("{} (as {ty:?})", self.name(of)),
+            role: StepRole::Compute,
+        };
+        if foldable {
+            let loc = self.fold_now(step, &dst)?;
+            self.counts.folded_consts += 1;
+            return Ok(loc);
+        }
+        self.steps.push(step);
+        Ok(dst)
+    }
+
     /// Runs a step whose sources are all constants and stores its result as a new constant.
     fn fold_now(&mut self, step: PendingStep, value_loc: &Loc) -> Result<Loc> {
         let src_tys: Vec<Ty> = step.srcs.iter().map(|src| src.ty).collect();
@@ -834,20 +870,24 @@ impl<'a> Lowerer<'a> {
                 transpose_x,
                 transpose_y,
             } => {
-                let (_, x) = self.operand(op, "x")?;
-                let (_, y) = self.operand(op, "y")?;
+                let (x_value, x) = self.operand(op, "x")?;
+                let (y_value, y) = self.operand(op, "y")?;
                 let ty = self.elem(result)?;
+                let x = self.coerce(x, ty, x_value)?;
+                let y = self.coerce(y, ty, y_value)?;
                 self.lower_matmul(result, x, y, transpose_x, transpose_y, None, ty)?;
             }
             OpAttrs::Linear { has_bias } => {
                 let (_, x) = self.operand(op, "x")?;
-                let (_, weight) = self.operand(op, "weight")?;
+                let (weight_value, weight) = self.operand(op, "weight")?;
+                let ty = self.elem(result)?;
+                let weight = self.coerce(weight, ty, weight_value)?;
                 let bias = if has_bias {
-                    Some(self.operand(op, "bias")?.1)
+                    let (bias_value, bias) = self.operand(op, "bias")?;
+                    Some(self.coerce(bias, ty, bias_value)?)
                 } else {
                     None
                 };
-                let ty = self.elem(result)?;
                 // x · weightᵀ: the transpose is a stride swap.
                 let weight_t = Loc {
                     layout: weight.layout.transpose(&[1, 0]),
@@ -864,13 +904,15 @@ impl<'a> Lowerer<'a> {
                 has_bias,
             } => {
                 let (_, x) = self.operand(op, "x")?;
-                let (_, weight) = self.operand(op, "weight")?;
+                let (weight_value, weight) = self.operand(op, "weight")?;
+                let ty = self.elem(result)?;
+                let weight = self.coerce(weight, ty, weight_value)?;
                 let bias = if has_bias {
-                    Some(self.operand(op, "bias")?.1)
+                    let (bias_value, bias) = self.operand(op, "bias")?;
+                    Some(self.coerce(bias, ty, bias_value)?)
                 } else {
                     None
                 };
-                let ty = self.elem(result)?;
                 self.lower_conv(
                     result,
                     x,
@@ -894,12 +936,14 @@ impl<'a> Lowerer<'a> {
                 let ty = self.elem(result)?;
                 let norm_shape: Vec<usize> = axes.iter().map(|&a| out_shape[a]).collect();
                 let gamma = if has_gamma {
-                    self.operand(op, "gamma")?.1
+                    let (gamma_value, gamma) = self.operand(op, "gamma")?;
+                    self.coerce(gamma, ty, gamma_value)?
                 } else {
                     self.new_const(ty, &[], &[1.0])
                 };
                 let beta = if has_beta {
-                    self.operand(op, "beta")?.1
+                    let (beta_value, beta) = self.operand(op, "beta")?;
+                    self.coerce(beta, ty, beta_value)?
                 } else {
                     self.new_const(ty, &[], &[0.0])
                 };
