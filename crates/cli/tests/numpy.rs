@@ -50,7 +50,7 @@ fn milbridge_run_matches_numpy() {
         "NumPy cross-check failed:\n{stdout}"
     );
     assert!(
-        stdout.contains("5 programs, 0 failure(s)"),
+        stdout.contains("6 programs, 0 failure(s)"),
         "unexpected summary:\n{stdout}"
     );
 }

@@ -77,6 +77,19 @@ PROGRAMS = {
         lambda x, idx: [np.concatenate([x[idx], x], axis=0)],
         0,
     ),
+    "int8_bool": (
+        """    func main<ios18>(tensor<int8, [2, 3]> q, tensor<bool, [2, 3]> c, tensor<fp32, [2, 3]> f) {
+        string to32 = const()[name = string("to32"), val = string("fp32")];
+        tensor<fp32, [2, 3]> qf = cast(dtype = to32, x = q)[name = string("qf")];
+        tensor<fp32, [2, 3]> s = select(a = f, b = qf, cond = c)[name = string("s")];
+        tensor<bool, [2, 3]> g = greater(x = f, y = qf)[name = string("g")];
+        tensor<int32, [2]> sh = const()[name = string("sh"), val = tensor<int32, [2]>([3, 2])];
+        tensor<int8, [3, 2]> qr = reshape(shape = sh, x = q)[name = string("qr")];
+    } -> (qf, s, g, qr);
+""",
+        lambda q, c, f: [q.astype(np.float64), np.where(c, f, q), f > q, q.reshape(3, 2)],
+        1e-6,
+    ),
 }
 
 
@@ -123,6 +136,10 @@ def main():
             for pname, dtype, shape in parse_params(body):
                 if dtype == "int32":
                     arr = rng.integers(0, 5, size=shape).astype(np.int32)
+                elif dtype == "int8":
+                    arr = rng.integers(-128, 128, size=shape).astype(np.int8)
+                elif dtype == "bool":
+                    arr = rng.integers(0, 2, size=shape).astype(np.bool_)
                 else:
                     arr = rng.standard_normal(shape).astype({"fp16": np.float16, "fp32": np.float32}[dtype])
                 file = os.path.join(tmp, f"{name}-{pname}.npy")
@@ -135,7 +152,7 @@ def main():
                 failures += 1
                 continue
             outs = [line.split(":")[0] for line in result.stdout.splitlines() if line.strip()]
-            expected = (reference or conv_ref)(*[a.astype(np.float64) if a.dtype != np.int32 else a for a in inputs])
+            expected = (reference or conv_ref)(*[a.astype(np.float64) if a.dtype.kind == "f" else a for a in inputs])
             for out_path, want in zip(outs, expected):
                 got = np.load(out_path)
                 err = float(np.abs(got.astype(np.float64) - want).max()) if got.size else 0.0

@@ -1,38 +1,16 @@
-//! `milbridge bench`: throughput of linalg's kernels per ISA tier, measured side by side with
-//! the machine's peak and a reference library in one process.
+//! `milbridge bench gemm` and `milbridge bench repack`: throughput of linalg's kernels per ISA
+//! tier, measured side by side with the machine's peak and a reference library in one
+//! process.
 //!
-//! * `milbridge bench gemm` ([`gemm`]): the training shapes through every available tier.
-//! * `milbridge bench repack` ([`repack`]): a weight update (f32 → f16 + panel repack)
-//!   against a plain `memcpy` of the weight.
+//! * [`gemm::run`] (`bench gemm`): the training shapes through every available tier.
+//! * [`repack::run`] (`bench repack`): a weight update (f32 → f16 + panel repack) against a
+//!   plain `memcpy` of the weight.
 //!
 //! Benchmarks are never tests or CI gates: the machines are small and shared. Every table
 //! states the load average it ran under.
 
 pub mod gemm;
 pub mod repack;
-
-use clap::Subcommand;
-
-/// The `milbridge bench` subcommands.
-#[derive(Subcommand, Debug, Clone)]
-pub enum BenchCommand {
-    /// GEMM GFLOP/s per tier for the training shapes, against the measured peak and the `gemm`
-    /// crate.
-    Gemm(gemm::GemmBenchArgs),
-    /// Weight-update time (f32 → f16 conversion + panel repack) against a memcpy.
-    Repack(repack::RepackBenchArgs),
-}
-
-/// Runs one `milbridge bench` subcommand.
-///
-/// # Errors
-/// An unknown tier name, an unavailable tier, or a JSON file that can't be written.
-pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
-    match command {
-        BenchCommand::Gemm(args) => gemm::run(args),
-        BenchCommand::Repack(args) => repack::run(args),
-    }
-}
 
 /// The 1-minute load average from `/proc/loadavg` (`None` where it can't be read).
 pub(crate) fn load_average() -> Option<f64> {
