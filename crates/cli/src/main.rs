@@ -1,6 +1,7 @@
 //! The `milbridge` command: the only place that prints for the user or chooses an exit code.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod check;
 mod npy;
 mod run;
@@ -51,6 +52,10 @@ enum BenchCommand {
     Kernel(tools::KernelBenchArgs),
     /// Latency percentiles with and without real-time mode while competing processes run.
     Jitter(tools::JitterArgs),
+    /// GEMM GFLOP/s per ISA tier on the training shapes, against the measured peak and the gemm crate.
+    Gemm(bench::gemm::GemmBenchArgs),
+    /// Weight update (f32 -> f16 + panel repack) against a memcpy of the weight.
+    Repack(bench::repack::RepackBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +71,8 @@ fn main() -> ExitCode {
         Command::Bench { which } => match which {
             BenchCommand::Kernel(args) => tools::bench_kernel(&args),
             BenchCommand::Jitter(args) => tools::bench_jitter(&args),
+            BenchCommand::Gemm(args) => bench::gemm::run(&args).map(|()| ExitCode::SUCCESS),
+            BenchCommand::Repack(args) => bench::repack::run(&args).map(|()| ExitCode::SUCCESS),
         },
     };
     match result {

@@ -350,11 +350,13 @@ impl GemmTimer {
 pub struct RepackTimes {
     /// `memcpy` of the f32 weight (k·n·4 bytes) into another buffer: the yardstick.
     pub memcpy: Vec<f64>,
-    /// f32 → f16 conversion of the weight (what `write_weight_f32` does to an fp16 surface).
+    /// f32 → f16 conversion of the weight (what `write_weight_f32` does to an fp16 surface),
+    /// split over the pool ([`convert::f32_to_f16_par`]).
     pub convert: Vec<f64>,
     /// [`PackedB::repack_with`] from the f16 copy.
     pub repack: Vec<f64>,
-    /// Conversion followed by repack, back to back: the whole update.
+    /// The whole update in one sweep: [`PackedB::repack_converting_with`] (convert into the
+    /// f16 copy and repack from it, block by block).
     pub update: Vec<f64>,
 }
 
@@ -396,7 +398,7 @@ pub fn time_repack(
         run();
         time_reps_mut(reps, &mut run)
     };
-    let convert_once = |halves: &mut [f16]| convert::f32_to_f16_with(isa, &values, halves);
+    let convert_once = |halves: &mut [f16]| convert::f32_to_f16_par(isa, pool, &values, halves);
     convert_once(&mut halves);
     let convert = time_reps_mut(reps, &mut || convert_once(&mut halves));
     let repack = {
@@ -406,15 +408,17 @@ pub fn time_repack(
         time_reps_mut(reps, &mut run)
     };
     let update = {
-        let halves_ptr = halves.as_mut_ptr();
-        let len = halves.len();
-        let mut run = || {
-            // SAFETY: `halves_ptr` is the live `halves` buffer of `len` elements; nothing else
-            // reads or writes it during the conversion.
-            unsafe { convert::f32_to_f16_raw_with(isa, values.as_ptr(), halves_ptr, len) };
-            // SAFETY: the conversion finished; the view covers the same live buffer.
-            unsafe { packed.repack_with(pool, view) };
+        let copy_view = match source {
+            Operand::RowMajor => MatMut::f16_row_major(halves.as_mut_ptr(), k, n),
+            Operand::Transposed => MatMut::f16_row_major(halves.as_mut_ptr(), n, k).t(),
         };
+        let values_view = match source {
+            Operand::RowMajor => MatRef::f32_row_major(values.as_ptr(), k, n),
+            Operand::Transposed => MatRef::f32_row_major(values.as_ptr(), n, k).t(),
+        };
+        // SAFETY: `values_view` and `copy_view` cover the live, disjoint `values` and
+        // `halves`; nothing else uses them during the call.
+        let mut run = || unsafe { packed.repack_converting_with(pool, values_view, copy_view) };
         run();
         time_reps_mut(reps, &mut run)
     };

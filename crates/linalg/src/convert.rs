@@ -11,6 +11,7 @@
 use half::f16;
 
 use crate::cpu::{self, Isa};
+use crate::pool::Pool;
 
 /// Converts `src` to f16 into `dst` with the selected tier. Panics if the lengths differ.
 pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
@@ -51,6 +52,48 @@ pub fn f16_to_f32_with(isa: Isa, src: &[f16], dst: &mut [f32]) {
     );
     // SAFETY: both slices hold `src.len()` elements and cannot overlap; tier checked above.
     unsafe { f16_to_f32_raw_with(isa, src.as_ptr(), dst.as_mut_ptr(), src.len()) }
+}
+
+/// [`f32_to_f16_with`] split into contiguous chunks over `pool` (the bulk weight-update path:
+/// one core's conversion runs below memory bandwidth on large buffers). Buffers under 256 KiB
+/// are converted on the calling thread. Panics as [`f32_to_f16_with`].
+pub fn f32_to_f16_par(isa: Isa, pool: &Pool, src: &[f32], dst: &mut [f16]) {
+    assert_eq!(
+        src.len(),
+        dst.len(),
+        "f32_to_f16_par: source and destination lengths differ"
+    );
+    assert!(
+        cpu::isa_available(isa),
+        "f32_to_f16_par: the host lacks the {isa} tier"
+    );
+    const MIN_CHUNK: usize = 64 * 1024;
+    let n = src.len();
+    let chunks = (n / MIN_CHUNK).clamp(1, pool.n_threads());
+    if chunks == 1 {
+        return f32_to_f16_with(isa, src, dst);
+    }
+    // Chunk boundaries on 64-element multiples keep every chunk's stores cache-line aligned
+    // relative to the buffer start.
+    let per_chunk = n.div_ceil(chunks).next_multiple_of(64);
+    struct Shared {
+        src: *const f32,
+        dst: *mut f16,
+    }
+    // SAFETY: tasks read disjoint ranges of `src` and write disjoint ranges of `dst`, both
+    // borrowed for the whole `run` below.
+    unsafe impl Sync for Shared {}
+    let shared = Shared {
+        src: src.as_ptr(),
+        dst: dst.as_mut_ptr(),
+    };
+    let shared = &shared;
+    pool.run(n.div_ceil(per_chunk), &|chunk| {
+        let start = chunk * per_chunk;
+        let len = per_chunk.min(n - start);
+        // SAFETY: `start + len <= n`; chunks are disjoint; the tier was checked above.
+        unsafe { f32_to_f16_raw_with(isa, shared.src.add(start), shared.dst.add(start), len) }
+    });
 }
 
 /// Converts `n` values at `src` to f16 at `dst` with the selected tier, for memory that can't
@@ -404,6 +447,27 @@ mod tests {
                         value.to_bits()
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_conversion_matches_serial() {
+        let pool = Pool::new(3);
+        for isa in tiers() {
+            for n in [0usize, 5, 64 * 1024 - 1, 200_003] {
+                let src: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 70_000.0).collect();
+                let mut serial = vec![f16::ZERO; n];
+                let mut parallel = vec![f16::ONE; n];
+                f32_to_f16_with(isa, &src, &mut serial);
+                f32_to_f16_par(isa, &pool, &src, &mut parallel);
+                assert!(
+                    serial
+                        .iter()
+                        .zip(&parallel)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{isa}: n = {n}"
+                );
             }
         }
     }

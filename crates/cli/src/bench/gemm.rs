@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, ensure};
 use clap::Args;
 use milbridge_linalg::bench::{GemmCase, GemmTimer, Operand};
-use milbridge_linalg::gemm::{Precision, kernel_name};
+use milbridge_linalg::gemm::{Precision, kernel_name_for};
 use milbridge_linalg::{Isa, Pool, cpu, peak};
 use serde::Serialize;
 
@@ -261,7 +261,7 @@ pub fn run(args: &GemmBenchArgs) -> Result<()> {
                 batch: shape.case.batch,
                 dtype,
                 tier: isa.name(),
-                kernel: kernel_name(isa, precision),
+                kernel: kernel_name_for(isa, precision, shape.case.k),
                 threads,
                 reps,
                 gflops_min,

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, ensure};
 use clap::Args;
 use milbridge_linalg::bench::{Operand, time_repack};
-use milbridge_linalg::gemm::{Precision, kernel_name};
+use milbridge_linalg::gemm::{Precision, kernel_name_for};
 use milbridge_linalg::{Isa, Pool, cpu};
 use serde::Serialize;
 
@@ -88,7 +88,7 @@ pub fn run(args: &RepackBenchArgs) -> Result<()> {
             let update_ms = median_ms(&times.update);
             rows.push(Row {
                 tier: isa.name(),
-                kernel: kernel_name(isa, precision),
+                kernel: kernel_name_for(isa, precision, args.k),
                 layout,
                 k: args.k,
                 n: args.n,

@@ -8,11 +8,20 @@
 //! 2. When more than one item shares a row block (several column blocks), A is packed once,
 //!    in parallel, into a shared buffer of full-depth panels (phase A). Otherwise each item
 //!    packs its own A panels per `kc` block into per-thread scratch.
-//! 3. Each item (phase B), for each `kc` block: packs its B panels (unless B is a
-//!    [`PackedB`](crate::gemm::PackedB)), then runs the microkernel over its tiles, A panel outer (kept
-//!    in L1), B panels inner (kept in L2). A full tile of an f32, unit-column-stride C is
-//!    written in place; any other tile goes through an f32 scratch tile that is merged into C
-//!    (converted to f16, added for `accumulate`) after the last `kc` block.
+//!    Likewise a raw B read by several row blocks is packed once, in parallel, into a shared
+//!    buffer of full-depth panels (as if it were a [`PackedB`](crate::gemm::PackedB)); a
+//!    broadcast operand (batch stride 0) is packed once for all batch entries.
+//! 3. Each item (phase B) runs in its kernel's loop order:
+//!    * f32 kernels (`B_OUTER = false`), for each `kc` block: pack its B panels (unless
+//!      shared or packed), then run the microkernel over its tiles, A panel outer (kept in
+//!      L1), B panels inner (streamed from L2, prefetched a few steps ahead). Full tiles of
+//!      an f32, unit-column-stride C are written in place when one `kc` block covers k;
+//!      other tiles, and partial sums between blocks, go through a scratch whose row pitch
+//!      is an odd number of cache lines (a power-of-two C pitch would put a tile's rows in
+//!      one L1 set), merged into C (converted to f16, added for `accumulate`) at the end.
+//!    * the AMX kernel (`B_OUTER = true`): for each B panel, every `kc` block down all the
+//!      item's A panels into the item's scratch C block, prefetching the next packed B panel
+//!      into L2; the block is merged into C once, in long rows. See `run_item_b_outer`.
 //!
 //! Scratch buffers are thread-local and only grow, so steady-state calls don't allocate.
 #![allow(
@@ -72,6 +81,7 @@ impl AlignedBuf {
 }
 
 /// Where B comes from.
+#[derive(Clone, Copy)]
 pub(crate) enum BSource<'a> {
     /// A strided view, packed per work item.
     Raw {
@@ -112,6 +122,8 @@ thread_local! {
     static SCRATCH: Cell<Scratch> = Cell::new(Scratch::default());
     /// The dispatching thread's shared packed-A buffer.
     static SHARED_A: Cell<AlignedBuf> = Cell::new(AlignedBuf::default());
+    /// The dispatching thread's shared packed-B buffer (a raw B used by several row blocks).
+    static SHARED_B: Cell<AlignedBuf> = Cell::new(AlignedBuf::default());
 }
 
 /// Blocking of one problem.
@@ -179,6 +191,10 @@ struct Ctx<'a, K: MicroKernel> {
     plan: Plan,
     /// Phase A output (when `plan.shared_a`): `m_panels` panels of `MR × k_pad`.
     shared_a: *mut K::Elem,
+    /// Full-depth B panels of the current batch entry, `(base, padded depth)`: a
+    /// [`PackedB`](crate::gemm::PackedB), or a raw B packed once for all row blocks. `None`:
+    /// each item packs its own panels from the raw view.
+    packed_b: Option<(*const K::Elem, usize)>,
 }
 
 // SAFETY: a `Ctx` only carries the caller's views and a scratch pointer. Tasks write through
@@ -187,6 +203,16 @@ struct Ctx<'a, K: MicroKernel> {
 unsafe impl<K: MicroKernel> Sync for Ctx<'_, K> {}
 
 impl<K: MicroKernel> Ctx<'_, K> {
+    /// The raw B view and its batch stride (only called when `packed_b` is `None`).
+    fn raw_b(&self) -> (MatRef, isize) {
+        match self.problem.b {
+            BSource::Raw { view, batch_stride } => (view, batch_stride),
+            BSource::Packed { .. } => {
+                unreachable!("invariant: a packed B always sets Ctx::packed_b")
+            }
+        }
+    }
+
     /// Phase A: packs A panel `panel_idx` of batch entry `batch_idx`, full depth.
     ///
     /// # Safety
@@ -268,11 +294,28 @@ pub(crate) unsafe fn run<K: MicroKernel>(pool: &Pool, problem: &Problem<'_>) {
     }
     let plan = plan::<K>(problem.batch, m, n, k, pool.n_threads());
     let items_per_batch = plan.m_blocks * plan.n_blocks;
-    if !plan.shared_a {
+    let given_b = match problem.b {
+        BSource::Packed { data, k_pad } => Some((data.as_ptr::<K::Elem>(), k_pad)),
+        BSource::Raw { .. } => None,
+    };
+    // A raw B read by several row blocks is packed once (in parallel) instead of per item —
+    // for a single product (or one B broadcast to every entry): a batch of distinct B's
+    // would need a dispatch per entry, and small batched products (attention heads) lose
+    // more to those barriers than they save.
+    let b_broadcast = matches!(
+        problem.b,
+        BSource::Raw {
+            batch_stride: 0,
+            ..
+        }
+    );
+    let share_b = given_b.is_none() && plan.m_blocks > 1 && (problem.batch == 1 || b_broadcast);
+    if !plan.shared_a && !share_b {
         let ctx = Ctx::<K> {
             problem,
             plan,
             shared_a: std::ptr::null_mut(),
+            packed_b: given_b,
         };
         pool.run(problem.batch * items_per_batch, &|item| {
             // SAFETY: `item` < batch × items; the contract of `run` holds for every item.
@@ -280,26 +323,47 @@ pub(crate) unsafe fn run<K: MicroKernel>(pool: &Pool, problem: &Problem<'_>) {
         });
         return;
     }
-    let mut shared = SHARED_A.take();
+    let mut shared_a_buf = SHARED_A.take();
+    let mut shared_b_buf = SHARED_B.take();
     let m_panels = m.div_ceil(K::MR);
-    let panel_elems = K::MR * plan.k_pad;
-    let shared_a = shared.ensure::<K::Elem>(m_panels * panel_elems * size_of::<K::Elem>());
-    let ctx = Ctx::<K> {
-        problem,
-        plan,
-        shared_a,
+    let shared_a = if plan.shared_a {
+        let panel_elems = K::MR * plan.k_pad;
+        shared_a_buf.ensure::<K::Elem>(m_panels * panel_elems * size_of::<K::Elem>())
+    } else {
+        std::ptr::null_mut()
     };
     for batch_idx in 0..problem.batch {
-        pool.run(m_panels, &|panel_idx| {
-            // SAFETY: `panel_idx` < m_panels; the contract of `run` holds.
-            unsafe { ctx.pack_shared_panel(batch_idx, panel_idx) }
-        });
+        let packed_b = match (share_b, problem.b) {
+            (true, BSource::Raw { view, batch_stride }) => {
+                // A broadcast B (stride 0) is packed once for all entries.
+                if batch_idx == 0 || batch_stride != 0 {
+                    let b = shift_ref(view, batch_idx as isize * batch_stride);
+                    // SAFETY: B is readable per the contract; the tier is the caller's.
+                    unsafe { pack_b_panels::<K>(pool, b, k, n, plan.k_pad, &mut shared_b_buf) };
+                }
+                Some((shared_b_buf.as_ptr::<K::Elem>(), plan.k_pad))
+            }
+            _ => given_b,
+        };
+        let ctx = Ctx::<K> {
+            problem,
+            plan,
+            shared_a,
+            packed_b,
+        };
+        if plan.shared_a && (batch_idx == 0 || problem.a_batch_stride != 0) {
+            pool.run(m_panels, &|panel_idx| {
+                // SAFETY: `panel_idx` < m_panels; the contract of `run` holds.
+                unsafe { ctx.pack_shared_panel(batch_idx, panel_idx) }
+            });
+        }
         pool.run(items_per_batch, &|item| {
-            // SAFETY: as above; the shared panels were completed by the previous `run`.
+            // SAFETY: as above; the shared panels were completed by the previous `run`s.
             unsafe { run_any_item(&ctx, batch_idx, item) }
         });
     }
-    SHARED_A.set(shared);
+    SHARED_A.set(shared_a_buf);
+    SHARED_B.set(shared_b_buf);
 }
 
 /// Runs work item `item` of batch entry `batch_idx` in the kernel's loop order.
@@ -318,9 +382,9 @@ unsafe fn run_any_item<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, item:
 
 /// Computes one `mc × nc` block of C, B panel outer and A panels inner: for each `NR`-column
 /// panel, every `kc` block runs the kernel down all the item's A panels into an f32 scratch
-/// block (the item's `mc × nc`, 64-byte aligned, its row pitch an odd number of cache lines so
-/// that the 32 rows of a tile store fall into distinct L1 sets), which is merged into C once,
-/// in long contiguous rows, at the end. While it works on one packed B panel the kernel
+/// block (the item's `mc × nc`, 64-byte aligned, stored panel-major so each tile is a compact
+/// 32 × `NR` run), which is merged into C once, in whole rows, at the end: C's pitch is
+/// often a power of two, and strip-wise writes would put every row in one L1 set. While it works on one packed B panel the kernel
 /// prefetches the next one into L2: call `tile_m` of a `kc` block prefetches slice
 /// `tile_m % 8` of that block.
 ///
@@ -366,12 +430,15 @@ unsafe fn run_item_b_outer<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, i
         }
         local
     };
-    let b_local = match problem.b {
-        BSource::Raw { .. } => scratch.b.ensure::<K::Elem>(nr * plan.k_pad * elem),
-        BSource::Packed { .. } => std::ptr::null_mut(),
+    let b_local = match ctx.packed_b {
+        None => scratch.b.ensure::<K::Elem>(nr * plan.k_pad * elem),
+        Some(_) => std::ptr::null_mut(),
     };
-    let ld_block = odd_line_pitch(n_tiles * nr);
-    let c_block = scratch.c.ensure::<f32>(m_tiles * mr * ld_block * 4);
+    // The C block is stored panel-major: the strip of panel `tile_n` is `m_rows × NR`
+    // contiguous f32 (row pitch NR: a tile's rows are back to back), so the kernel's tile
+    // stores stay compact; the merge reads the strips and writes C in whole rows.
+    let m_rows = m_tiles * mr;
+    let c_block = scratch.c.ensure::<f32>(n_tiles * m_rows * nr * 4);
 
     // SAFETY: the session is created for the tier the caller guarantees.
     let session = unsafe { K::begin() };
@@ -379,17 +446,17 @@ unsafe fn run_item_b_outer<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, i
         let col = n0 + tile_n * nr;
         let cols = nr.min(n_len - tile_n * nr);
         let (b_panel, b_k_pad, next_panel): (*const K::Elem, usize, *const K::Elem) =
-            match problem.b {
-                BSource::Raw { view, batch_stride } => {
+            match ctx.packed_b {
+                None => {
+                    let (view, batch_stride) = ctx.raw_b();
                     let b = shift_ref(view, batch_idx as isize * batch_stride);
                     // SAFETY: k `0..k` × columns `col..col + cols` are inside B; the panel
                     // fits the scratch sized for one full-depth panel.
                     unsafe { K::pack_b(b_panel_src(b, 0, col), cols, plan.k, b_local) };
                     (b_local, plan.k_pad, b_local)
                 }
-                BSource::Packed { data, k_pad } => {
+                Some((base, k_pad)) => {
                     let panel_idx = n0 / nr + tile_n;
-                    let base = data.as_ptr::<K::Elem>();
                     // Prefetch the next panel of this item, or (at the item's end) this one
                     // again, which is harmless. `wrapping_add`: only ever a hint.
                     let next_idx = if tile_n + 1 < n_tiles {
@@ -415,12 +482,13 @@ unsafe fn run_item_b_outer<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, i
                 let a_panel = unsafe { a_panels.add((tile_m * plan.k_pad + k0) * mr) };
                 // SAFETY: depth k0 of the B panel (k0 + k_pad ≤ its padded depth).
                 let b_at = unsafe { b_panel.add(k0 * nr) };
-                let prefetch = next_panel
-                    .wrapping_add(k0 * nr + tile_m % PREFETCH_SLICES * steps * K::PREFETCH_PER_STEP);
-                // SAFETY: the tile lies inside the C block scratch (row stride `ld_block`).
-                let tile = unsafe { c_block.add(tile_m * mr * ld_block + tile_n * nr) };
+                let prefetch = next_panel.wrapping_add(
+                    k0 * nr + tile_m % PREFETCH_SLICES * steps * K::PREFETCH_PER_STEP,
+                );
+                // SAFETY: the tile lies inside strip `tile_n` of the C block scratch.
+                let tile = unsafe { c_block.add((tile_n * m_rows + tile_m * mr) * nr) };
                 // SAFETY: panels packed to at least `k_pad` depth from k0; the tile is a
-                // writable MR × NR block at row stride `ld_block`; the session is live.
+                // writable MR × NR block at row stride NR; the session is live.
                 unsafe {
                     K::kernel(
                         &session,
@@ -428,7 +496,7 @@ unsafe fn run_item_b_outer<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, i
                         a_panel,
                         b_at,
                         tile,
-                        ld_block as isize,
+                        nr as isize,
                         kb > 0,
                         prefetch,
                     );
@@ -437,19 +505,25 @@ unsafe fn run_item_b_outer<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, i
         }
     }
     drop(session);
-    // SAFETY: the valid `m_len × n_len` part of the block maps into C at (m0, n0).
-    unsafe {
-        merge_tile::<K>(
-            c_block,
-            ld_block,
-            m_len,
-            n_len,
-            c,
-            m0,
-            n0,
-            problem.accumulate,
-        )
-    };
+    for row in 0..m_len {
+        for tile_n in 0..n_tiles {
+            let cols = nr.min(n_len - tile_n * nr);
+            // SAFETY: row `row` of strip `tile_n` holds `cols` valid values that map into C
+            // at (m0 + row, n0 + tile_n·NR).
+            unsafe {
+                merge_tile::<K>(
+                    c_block.add((tile_n * m_rows + row) * nr),
+                    nr,
+                    1,
+                    cols,
+                    c,
+                    m0 + row,
+                    n0 + tile_n * nr,
+                    problem.accumulate,
+                )
+            };
+        }
+    }
     SCRATCH.set(scratch);
 }
 
@@ -483,9 +557,9 @@ unsafe fn run_item<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, item: usi
     } else {
         scratch.a.ensure::<K::Elem>(m_tiles * mr * plan.kc * elem)
     };
-    let b_local = match problem.b {
-        BSource::Raw { .. } => scratch.b.ensure::<K::Elem>(n_tiles * nr * plan.kc * elem),
-        BSource::Packed { .. } => std::ptr::null_mut(),
+    let b_local = match ctx.packed_b {
+        None => scratch.b.ensure::<K::Elem>(n_tiles * nr * plan.kc * elem),
+        Some(_) => std::ptr::null_mut(),
     };
     // Full tiles go straight into an f32, unit-column-stride C when one `kc` block covers k.
     // With several blocks the partial sums would be re-read from C between blocks: a C with a
@@ -525,8 +599,9 @@ unsafe fn run_item<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, item: usi
                 }
             }
         }
-        let b_panels: *const K::Elem = match problem.b {
-            BSource::Raw { view, batch_stride } => {
+        let b_panels: *const K::Elem = match ctx.packed_b {
+            None => {
+                let (view, batch_stride) = ctx.raw_b();
                 let b = shift_ref(view, batch_idx as isize * batch_stride);
                 for tile_n in 0..n_tiles {
                     let col = n0 + tile_n * nr;
@@ -543,7 +618,7 @@ unsafe fn run_item<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, item: usi
                 }
                 b_local
             }
-            BSource::Packed { data, .. } => data.as_ptr::<K::Elem>(),
+            Some((base, _)) => base,
         };
 
         let tile = |tile_m: usize, tile_n: usize| {
@@ -558,13 +633,10 @@ unsafe fn run_item<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, item: usi
                 unsafe { a_local.add(tile_m * mr * k_pad) }
             };
             let rows = mr.min(m_len - tile_m * mr);
-            let b_panel = match problem.b {
+            let b_panel = match ctx.packed_b {
                 // SAFETY: inside the local B scratch packed above.
-                BSource::Raw { .. } => unsafe { b_panels.add(tile_n * nr * k_pad) },
-                BSource::Packed {
-                    k_pad: packed_k_pad,
-                    ..
-                } => {
+                None => unsafe { b_panels.add(tile_n * nr * k_pad) },
+                Some((_, packed_k_pad)) => {
                     // SAFETY: panel (n0 / NR + tile_n) of the packed B, at depth k0.
                     unsafe { b_panels.add(((n0 / nr + tile_n) * packed_k_pad + k0) * nr) }
                 }
@@ -727,8 +799,29 @@ pub(crate) unsafe fn pack_b_panels<K: MicroKernel>(
     k_pad: usize,
     data: &mut AlignedBuf,
 ) {
+    // SAFETY: forwarded; no copy requested.
+    unsafe { pack_b_panels_copying::<K>(pool, b, None, k, n, k_pad, data) }
+}
+
+/// [`pack_b_panels`] that also converts `b` (f32) into the f16 view `copy` on the way: each
+/// task converts its columns into the copy and packs them from there while they are still
+/// in its cache, so the source is read from memory once and the panels hold the f16 values.
+///
+/// # Safety
+/// As for [`pack_b_panels`]; when `copy` is given, `b` is f32, `copy` is an f16 `k × n` view
+/// whose elements are distinct, writable and overlap nothing else used here.
+pub(crate) unsafe fn pack_b_panels_copying<K: MicroKernel>(
+    pool: &Pool,
+    b: MatRef,
+    copy: Option<MatMut>,
+    k: usize,
+    n: usize,
+    k_pad: usize,
+    data: &mut AlignedBuf,
+) {
     struct Shared<T> {
         b: MatRef,
+        copy: Option<MatMut>,
         dst: *mut T,
     }
     // SAFETY: tasks only read B (not written during the call, per the caller) and write
@@ -739,6 +832,7 @@ pub(crate) unsafe fn pack_b_panels<K: MicroKernel>(
     let panel_elems = K::NR * k_pad;
     let shared = Shared {
         b,
+        copy,
         dst: data.ensure::<K::Elem>(n_panels * panel_elems * size_of::<K::Elem>()),
     };
     let bytes = (k * n * size_of::<K::Elem>()) as f64;
@@ -751,13 +845,27 @@ pub(crate) unsafe fn pack_b_panels<K: MicroKernel>(
     let shared = &shared;
     pool.run(n_panels.div_ceil(per_group), &|group| {
         let first = group * per_group;
-        for panel_idx in first..(first + per_group).min(n_panels) {
+        let last = (first + per_group).min(n_panels);
+        // With a copy: convert this group's columns first, then pack from the (now cached)
+        // f16 copy, so the panels hold exactly the f16 weight's values.
+        let source = match shared.copy {
+            Some(copy) => {
+                let col0 = first * K::NR;
+                let cols = (last * K::NR).min(n) - col0;
+                // SAFETY: the group's columns of B (f32, readable) and of the copy (f16,
+                // distinct and writable per the caller); groups own disjoint columns.
+                unsafe { convert_columns(K::ISA, shared.b, copy, k, col0, cols) };
+                copy.as_ref()
+            }
+            None => shared.b,
+        };
+        for panel_idx in first..last {
             let col = panel_idx * K::NR;
-            // SAFETY: columns `col..col + cols` × k `0..k` are inside B; the panel is inside
-            // the buffer sized above, and each panel index belongs to one group only.
+            // SAFETY: columns `col..col + cols` × k `0..k` are inside the source; the panel
+            // is inside the buffer sized above, and each panel index belongs to one group.
             unsafe {
                 K::pack_b(
-                    b_panel_src(shared.b, 0, col),
+                    b_panel_src(source, 0, col),
                     K::NR.min(n - col),
                     k,
                     shared.dst.add(panel_idx * panel_elems),
@@ -765,6 +873,63 @@ pub(crate) unsafe fn pack_b_panels<K: MicroKernel>(
             };
         }
     });
+}
+
+/// Converts columns `col0..col0 + cols` (all `rows` rows) of the f32 view `src` into the f16
+/// view `dst`, in contiguous runs when both share a unit stride.
+///
+/// # Safety
+/// `src` is f32 and readable, `dst` is f16, writable and disjoint from `src`, both cover the
+/// block; the host supports `isa`.
+unsafe fn convert_columns(
+    isa: crate::cpu::Isa,
+    src: MatRef,
+    dst: MatMut,
+    rows: usize,
+    col0: usize,
+    cols: usize,
+) {
+    let (ElemPtr::F32(src_ptr), OutPtr::F16(dst_ptr)) = (src.ptr, dst.ptr) else {
+        unreachable!("invariant: repack_converting_with checked an f32 source and an f16 copy");
+    };
+    let at = |view_rs: isize, view_cs: isize, row: usize, col: usize| {
+        row as isize * view_rs + col as isize * view_cs
+    };
+    if src.col_stride == 1 && dst.col_stride == 1 {
+        for row in 0..rows {
+            // SAFETY: one row's `cols` contiguous elements of each view.
+            unsafe {
+                convert::f32_to_f16_raw_with(
+                    isa,
+                    src_ptr.offset(at(src.row_stride, 1, row, col0)),
+                    dst_ptr.offset(at(dst.row_stride, 1, row, col0)),
+                    cols,
+                )
+            };
+        }
+    } else if src.row_stride == 1 && dst.row_stride == 1 {
+        for col in col0..col0 + cols {
+            // SAFETY: one column's `rows` contiguous elements of each view.
+            unsafe {
+                convert::f32_to_f16_raw_with(
+                    isa,
+                    src_ptr.offset(at(1, src.col_stride, 0, col)),
+                    dst_ptr.offset(at(1, dst.col_stride, 0, col)),
+                    rows,
+                )
+            };
+        }
+    } else {
+        for row in 0..rows {
+            for col in col0..col0 + cols {
+                // SAFETY: element (row, col) of each view.
+                unsafe {
+                    *dst_ptr.offset(at(dst.row_stride, dst.col_stride, row, col)) =
+                        f16::from_f32(*src_ptr.offset(at(src.row_stride, src.col_stride, row, col)))
+                };
+            }
+        }
+    }
 }
 
 /// Packing below this many destination bytes is not worth a dispatch.

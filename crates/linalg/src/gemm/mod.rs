@@ -132,6 +132,21 @@ pub struct MatMut {
 }
 
 impl MatMut {
+    /// The same elements as a read-only view.
+    pub fn as_ref(self) -> MatRef {
+        let ptr = match self.ptr {
+            OutPtr::F32(ptr) => ElemPtr::F32(ptr.cast_const()),
+            OutPtr::F16(ptr) => ElemPtr::F16(ptr.cast_const()),
+        };
+        MatRef {
+            ptr,
+            rows: self.rows,
+            cols: self.cols,
+            row_stride: self.row_stride,
+            col_stride: self.col_stride,
+        }
+    }
+
     /// A dense row-major f32 view.
     pub fn f32_row_major(ptr: *mut f32, rows: usize, cols: usize) -> MatMut {
         MatMut {
@@ -211,6 +226,11 @@ macro_rules! with_kernel {
                 type $K = kernels::amx::AmxBf16;
                 $body
             }
+            #[cfg(target_arch = "x86_64")]
+            KernelId::AmxBf16Wide => {
+                type $K = kernels::amx::AmxBf16Wide;
+                $body
+            }
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("x86 kernel selected on another architecture"),
         }
@@ -224,9 +244,12 @@ enum KernelId {
     Avx2,
     Avx512,
     AmxBf16,
+    AmxBf16Wide,
 }
 
 impl KernelId {
+    /// The kernel `(isa, precision)` runs for products whose k fits one cache block (the
+    /// family's default; for Amx/Fast see [`KernelId::for_shape`]).
     fn of(isa: Isa, precision: Precision) -> KernelId {
         match (isa, precision) {
             (Isa::Generic, _) => KernelId::Generic,
@@ -236,24 +259,45 @@ impl KernelId {
         }
     }
 
+    /// The kernel for a product of depth `k`: on Amx/Fast, `amx_gemm_bf16_32x32` (A panel
+    /// outer, C written in place) while k fits its one 768-deep block, else
+    /// `amx_gemm_bf16_32x48` (B panel outer, prefetched, C through scratch), which measured
+    /// better once C would be reloaded between blocks.
+    fn for_shape(isa: Isa, precision: Precision, k: usize) -> KernelId {
+        match KernelId::of(isa, precision) {
+            #[cfg(target_arch = "x86_64")]
+            KernelId::AmxBf16 if k > <kernels::amx::AmxBf16 as MicroKernel>::KC => {
+                KernelId::AmxBf16Wide
+            }
+            kernel => kernel,
+        }
+    }
+
     fn name(self) -> &'static str {
         with_kernel!(self, K => K::NAME)
     }
 }
 
-/// Name of the microkernel `(isa, precision)` runs, e.g. `"avx512_gemm_f32_12x32"` or
-/// `"amx_gemm_bf16_32x32"` (`<isa>_gemm_<dtype>_<MR>x<NR>`).
+/// Name of the microkernel `(isa, precision)` runs when k fits one cache block, e.g.
+/// `"avx512_gemm_f32_12x32"` or `"amx_gemm_bf16_32x32"` (`<isa>_gemm_<dtype>_<MR>x<NR>`);
+/// [`kernel_name_for`] gives the one a product of depth `k` runs.
 pub fn kernel_name(isa: Isa, precision: Precision) -> &'static str {
     KernelId::of(isa, precision).name()
 }
 
-fn check_spec(spec: &GemmSpec) -> KernelId {
+/// Name of the microkernel `(isa, precision)` runs for a product of depth `k` (the Amx tier
+/// in `Fast` switches to `"amx_gemm_bf16_32x48"` above k = 768).
+pub fn kernel_name_for(isa: Isa, precision: Precision, k: usize) -> &'static str {
+    KernelId::for_shape(isa, precision, k).name()
+}
+
+fn check_spec(spec: &GemmSpec, k: usize) -> KernelId {
     assert!(
         cpu::isa_available(spec.isa),
         "gemm: the host lacks the {} tier",
         spec.isa
     );
-    KernelId::of(spec.isa, spec.precision)
+    KernelId::for_shape(spec.isa, spec.precision, k)
 }
 
 fn check_shapes(
@@ -303,7 +347,7 @@ pub unsafe fn gemm(spec: &GemmSpec, pool: &Pool, a: MatRef, b: MatRef, c: MatMut
 /// f16 C, or a missing tier.
 ///
 /// # Safety
-/// As for [`gemm`], for every batch entry; the C views of different entries don't overlap.
+/// As for [`gemm()`], for every batch entry; the C views of different entries don't overlap.
 #[allow(
     clippy::too_many_arguments,
     reason = "the batched signature is fixed by the engine"
@@ -319,7 +363,7 @@ pub unsafe fn gemm_batched(
     c: MatMut,
     c_batch_stride: isize,
 ) {
-    let kernel = check_spec(spec);
+    let kernel = check_spec(spec, a.cols);
     check_shapes("gemm", a.rows, a.cols, b.rows, b.cols, &c);
     assert!(
         batch <= 1 || c_batch_stride != 0,
@@ -374,7 +418,7 @@ impl PackedB {
     /// # Safety
     /// As for [`PackedB::pack`].
     pub unsafe fn pack_with(spec: &GemmSpec, pool: &Pool, b: MatRef) -> PackedB {
-        let kernel = check_spec(spec);
+        let kernel = check_spec(spec, b.rows);
         let k_pad = with_kernel!(kernel, K => b.rows.next_multiple_of(K::KU));
         let mut packed = PackedB {
             kernel,
@@ -420,6 +464,40 @@ impl PackedB {
         }
     }
 
+    /// The weight-update path of an fp16 weight given as f32 (`write_weight_f32`): converts
+    /// `b` (f32) into the f16 view `copy` (the weight's surface) and repacks the panels from
+    /// that copy in the same parallel sweep (each thread converts a block of columns and packs
+    /// it while it is in cache), so `b` is read from memory once. The result equals
+    /// converting and then calling [`PackedB::repack_with`] on `copy`.
+    ///
+    /// Panics if `b` is not f32, `copy` is not f16, either shape differs from the packed one,
+    /// or `copy` has a zero stride.
+    ///
+    /// # Safety
+    /// `b` as for [`PackedB::pack`]; every element of `copy` is writable, distinct, overlaps
+    /// neither `b` nor anything else in use, and no other thread touches it during the call.
+    pub unsafe fn repack_converting_with(&mut self, pool: &Pool, b: MatRef, copy: MatMut) {
+        assert_eq!(
+            (b.rows, b.cols, copy.rows, copy.cols),
+            (self.k, self.n, self.k, self.n),
+            "PackedB::repack_converting_with: shape differs"
+        );
+        assert!(
+            matches!(b.ptr, ElemPtr::F32(_)) && matches!(copy.ptr, OutPtr::F16(_)),
+            "PackedB::repack_converting_with: needs an f32 source and an f16 copy"
+        );
+        assert!(
+            (copy.rows <= 1 || copy.row_stride != 0) && (copy.cols <= 1 || copy.col_stride != 0),
+            "PackedB::repack_converting_with: the copy has a zero stride"
+        );
+        let (k, n, k_pad) = (self.k, self.n, self.k_pad);
+        let data = &mut self.data;
+        // SAFETY: as in `repack_with`, plus the copy contract forwarded from the caller.
+        unsafe {
+            with_kernel!(self.kernel, K => driver::pack_b_panels_copying::<K>(pool, b, Some(copy), k, n, k_pad, data))
+        }
+    }
+
     /// Rows of B (the shared dimension).
     pub fn k(&self) -> usize {
         self.k
@@ -442,9 +520,9 @@ impl PackedB {
 /// f16 C, or a missing tier.
 ///
 /// # Safety
-/// As for [`gemm`] (for `a` and `c`).
+/// As for [`gemm()`] (for `a` and `c`).
 pub unsafe fn gemm_packed_b(spec: &GemmSpec, pool: &Pool, a: MatRef, b: &PackedB, c: MatMut) {
-    let kernel = check_spec(spec);
+    let kernel = check_spec(spec, b.k);
     assert_eq!(
         kernel,
         b.kernel,

@@ -412,6 +412,24 @@ fn sizes_around_tiles(isa: Isa) {
     }
 }
 
+/// Sizes around the tiles of the kernel a deep product runs (on Amx/Fast the 32 × 48 one):
+/// m and n at tile − 1, tile, tile + 1, k just past one block and at two blocks + 1.
+fn deep_sizes_around_tiles(isa: Isa) {
+    let pool = Pool::new(2);
+    for spec in specs(isa) {
+        let kc = with_kernel!(KernelId::of(spec.isa, spec.precision), K => K::KC);
+        let deep = KernelId::for_shape(spec.isa, spec.precision, kc + 1);
+        let (mr, nr) = with_kernel!(deep, K => (K::MR, K::NR));
+        for m in [1, mr - 1, mr, mr + 1] {
+            for n in [1, nr - 1, nr, nr + 1, 2 * nr + 1] {
+                for k in [kc + 1, kc + 33] {
+                    check(&spec, &pool, Case::new(m, n, k), (m * 100 + n + k) as u64);
+                }
+            }
+        }
+    }
+}
+
 fn larger_than_blocking(isa: Isa) {
     for threads in [1, 2, 3] {
         let pool = Pool::new(threads);
@@ -684,6 +702,13 @@ macro_rules! tier_suite {
             }
 
             #[test]
+            fn deep_sizes_around_tiles() {
+                if let Some(isa) = tier($isa) {
+                    super::deep_sizes_around_tiles(isa);
+                }
+            }
+
+            #[test]
             fn larger_than_blocking() {
                 if let Some(isa) = tier($isa) {
                     super::larger_than_blocking(isa);
@@ -764,6 +789,18 @@ fn kernel_names_follow_the_pattern() {
         kernel_name(Isa::Amx, Precision::Fast),
         "amx_gemm_bf16_32x32"
     );
+    assert_eq!(
+        kernel_name_for(Isa::Amx, Precision::Fast, 768),
+        "amx_gemm_bf16_32x32"
+    );
+    assert_eq!(
+        kernel_name_for(Isa::Amx, Precision::Fast, 769),
+        "amx_gemm_bf16_32x48"
+    );
+    assert_eq!(
+        kernel_name_for(Isa::Avx512, Precision::Fast, 5000),
+        "avx512_gemm_f32_12x32"
+    );
 }
 
 #[test]
@@ -802,4 +839,70 @@ fn packed_b_for_another_kernel_is_rejected() {
         }
     }));
     assert!(result.is_err());
+}
+
+#[test]
+fn repack_converting_equals_convert_then_repack() {
+    let pool = Pool::new(3);
+    for isa in Isa::ALL.into_iter().filter_map(tier) {
+        for spec in specs(isa) {
+            for (k, n) in [(1, 1), (37, 530), (300, 97)] {
+                for transposed in [false, true] {
+                    let mut rng = Rng(k as u64 * 31 + n as u64);
+                    let values: Vec<f32> = (0..k * n).map(|_| rng.next() * 3.0).collect();
+                    let mut copy = vec![f16::from_f32(f32::NAN); k * n];
+                    let (b, copy_view) = if transposed {
+                        (
+                            MatRef::f32_row_major(values.as_ptr(), n, k).t(),
+                            MatMut::f16_row_major(copy.as_mut_ptr(), n, k).t(),
+                        )
+                    } else {
+                        (
+                            MatRef::f32_row_major(values.as_ptr(), k, n),
+                            MatMut::f16_row_major(copy.as_mut_ptr(), k, n),
+                        )
+                    };
+                    // SAFETY: the views cover the live, disjoint `values` and `copy`.
+                    let mut fused = unsafe { PackedB::pack_with(&spec, &pool, b) };
+                    // SAFETY: as above.
+                    unsafe { fused.repack_converting_with(&pool, b, copy_view) };
+                    for (got, &value) in copy.iter().zip(&values) {
+                        assert_eq!(got.to_bits(), f16::from_f32(value).to_bits());
+                    }
+                    // SAFETY: `copy` is live and no longer written.
+                    let reference = unsafe { PackedB::pack_with(&spec, &pool, copy_view.as_ref()) };
+                    let m = 19;
+                    let a: Vec<f32> = (0..m * k).map(|_| rng.next()).collect();
+                    let mut c_fused = vec![0f32; m * n];
+                    let mut c_reference = vec![1f32; m * n];
+                    let a_view = MatRef::f32_row_major(a.as_ptr(), m, k);
+                    // SAFETY: the views cover live, disjoint buffers of the stated shapes.
+                    unsafe {
+                        gemm_packed_b(
+                            &spec,
+                            &pool,
+                            a_view,
+                            &fused,
+                            MatMut::f32_row_major(c_fused.as_mut_ptr(), m, n),
+                        );
+                        gemm_packed_b(
+                            &spec,
+                            &pool,
+                            a_view,
+                            &reference,
+                            MatMut::f32_row_major(c_reference.as_mut_ptr(), m, n),
+                        );
+                    }
+                    assert!(
+                        c_fused
+                            .iter()
+                            .zip(&c_reference)
+                            .all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{isa} {:?} k {k} n {n} transposed {transposed}",
+                        spec.precision
+                    );
+                }
+            }
+        }
+    }
 }

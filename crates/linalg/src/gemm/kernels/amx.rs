@@ -1,38 +1,41 @@
-//! AMX bf16 microkernel `amx_gemm_bf16_32x48` (the AMX tier in `Precision::Fast`).
+//! The AMX bf16 microkernels (the AMX tier in `Precision::Fast`): `amx_gemm_bf16_32x32`
+//! for products whose k fits one 768-deep block, `amx_gemm_bf16_32x48` for deeper ones
+//! (`KernelId::for_shape` picks; each measured best on its side of that line).
 //!
 //! Tiles (palette 1, every tile 16 rows × 64 bytes):
 //!
-//! | tiles      | holds                                     |
-//! |------------|-------------------------------------------|
-//! | tmm0..tmm2 | C accumulators, f32 16 × 16 each: rows 0–15 × cols 0–15 / 16–31 / 32–47 |
-//! | tmm3..tmm5 | C accumulators, rows 16–31 × the same three column groups |
-//! | tmm6       | A operand: 16 rows × 32 bf16 (k), rows 0–15 or 16–31 |
-//! | tmm7       | B operand: 16 k-pairs × 16 columns × 2 bf16, one of the three column groups |
+//! | kernel | C accumulators (f32 16 × 16) | operands |
+//! |---|---|---|
+//! | 32 × 32 | tmm0..tmm3: rows 0–15 / 16–31 × cols 0–15 / 16–31 | tmm4, tmm5: A rows 0–15, 16–31; tmm6, tmm7: B cols 0–15, 16–31 |
+//! | 32 × 48 | tmm0..tmm2 (rows 0–15), tmm3..tmm5 (rows 16–31) × three column groups | tmm6: A, tmm7: B |
 //!
-//! Six accumulators (2 × 3) leave one operand tile each for A and B. Per 32-deep k step the
-//! kernel issues 6 `tdpbf16ps` and 7 tile loads in a snake order (A0 B0 · A1 · B1 · A0 · B2 ·
-//! A1), so every reload of an operand tile has one `tdpbf16ps` of slack and 5 KiB of unique
-//! operand data feed 6 products (2 × 2 tiles would need 4 KiB for 4).
+//! The 32 × 32 kernel loads 4 operand tiles per 4 `tdpbf16ps` (two k steps per loop turn, the
+//! second with the order rotated so every reload has a tdp of slack: tiles are not renamed).
+//! The 32 × 48 kernel issues 6 `tdpbf16ps` and 7 tile loads per step in a snake order (A0 B0 ·
+//! A1 · B1 · A0 · B2 · A1): 5 KiB of unique operand data feed 6 products instead of 4 KiB for
+//! 4, which matters when the panels stream from L2.
 //!
 //! Packing (all rows 64 bytes, `tileloadd` stride 64, K padded to a multiple of 32 with zeros):
 //!
 //! * A panel (32 rows): `[k / 32][row / 16][row % 16][k % 32]` bf16, so each 32-deep k step
 //!   is 2 KiB contiguous: the two A tiles back to back.
-//! * B panel (48 columns), VNNI-style pair interleave: `[k / 32][col / 16][(k % 32) / 2]
-//!   [col % 16][k % 2]` bf16; one k step is 3 KiB, the three B tiles back to back.
+//! * B panel (32 or 48 columns), VNNI-style pair interleave: `[k / 32][col / 16][(k % 32) /
+//!   2][col % 16][k % 2]` bf16; one k step is 2 or 3 KiB, the B tiles back to back.
 //!
 //! Operands are rounded to bf16 (round-to-nearest-even, NaN kept) when packed;
-//! `tdpbf16ps` accumulates in f32. The driver runs this kernel B-panel outer, A panels inner
-//! ([`MicroKernel::B_OUTER`]) with C in a compact scratch (48 f32 per row) that it copies to
-//! the destination once per panel: `tilestored` to a C with a large power-of-two row stride
-//! lands every tile row in the same L1 set and costs more than the copy.
+//! `tdpbf16ps` accumulates in f32. The 32 × 32 kernel runs A panel outer and stores whole
+//! tiles straight into an f32 C; the 32 × 48 one runs B panel outer
+//! ([`MicroKernel::B_OUTER`]), A panels inner, with C in a compact panel-major scratch copied
+//! to the destination in whole rows once per work item, and prefetches (`prefetcht1`, 6
+//! lines per step) the next B panel into L2 while it works on this one.
 //!
-//! Measured on this machine kind (Sapphire Rapids, 1 thread, in a loop with everything hot):
-//! a tile load from a 64-byte misaligned address costs ~50 cycles instead of ~9, so every
-//! panel and scratch buffer is 64-byte aligned; with both panels in L1 the loop sustains
-//! ~85 % of the tile peak, with both streaming from L2 ~70 % (L2 → tile bandwidth is about
-//! 42 B/cycle, the 2 × 3 blocking needs 53 B/cycle at peak). The kernel therefore prefetches
-//! (`prefetcht1`, 6 lines per step) the next B panel into L2 while it works on this one.
+//! Measured on this machine kind (Sapphire Rapids vCPUs, 1 thread): a tile load from a
+//! 64-byte misaligned address costs ~50 cycles instead of ~9, so every panel and scratch
+//! buffer is 64-byte aligned. In a loop with its panels in L1 the 32 × 48 kernel sustains
+//! ~85 % of the tile peak, with both panels streaming from L2 ~70 % (L2 → tile bandwidth is
+//! about 42 B/cycle). End to end the training shapes reach 30–35 % of the tile peak: packing
+//! A from f32 (~20 % of the time), writing f32 C (~12 %) and streaming B from L3 are memory
+//! passes the tile unit outruns (see `milbridge bench gemm`).
 //!
 //! Tile instructions are not stable Rust intrinsics, so they are written with `asm!`. The tile
 //! configuration is loaded once per thread and work item by [`TileSession`], whose `Drop`
@@ -56,13 +59,9 @@ use crate::gemm::ElemPtr;
 const TILE_ROW_BYTES: usize = 64;
 /// K covered by one 64-byte row of bf16.
 const K_STEP: usize = 32;
-/// Rows of the C tile (two A tiles).
+/// Rows of the C tile (two A tiles), both kernels.
 const MR: usize = 32;
-/// Columns of the C tile (three B tiles of 16 columns).
-const NR: usize = 48;
-/// B tiles per k step.
-const B_TILES: usize = NR / 16;
-/// bf16 elements of the next B panel the kernel prefetches per k step (6 cache lines).
+/// bf16 elements of the next B panel the wide kernel prefetches per k step (6 cache lines).
 const PREFETCH_PER_STEP: usize = 6 * 64 / 2;
 
 /// The 64-byte `ldtilecfg` operand.
@@ -237,6 +236,95 @@ unsafe fn kernel_32x48(
     }
 }
 
+unsafe fn kernel_32x32(
+    _session: &TileSession,
+    kc_pad: usize,
+    a: *const u16,
+    b: *const u16,
+    c: *mut f32,
+    rs_c: isize,
+    load_c: bool,
+) {
+    debug_assert!(kc_pad > 0 && kc_pad.is_multiple_of(K_STEP));
+    let steps = kc_pad / K_STEP;
+    let pairs = steps / 2;
+    let odd = steps % 2;
+    let ldc = rs_c * 4;
+    let c_lower = c.wrapping_offset(16 * rs_c);
+    // Schedule: two k steps per loop iteration, the second with the tdp order rotated so that
+    // every tile reload has a tdp of slack (tiles are not renamed: a load waits for the
+    // previous readers of its tile). B, streamed from L2 once per A panel, is loaded with the
+    // T1 (non-temporal) hint; A stays in L1.
+    // SAFETY: tiles configured by `_session`; the loops read `steps` × 2 KiB from each panel,
+    // which is their packed size; the C loads/stores cover exactly the 32 × 32 tile.
+    unsafe {
+        asm!(
+            "test {load:e}, {load:e}",
+            "jz 2f",
+            "tileloadd tmm0, [{c} + {ldc}*1]",
+            "tileloadd tmm1, [{c} + {ldc}*1 + 64]",
+            "tileloadd tmm2, [{c2} + {ldc}*1]",
+            "tileloadd tmm3, [{c2} + {ldc}*1 + 64]",
+            "jmp 3f",
+            "2:",
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "3:",
+            "test {pairs}, {pairs}",
+            "jz 5f",
+            "4:",
+            "tileloadd tmm4, [{a} + {s64}*1]",
+            "tileloaddt1 tmm6, [{b} + {s64}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tileloaddt1 tmm7, [{b} + {s64}*1 + 1024]",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm5, [{a} + {s64}*1 + 1024]",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tileloadd tmm4, [{a} + {s64}*1 + 2048]",
+            "tileloaddt1 tmm7, [{b} + {s64}*1 + 3072]",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloaddt1 tmm6, [{b} + {s64}*1 + 2048]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tileloadd tmm5, [{a} + {s64}*1 + 3072]",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {a}, 4096",
+            "add {b}, 4096",
+            "dec {pairs}",
+            "jnz 4b",
+            "5:",
+            "test {odd}, {odd}",
+            "jz 6f",
+            "tileloadd tmm4, [{a} + {s64}*1]",
+            "tileloaddt1 tmm6, [{b} + {s64}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tileloaddt1 tmm7, [{b} + {s64}*1 + 1024]",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm5, [{a} + {s64}*1 + 1024]",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "6:",
+            "tilestored [{c} + {ldc}*1], tmm0",
+            "tilestored [{c} + {ldc}*1 + 64], tmm1",
+            "tilestored [{c2} + {ldc}*1], tmm2",
+            "tilestored [{c2} + {ldc}*1 + 64], tmm3",
+            load = in(reg) u32::from(load_c),
+            c = in(reg) c,
+            c2 = in(reg) c_lower,
+            ldc = in(reg) ldc,
+            s64 = in(reg) TILE_ROW_BYTES,
+            odd = in(reg) odd,
+            a = inout(reg) a => _,
+            b = inout(reg) b => _,
+            pairs = inout(reg) pairs => _,
+            options(nostack),
+        );
+    }
+}
+
 /// Runs `iterations` × 4 `tdpbf16ps` on register tiles (no memory traffic) and returns the
 /// floating-point operations performed: the tile peak.
 ///
@@ -279,10 +367,10 @@ fn a_index(row: usize, k: usize) -> usize {
     ((k / K_STEP * 2 + row / 16) * 16 + row % 16) * K_STEP + k % K_STEP
 }
 
-/// Offset (in bf16) of B element (`k`, `col`) in a packed B panel.
+/// Offset (in bf16) of B element (`k`, `col`) in a packed B panel of `TILES` × 16 columns.
 #[inline(always)]
-fn b_index(k: usize, col: usize) -> usize {
-    (((k / K_STEP * B_TILES + col / 16) * 16 + (k % K_STEP) / 2) * 16 + col % 16) * 2 + k % 2
+fn b_index<const TILES: usize>(k: usize, col: usize) -> usize {
+    (((k / K_STEP * TILES + col / 16) * 16 + (k % K_STEP) / 2) * 16 + col % 16) * 2 + k % 2
 }
 
 /// Portable packer for any strides: element by element, `width` lines (`MR` or `NR`).
@@ -515,15 +603,20 @@ unsafe fn pack_a_m_contiguous(src: PanelSrc, rows: usize, kc: usize, dst: *mut u
 /// # Safety
 /// As for [`MicroKernel::pack_b`], with `src.mn_stride == 1`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-unsafe fn pack_b_n_contiguous(src: PanelSrc, cols: usize, kc: usize, dst: *mut u16) {
+unsafe fn pack_b_n_contiguous<const TILES: usize>(
+    src: PanelSrc,
+    cols: usize,
+    kc: usize,
+    dst: *mut u16,
+) {
     let steps = kc.div_ceil(K_STEP);
     for step in 0..steps {
-        for half in 0..B_TILES {
+        for half in 0..TILES {
             let col0 = half * 16;
             let mask = mask16(cols.saturating_sub(col0));
             for pair_idx in 0..16 {
                 let k = step * K_STEP + 2 * pair_idx;
-                let out = dst.wrapping_add(b_index(k, col0));
+                let out = dst.wrapping_add(b_index::<TILES>(k, col0));
                 // SAFETY: lanes are columns < `cols` at k < kc only; `out` is one 64-byte row
                 // inside the panel.
                 unsafe {
@@ -553,12 +646,17 @@ unsafe fn pack_b_n_contiguous(src: PanelSrc, cols: usize, kc: usize, dst: *mut u
 /// # Safety
 /// As for [`MicroKernel::pack_b`], with `src.k_stride == 1`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-unsafe fn pack_b_k_contiguous(src: PanelSrc, cols: usize, kc: usize, dst: *mut u16) {
+unsafe fn pack_b_k_contiguous<const TILES: usize>(
+    src: PanelSrc,
+    cols: usize,
+    kc: usize,
+    dst: *mut u16,
+) {
     let steps = kc.div_ceil(K_STEP);
     for step in 0..steps {
         let k0 = step * K_STEP;
         let left = kc - k0;
-        for half in 0..B_TILES {
+        for half in 0..TILES {
             let col0 = half * 16;
             let mut lines = [_mm512_setzero_si512(); 16];
             for (col_idx, line) in lines.iter_mut().enumerate() {
@@ -575,22 +673,107 @@ unsafe fn pack_b_k_contiguous(src: PanelSrc, cols: usize, kc: usize, dst: *mut u
                 }
             }
             // SAFETY: the tile at (step, half) is 16 rows × 64 bytes inside the panel.
-            unsafe { store_transposed(&lines, dst.wrapping_add(b_index(k0, col0))) };
+            unsafe { store_transposed(&lines, dst.wrapping_add(b_index::<TILES>(k0, col0))) };
         }
     }
 }
 
-/// The AMX bf16 kernel.
+/// Packs an A panel (32 rows) for either AMX kernel.
+///
+/// # Safety
+/// As for [`MicroKernel::pack_a`]; the Amx tier is available.
+unsafe fn pack_a_any(src: PanelSrc, rows: usize, kc: usize, dst: *mut u16) {
+    // SAFETY: (all arms) forwarded; the Amx tier implies AVX-512 F/BW/VL.
+    unsafe {
+        if src.k_stride == 1 {
+            pack_a_k_contiguous(src, rows, kc, dst);
+        } else if src.mn_stride == 1 {
+            pack_a_m_contiguous(src, rows, kc, dst);
+        } else {
+            pack_scalar(src, MR, rows, kc, dst, a_index);
+        }
+    }
+}
+
+/// Packs a B panel of `TILES` × 16 columns.
+///
+/// # Safety
+/// As for [`MicroKernel::pack_b`]; the Amx tier is available.
+unsafe fn pack_b_any<const TILES: usize>(src: PanelSrc, cols: usize, kc: usize, dst: *mut u16) {
+    // SAFETY: (all arms) forwarded; the Amx tier implies AVX-512 F/BW/VL.
+    unsafe {
+        if src.mn_stride == 1 {
+            pack_b_n_contiguous::<TILES>(src, cols, kc, dst);
+        } else if src.k_stride == 1 {
+            pack_b_k_contiguous::<TILES>(src, cols, kc, dst);
+        } else {
+            pack_scalar(src, TILES * 16, cols, kc, dst, |col, k| {
+                b_index::<TILES>(k, col)
+            });
+        }
+    }
+}
+
+/// The AMX bf16 kernel for one `kc` block (`k` ≤ 768): `amx_gemm_bf16_32x32`, 2 × 2 tiles,
+/// run A panel outer with whole tiles stored straight into C. Measured best when k fits one
+/// block (the forward products with k = 768, `dW` with k = 256, attention).
 pub(crate) struct AmxBf16;
 
 impl MicroKernel for AmxBf16 {
+    const NAME: &'static str = "amx_gemm_bf16_32x32";
+    const MR: usize = MR;
+    const NR: usize = 32;
+    const KU: usize = K_STEP;
+    const MC: usize = 256;
+    const KC: usize = 768;
+    const NC: usize = 512;
+    const ISA: Isa = Isa::Amx;
+    type Elem = u16;
+    type Session = TileSession;
+
+    unsafe fn begin() -> TileSession {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { TileSession::begin() }
+    }
+
+    unsafe fn pack_a(src: PanelSrc, rows: usize, kc: usize, dst: *mut u16) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { pack_a_any(src, rows, kc, dst) }
+    }
+
+    unsafe fn pack_b(src: PanelSrc, cols: usize, kc: usize, dst: *mut u16) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { pack_b_any::<2>(src, cols, kc, dst) }
+    }
+
+    unsafe fn kernel(
+        session: &TileSession,
+        kc_pad: usize,
+        a: *const u16,
+        b: *const u16,
+        c: *mut f32,
+        rs_c: isize,
+        load_c: bool,
+        _prefetch: *const u16,
+    ) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { kernel_32x32(session, kc_pad, a, b, c, rs_c, load_c) }
+    }
+}
+
+/// The AMX bf16 kernel for deep products (`k` > 768): `amx_gemm_bf16_32x48`, 2 × 3 tiles,
+/// run B panel outer with the next panel prefetched and C through a compact scratch (see the
+/// module docs). Measured best for `dX` (k = 2048) and the other multi-block products.
+pub(crate) struct AmxBf16Wide;
+
+impl MicroKernel for AmxBf16Wide {
     const NAME: &'static str = "amx_gemm_bf16_32x48";
     const MR: usize = MR;
-    const NR: usize = NR;
+    const NR: usize = 48;
     const KU: usize = K_STEP;
     const MC: usize = 256;
     const KC: usize = 1024;
-    const NC: usize = 16 * NR;
+    const NC: usize = 16 * 48;
     const ISA: Isa = Isa::Amx;
     const B_OUTER: bool = true;
     const PREFETCH_PER_STEP: usize = PREFETCH_PER_STEP;
@@ -603,31 +786,13 @@ impl MicroKernel for AmxBf16 {
     }
 
     unsafe fn pack_a(src: PanelSrc, rows: usize, kc: usize, dst: *mut u16) {
-        // SAFETY: (all arms) forwarded from this function's contract; the Amx tier implies
-        // AVX-512 F/BW/VL.
-        unsafe {
-            if src.k_stride == 1 {
-                pack_a_k_contiguous(src, rows, kc, dst);
-            } else if src.mn_stride == 1 {
-                pack_a_m_contiguous(src, rows, kc, dst);
-            } else {
-                pack_scalar(src, MR, rows, kc, dst, a_index);
-            }
-        }
+        // SAFETY: forwarded from this function's contract.
+        unsafe { pack_a_any(src, rows, kc, dst) }
     }
 
     unsafe fn pack_b(src: PanelSrc, cols: usize, kc: usize, dst: *mut u16) {
-        // SAFETY: (all arms) forwarded from this function's contract; the Amx tier implies
-        // AVX-512 F/BW/VL.
-        unsafe {
-            if src.mn_stride == 1 {
-                pack_b_n_contiguous(src, cols, kc, dst);
-            } else if src.k_stride == 1 {
-                pack_b_k_contiguous(src, cols, kc, dst);
-            } else {
-                pack_scalar(src, NR, cols, kc, dst, |col, k| b_index(k, col));
-            }
-        }
+        // SAFETY: forwarded from this function's contract.
+        unsafe { pack_b_any::<3>(src, cols, kc, dst) }
     }
 
     unsafe fn kernel(
@@ -654,7 +819,8 @@ mod tests {
         let kc_pad = 64;
         for (width, index) in [
             (MR, a_index as fn(usize, usize) -> usize),
-            (NR, |mn, k| b_index(k, mn)),
+            (32, |mn, k| b_index::<2>(k, mn)),
+            (48, |mn, k| b_index::<3>(k, mn)),
         ] {
             let mut seen = vec![false; width * kc_pad];
             for mn in 0..width {
@@ -667,12 +833,13 @@ mod tests {
         }
         // B: the two k of a pair are adjacent; the next column follows; a tile is 1 KiB; a
         // k step holds the three tiles.
-        assert_eq!(b_index(1, 0), 1);
-        assert_eq!(b_index(0, 1), 2);
-        assert_eq!(b_index(2, 0), 32);
-        assert_eq!(b_index(0, 16), 512);
-        assert_eq!(b_index(0, 32), 1024);
-        assert_eq!(b_index(32, 0), 1536);
+        assert_eq!(b_index::<3>(1, 0), 1);
+        assert_eq!(b_index::<3>(0, 1), 2);
+        assert_eq!(b_index::<3>(2, 0), 32);
+        assert_eq!(b_index::<3>(0, 16), 512);
+        assert_eq!(b_index::<3>(0, 32), 1024);
+        assert_eq!(b_index::<3>(32, 0), 1536);
+        assert_eq!(b_index::<2>(32, 0), 1024);
         // A: one tile row is 32 consecutive k.
         assert_eq!(a_index(0, 31), 31);
         assert_eq!(a_index(1, 0), 32);
@@ -741,25 +908,36 @@ mod tests {
                 k_stride: cols as isize,
             };
             for (src, mn_max, kc) in [(k_contiguous, rows, cols), (mn_contiguous, cols, rows)] {
-                for (width, is_a) in [(MR, true), (NR, false)] {
+                // (width, which): 0 = A, 2 = the 32-column B, 3 = the 48-column B.
+                for (width, which) in [(MR, 0), (32, 2), (48, 3)] {
                     for mn_valid in [width.min(mn_max), 7, 17, 33.min(width)] {
                         let kc_pad = kc.next_multiple_of(32);
                         let mut fast = vec![0xffffu16; width * kc_pad];
                         let mut slow = vec![0xeeeeu16; width * kc_pad];
+                        let out = slow.as_mut_ptr();
                         // SAFETY: valid region inside the data; buffers sized width × kc_pad;
                         // Amx checked.
                         unsafe {
-                            if is_a {
-                                AmxBf16::pack_a(src, mn_valid, kc, fast.as_mut_ptr());
-                                pack_scalar(src, MR, mn_valid, kc, slow.as_mut_ptr(), a_index);
-                            } else {
-                                AmxBf16::pack_b(src, mn_valid, kc, fast.as_mut_ptr());
-                                pack_scalar(src, NR, mn_valid, kc, slow.as_mut_ptr(), |c, k| {
-                                    b_index(k, c)
-                                });
+                            match which {
+                                0 => {
+                                    AmxBf16::pack_a(src, mn_valid, kc, fast.as_mut_ptr());
+                                    pack_scalar(src, MR, mn_valid, kc, out, a_index);
+                                }
+                                2 => {
+                                    AmxBf16::pack_b(src, mn_valid, kc, fast.as_mut_ptr());
+                                    pack_scalar(src, 32, mn_valid, kc, out, |c, k| {
+                                        b_index::<2>(k, c)
+                                    });
+                                }
+                                _ => {
+                                    AmxBf16Wide::pack_b(src, mn_valid, kc, fast.as_mut_ptr());
+                                    pack_scalar(src, 48, mn_valid, kc, out, |c, k| {
+                                        b_index::<3>(k, c)
+                                    });
+                                }
                             }
                         }
-                        assert_eq!(fast, slow, "a={is_a} mn_valid={mn_valid} kc={kc}");
+                        assert_eq!(fast, slow, "which={which} mn_valid={mn_valid} kc={kc}");
                     }
                 }
             }

@@ -141,7 +141,7 @@ impl MicroKernel for Avx512 {
     const NR: usize = 32;
     const KU: usize = 1;
     const MC: usize = 192;
-    const KC: usize = 384;
+    const KC: usize = 768;
     const NC: usize = 512;
     const ISA: Isa = Isa::Avx512;
     type Elem = f32;

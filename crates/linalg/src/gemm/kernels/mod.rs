@@ -311,3 +311,127 @@ pub(crate) unsafe fn pack_f32_panel<const R: usize>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu;
+
+    /// Every f32 kernel's packers against the portable `pack_f32_panel`, for contiguous and
+    /// transposed f32/f16 sources, full and partial panels, and depths around the vector
+    /// widths.
+    #[test]
+    fn f32_packers_match_the_portable_packer() {
+        fn check<K: MicroKernel<Elem = f32>>() {
+            if !cpu::isa_available(K::ISA) {
+                eprintln!("packers: skipping {} (tier not available)", K::NAME);
+                return;
+            }
+            let (rows, cols) = (37usize, 41usize);
+            let data: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+            let halves: Vec<f16> = data.iter().map(|&v| f16::from_f32(v)).collect();
+            for ptr in [ElemPtr::F32(data.as_ptr()), ElemPtr::F16(halves.as_ptr())] {
+                let k_contiguous = PanelSrc {
+                    ptr,
+                    mn_stride: cols as isize,
+                    k_stride: 1,
+                };
+                let mn_contiguous = PanelSrc {
+                    ptr,
+                    mn_stride: 1,
+                    k_stride: cols as isize,
+                };
+                let strided = PanelSrc {
+                    ptr,
+                    mn_stride: 2,
+                    k_stride: cols as isize,
+                };
+                for (src, mn_max, k_max) in [
+                    (k_contiguous, rows, cols),
+                    (mn_contiguous, cols, rows),
+                    (strided, cols / 2, rows),
+                ] {
+                    for width in [K::MR, K::NR] {
+                        for valid in [1, width.min(mn_max) - 1, width.min(mn_max)] {
+                            for kc in [1, 7, 8, 9, 16, 17, k_max] {
+                                let mut fast = vec![f32::NAN; width * kc];
+                                let mut slow = vec![-1.0f32; width * kc];
+                                // SAFETY: the valid region lies inside `data`; both buffers
+                                // hold width × kc; the tier was checked.
+                                unsafe {
+                                    if width == K::MR {
+                                        K::pack_a(src, valid, kc, fast.as_mut_ptr());
+                                    } else {
+                                        K::pack_b(src, valid, kc, fast.as_mut_ptr());
+                                    }
+                                    match width {
+                                        4 => pack_f32_panel::<4>(
+                                            Isa::Generic,
+                                            src,
+                                            valid,
+                                            kc,
+                                            slow.as_mut_ptr(),
+                                        ),
+                                        6 => pack_f32_panel::<6>(
+                                            Isa::Generic,
+                                            src,
+                                            valid,
+                                            kc,
+                                            slow.as_mut_ptr(),
+                                        ),
+                                        8 => pack_f32_panel::<8>(
+                                            Isa::Generic,
+                                            src,
+                                            valid,
+                                            kc,
+                                            slow.as_mut_ptr(),
+                                        ),
+                                        12 => pack_f32_panel::<12>(
+                                            Isa::Generic,
+                                            src,
+                                            valid,
+                                            kc,
+                                            slow.as_mut_ptr(),
+                                        ),
+                                        16 => pack_f32_panel::<16>(
+                                            Isa::Generic,
+                                            src,
+                                            valid,
+                                            kc,
+                                            slow.as_mut_ptr(),
+                                        ),
+                                        32 => pack_f32_panel::<32>(
+                                            Isa::Generic,
+                                            src,
+                                            valid,
+                                            kc,
+                                            slow.as_mut_ptr(),
+                                        ),
+                                        other => panic!("no reference packer for width {other}"),
+                                    }
+                                }
+                                let same = fast
+                                    .iter()
+                                    .zip(&slow)
+                                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                                assert!(
+                                    same,
+                                    "{}: width {width} valid {valid} kc {kc} strides ({}, {})",
+                                    K::NAME,
+                                    src.mn_stride,
+                                    src.k_stride
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        check::<generic::Generic>();
+        #[cfg(target_arch = "x86_64")]
+        {
+            check::<avx2::Avx2>();
+            check::<avx512::Avx512>();
+        }
+    }
+}
