@@ -6,6 +6,9 @@
 //!
 //! Reductions run in a fixed order (sums of squares and softmax denominators in f64), so results
 //! do not depend on threads.
+use milbridge_linalg::cpu::selected_isa;
+use milbridge_linalg::gemm::{GemmSpec, Precision, SliceLayout, gemm_f32};
+use milbridge_linalg::pool::Pool;
 
 /// RMSNorm epsilon (llama2.c and training_dynamic use 1e-5).
 pub const NORM_EPS: f64 = 1e-5;
@@ -200,121 +203,65 @@ pub fn cross_entropy(
     (total / seq as f64) as f32
 }
 
-/// `C (m×n) (+)= A (m×k) · B (k×n)`, all row-major.
+/// `C (m×n) (+)= A (m×k) · B (k×n)`, all row-major, on linalg's GEMM (selected tier, exact
+/// f32 precision, the global pool).
 pub fn matmul_nn(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, acc: bool) {
     check(c.len(), m * n, a.len(), m * k, b.len(), k * n);
-    if !acc {
-        c.fill(0.0);
-    }
-    for i in 0..m {
-        let crow = &mut c[i * n..(i + 1) * n];
-        for p in 0..k {
-            let aip = a[i * k + p];
-            if aip == 0.0 {
-                continue;
-            }
-            for (cv, bv) in crow.iter_mut().zip(&b[p * n..(p + 1) * n]) {
-                *cv += aip * bv;
-            }
-        }
-    }
+    gemm(
+        c,
+        a,
+        SliceLayout::Plain,
+        b,
+        SliceLayout::Plain,
+        (m, n, k),
+        acc,
+    );
 }
 
 /// `C (m×n) (+)= Aᵀ · B` with `A` stored `k×m` and `B` `k×n`, all row-major.
 pub fn matmul_tn(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, acc: bool) {
     check(c.len(), m * n, a.len(), k * m, b.len(), k * n);
-    if !acc {
-        c.fill(0.0);
-    }
-    for p in 0..k {
-        let brow = &b[p * n..(p + 1) * n];
-        for i in 0..m {
-            let api = a[p * m + i];
-            if api == 0.0 {
-                continue;
-            }
-            for (cv, bv) in c[i * n..(i + 1) * n].iter_mut().zip(brow) {
-                *cv += api * bv;
-            }
-        }
-    }
+    gemm(
+        c,
+        a,
+        SliceLayout::Transposed,
+        b,
+        SliceLayout::Plain,
+        (m, n, k),
+        acc,
+    );
 }
 
-/// `C (m×n) (+)= A · Bᵀ` with `A` stored `m×k` and `B` `n×k`, all row-major: every element is a
-/// dot product of two contiguous rows (the dW form `dW += dY · Xᵀ` over the sequence).
+/// `C (m×n) (+)= A · Bᵀ` with `A` stored `m×k` and `B` `n×k`, all row-major (the dW form
+/// `dW += dY · Xᵀ` over the sequence).
 pub fn matmul_nt(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, acc: bool) {
     check(c.len(), m * n, a.len(), m * k, b.len(), n * k);
-    let mut put = |i: usize, j: usize, d: f32| {
-        if acc {
-            c[i * n + j] += d;
-        } else {
-            c[i * n + j] = d;
-        }
-    };
-    // 2 rows of A against 4 rows of B at a time: eight dot products share their loads.
-    let (m2, n4) = (m - m % 2, n - n % 4);
-    for i in (0..m2).step_by(2) {
-        let (a0, a1) = (&a[i * k..(i + 1) * k], &a[(i + 1) * k..(i + 2) * k]);
-        for j in (0..n4).step_by(4) {
-            let d = dot_2x4(
-                a0,
-                a1,
-                [
-                    &b[j * k..],
-                    &b[(j + 1) * k..],
-                    &b[(j + 2) * k..],
-                    &b[(j + 3) * k..],
-                ],
-                k,
-            );
-            for (r, row) in d.iter().enumerate() {
-                for (q, v) in row.iter().enumerate() {
-                    put(i + r, j + q, *v);
-                }
-            }
-        }
-        for j in n4..n {
-            put(i, j, dot(a0, &b[j * k..(j + 1) * k]));
-            put(i + 1, j, dot(a1, &b[j * k..(j + 1) * k]));
-        }
-    }
-    for i in m2..m {
-        for j in 0..n {
-            put(i, j, dot(&a[i * k..(i + 1) * k], &b[j * k..(j + 1) * k]));
-        }
-    }
+    gemm(
+        c,
+        a,
+        SliceLayout::Plain,
+        b,
+        SliceLayout::Transposed,
+        (m, n, k),
+        acc,
+    );
 }
 
-/// Eight dot products of length `k`: rows `a0`, `a1` against the four `b` rows, with four
-/// lanes per product (fixed order).
-fn dot_2x4(a0: &[f32], a1: &[f32], b: [&[f32]; 4], k: usize) -> [[f32; 4]; 2] {
-    let mut acc = [[[0.0f32; 4]; 4]; 2];
-    let chunks = k / 4;
-    for ch in 0..chunks {
-        let base = ch * 4;
-        let x0: [f32; 4] = a0[base..base + 4].try_into().expect("four lanes");
-        let x1: [f32; 4] = a1[base..base + 4].try_into().expect("four lanes");
-        for (q, bq) in b.iter().enumerate() {
-            let y: [f32; 4] = bq[base..base + 4].try_into().expect("four lanes");
-            for l in 0..4 {
-                acc[0][q][l] += x0[l] * y[l];
-                acc[1][q][l] += x1[l] * y[l];
-            }
-        }
-    }
-    let mut out = [[0.0f32; 4]; 2];
-    for r in 0..2 {
-        let x = if r == 0 { a0 } else { a1 };
-        for q in 0..4 {
-            let lanes = acc[r][q];
-            let mut s = (lanes[0] + lanes[2]) + (lanes[1] + lanes[3]);
-            for t in chunks * 4..k {
-                s += x[t] * b[q][t];
-            }
-            out[r][q] = s;
-        }
-    }
-    out
+fn gemm(
+    c: &mut [f32],
+    a: &[f32],
+    a_layout: SliceLayout,
+    b: &[f32],
+    b_layout: SliceLayout,
+    mnk: (usize, usize, usize),
+    acc: bool,
+) {
+    let spec = GemmSpec {
+        isa: selected_isa(),
+        precision: Precision::Exact,
+        accumulate: acc,
+    };
+    gemm_f32(&spec, Pool::global(), mnk, a, a_layout, b, b_layout, c);
 }
 
 /// Dot product with eight independent partial sums (vectorisable, fixed order).

@@ -99,8 +99,8 @@
 //! - No vocabulary compaction; the classifier covers the whole vocabulary.
 //! - Qwen3-0.6B's shape trains as a Llama (no q/k norm, RoPE base 10000), as training_dynamic
 //!   does.
-//! - The CPU-side dW products use this crate's portable loops ([`cpu::matmul_nt`]), since
-//!   `milbridge-linalg`'s GEMM is only reachable through `unsafe` raw views.
+//! - The CPU-side products (dW, and every product of the reference backend) run on linalg's GEMM
+//!   through its safe slice entry point `gemm_f32` ([`cpu::matmul_nt`] and friends).
 #![forbid(unsafe_code)]
 
 pub mod backend;

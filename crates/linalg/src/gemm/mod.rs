@@ -339,6 +339,66 @@ pub unsafe fn gemm(spec: &GemmSpec, pool: &Pool, a: MatRef, b: MatRef, c: MatMut
     unsafe { gemm_batched(spec, pool, 1, a, 0, b, 0, c, 0) }
 }
 
+/// How a row-major slice holds a GEMM operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SliceLayout {
+    /// The operand itself, row-major (`rows × cols`).
+    Plain,
+    /// Its transpose is stored row-major (`cols × rows`): the operand is read with swapped
+    /// strides, never copied.
+    Transposed,
+}
+
+/// Safe `C (m×n) = A (m×k) · B (k×n)` (or `C +=` with `spec.accumulate`) over dense row-major
+/// f32 slices, each operand either plain or stored transposed. For callers without `unsafe`
+/// (the trainer's dW products).
+///
+/// Panics if a slice length differs from its shape (a caller bug) or the host lacks `spec.isa`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a BLAS-style call: sizes, operands and their layouts"
+)]
+pub fn gemm_f32(
+    spec: &GemmSpec,
+    pool: &Pool,
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    a_layout: SliceLayout,
+    b: &[f32],
+    b_layout: SliceLayout,
+    c: &mut [f32],
+) {
+    assert_eq!(
+        a.len(),
+        m * k,
+        "gemm_f32: A has {} elements for {m}x{k}",
+        a.len()
+    );
+    assert_eq!(
+        b.len(),
+        k * n,
+        "gemm_f32: B has {} elements for {k}x{n}",
+        b.len()
+    );
+    assert_eq!(
+        c.len(),
+        m * n,
+        "gemm_f32: C has {} elements for {m}x{n}",
+        c.len()
+    );
+    let view = |ptr: *const f32, rows: usize, cols: usize, layout: SliceLayout| match layout {
+        SliceLayout::Plain => MatRef::f32_row_major(ptr, rows, cols),
+        SliceLayout::Transposed => MatRef::f32_row_major(ptr, cols, rows).t(),
+    };
+    let a_view = view(a.as_ptr(), m, k, a_layout);
+    let b_view = view(b.as_ptr(), k, n, b_layout);
+    let c_view = MatMut::f32_row_major(c.as_mut_ptr(), m, n);
+    // SAFETY: the three slices were checked above to hold exactly the elements the dense views
+    // address; `c` is a unique borrow, so it is distinct from `a` and `b` and nobody else writes
+    // any of them during the call.
+    unsafe { gemm(spec, pool, a_view, b_view, c_view) }
+}
+
 /// `batch` independent products: `C_i (+)= A_i · B_i` where `X_i` is the view `x` moved by
 /// `i * x_batch_stride` elements. A stride of 0 broadcasts one matrix to every batch entry
 /// (except for C). Work is spread over batch entries and C tiles.

@@ -906,3 +906,62 @@ fn repack_converting_equals_convert_then_repack() {
         }
     }
 }
+
+#[test]
+fn safe_slice_gemm_matches_naive_in_every_layout() {
+    let (m, n, k) = (13, 7, 31);
+    let a: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.25)
+        .collect();
+    let b: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.5)
+        .collect();
+    let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+    let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+    let mut want = vec![0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            want[i * n + j] = (0..k)
+                .map(|p| f64::from(a[i * k + p]) * f64::from(b[p * n + j]))
+                .sum();
+        }
+    }
+    let pool = Pool::new(2);
+    for isa in Isa::ALL
+        .iter()
+        .copied()
+        .filter(|&isa| cpu::isa_available(isa))
+    {
+        for (a_src, a_layout, b_src, b_layout) in [
+            (&a, SliceLayout::Plain, &b, SliceLayout::Plain),
+            (&at, SliceLayout::Transposed, &b, SliceLayout::Plain),
+            (&a, SliceLayout::Plain, &bt, SliceLayout::Transposed),
+            (&at, SliceLayout::Transposed, &bt, SliceLayout::Transposed),
+        ] {
+            let spec = GemmSpec {
+                isa,
+                precision: Precision::Exact,
+                accumulate: true,
+            };
+            let mut c = vec![1.0f32; m * n];
+            gemm_f32(
+                &spec,
+                &pool,
+                (m, n, k),
+                a_src,
+                a_layout,
+                b_src,
+                b_layout,
+                &mut c,
+            );
+            for (idx, (&got, &exact)) in c.iter().zip(&want).enumerate() {
+                let err = (f64::from(got) - (exact + 1.0)).abs();
+                assert!(
+                    err < 1e-4,
+                    "{isa:?} {a_layout:?}/{b_layout:?} element {idx}: {got} vs {}",
+                    exact + 1.0
+                );
+            }
+        }
+    }
+}
