@@ -26,7 +26,7 @@ enum Command {
     Check(check::CheckArgs),
     /// Print a MIL file in canonical form.
     Print(check::PrintArgs),
-    /// Evaluate a MIL function on .npy inputs and write every output as DIR/<name>.npy.
+    /// Evaluate a MIL function on .npy inputs and write every output as DIR/NAME.npy.
     Run(run::RunArgs),
     /// Show the CPU features, the selected ISA tier and every MILBRIDGE_* knob.
     Cpu,

@@ -25,7 +25,7 @@ pub struct RunArgs {
     /// An input as NAME=FILE.npy, bound to the MIL parameter NAME.
     #[arg(long = "in", value_name = "NAME=FILE.npy")]
     pub inputs: Vec<String>,
-    /// Directory for the outputs, one DIR/<output name>.npy each.
+    /// Directory for the outputs, one DIR/NAME.npy per output variable NAME.
     #[arg(long)]
     pub out: PathBuf,
     /// Precision profile: exact (fp32 compute, fp16 rounding per op) or fast (bf16 matrix tiles).
