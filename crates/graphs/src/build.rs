@@ -624,6 +624,65 @@ impl KernelBuilder {
 
 /// `1 / sqrt(mean(x², axis) + eps)` with the reduced axis kept (maderix/ANE's sequence: `mul`,
 /// `reduce_sum`, `mul` by `1/n`, `add` eps, `pow -0.5`).
+/// What the attention forward core computes, in `[C, S]` channel-first form.
+pub(crate) struct AttentionCore {
+    /// Attention output before Wo, `[1, q_dim, 1, S]`.
+    pub attn: Var,
+    /// Queries after (optional q-norm and) RoPE, flattened back to channels.
+    pub q_rope: Var,
+    /// Keys after (optional k-norm and) RoPE, flattened back to channels.
+    pub k_rope: Var,
+    /// Values, `[1, kv_dim, 1, S]`.
+    pub v: Var,
+    /// Queries before norm and RoPE (tapped when q/k norm is on, for its backward).
+    pub q_raw: Var,
+    /// Keys before norm and RoPE.
+    pub k_raw: Var,
+}
+
+/// QKV projections of `xn`, optional per-head q/k RMSNorm (`qk_norm` weights), RoPE, GQA
+/// tiling, causal softmax attention: the part sdpaFwd and the static sdpaFwdTaps share.
+pub(crate) fn attention_core(
+    kb: &mut KernelBuilder,
+    cfg: &crate::config::ModelConfig,
+    xn: Var,
+    (wq, wk, wv): (Var, Var, Var),
+    qk_norm: Option<(Var, Var)>,
+) -> AttentionCore {
+    let hd = cfg.head_dim;
+    let q_raw = kb.linear(xn, wq, "q_raw");
+    let k_raw = kb.linear(xn, wk, "k_raw");
+    let v = kb.linear(xn, wv, "v");
+    let b = &mut kb.b;
+    let mut q = to_heads(b, q_raw, cfg.n_heads, hd, "qh");
+    let mut k = to_heads(b, k_raw, cfg.n_kv_heads, hd, "kh");
+    let vh = to_heads(b, v, cfg.n_kv_heads, hd, "vh");
+    if let Some((q_norm, k_norm)) = qk_norm {
+        q = rmsnorm(b, q, q_norm, -1, cfg.norm_eps, "qn_", "qn");
+        k = rmsnorm(b, k, k_norm, -1, cfg.norm_eps, "kn_", "kn");
+    }
+    let (cos, sin) = kb.rope_tables(hd, cfg.rope_theta);
+    let mask = kb.mask();
+    let b = &mut kb.b;
+    let q_rope = rope(b, q, cos, sin, "qh_rope");
+    let k_rope = rope(b, k, cos, sin, "kh_rope");
+    let k_tiled = gqa_tile(b, k_rope, cfg.gqa_ratio(), "k_tiled");
+    let v_tiled = gqa_tile(b, vh, cfg.gqa_ratio(), "v_tiled");
+    let probs = attention_probs(b, q_rope, k_tiled, mask, cfg.attn_scale(), "probs");
+    let a4 = b.named("a4").matmul(probs, v_tiled, false, false);
+    let attn = from_heads(b, a4, "attn");
+    let q_rope = from_heads(b, q_rope, "q_rope");
+    let k_rope = from_heads(b, k_rope, "k_rope");
+    AttentionCore {
+        attn,
+        q_rope,
+        k_rope,
+        v,
+        q_raw,
+        k_raw,
+    }
+}
+
 pub(crate) fn rrms(b: &mut FunctionBuilder, x: Var, axis: i32, eps: f64, prefix: &str) -> Var {
     let n = {
         let shape = b.shape(x);

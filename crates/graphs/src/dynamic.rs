@@ -85,29 +85,9 @@ pub fn sdpa_fwd(cfg: &ModelConfig, mode: WeightMode) -> GeneratedKernel {
     }
     let (mut kb, v) = KernelBuilder::new("sdpaFwd", storage(mode, true, 1), cfg.seq, &srcs);
     let xn = v[0];
-    let q_raw = kb.linear(xn, v[1], "q_raw");
-    let k_raw = kb.linear(xn, v[2], "k_raw");
-    let vf = kb.linear(xn, v[3], "v");
-    let b = &mut kb.b;
-    let mut q = build::to_heads(b, q_raw, cfg.n_heads, hd, "qh");
-    let mut k = build::to_heads(b, k_raw, cfg.n_kv_heads, hd, "kh");
-    let vh = build::to_heads(b, vf, cfg.n_kv_heads, hd, "vh");
-    if cfg.qk_norm {
-        q = build::rmsnorm(b, q, v[4], -1, cfg.norm_eps, "qn_", "qn");
-        k = build::rmsnorm(b, k, v[5], -1, cfg.norm_eps, "kn_", "kn");
-    }
-    let (cos, sin) = kb.rope_tables(hd, cfg.rope_theta);
-    let mask = kb.mask();
-    let b = &mut kb.b;
-    let q_rope = build::rope(b, q, cos, sin, "qh_rope");
-    let k_rope = build::rope(b, k, cos, sin, "kh_rope");
-    let k_tiled = build::gqa_tile(b, k_rope, cfg.gqa_ratio(), "k_tiled");
-    let v_tiled = build::gqa_tile(b, vh, cfg.gqa_ratio(), "v_tiled");
-    let probs = build::attention_probs(b, q_rope, k_tiled, mask, cfg.attn_scale(), "probs");
-    let a4 = b.named("a4").matmul(probs, v_tiled, false, false);
-    let attn = build::from_heads(b, a4, "attn");
-    let q_rope_flat = build::from_heads(b, q_rope, "q_rope");
-    let k_rope_flat = build::from_heads(b, k_rope, "k_rope");
+    let qk_norm = cfg.qk_norm.then(|| (v[4], v[5]));
+    let core = build::attention_core(&mut kb, cfg, xn, (v[1], v[2], v[3]), qk_norm);
+    let (attn, q_rope_flat, k_rope_flat, vf) = (core.attn, core.q_rope, core.k_rope, core.v);
     let mut taps = vec![
         ("attn", attn),
         ("q_rope", q_rope_flat),
@@ -118,8 +98,8 @@ pub fn sdpa_fwd(cfg: &ModelConfig, mode: WeightMode) -> GeneratedKernel {
         taps.push(("xnorm", xn));
     }
     if cfg.qk_norm {
-        taps.push(("q_raw", q_raw));
-        taps.push(("k_raw", k_raw));
+        taps.push(("q_raw", core.q_raw));
+        taps.push(("k_raw", core.k_raw));
     }
     kb.finish(&taps)
 }

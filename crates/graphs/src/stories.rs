@@ -72,29 +72,9 @@ pub fn sdpa_fwd_taps(cfg: &ModelConfig) -> GeneratedKernel {
     }
     let (mut kb, v) = KernelBuilder::new("sdpaFwdTaps", Storage::Static, cfg.seq, &srcs);
     let xn = build::rmsnorm(&mut kb.b, v[0], v[1], 1, cfg.norm_eps, "", "xnorm");
-    let q_raw = kb.linear(xn, v[2], "q_raw");
-    let k_raw = kb.linear(xn, v[3], "k_raw");
-    let vf = kb.linear(xn, v[4], "v");
-    let b = &mut kb.b;
-    let mut q = build::to_heads(b, q_raw, cfg.n_heads, hd, "qh");
-    let mut k = build::to_heads(b, k_raw, cfg.n_kv_heads, hd, "kh");
-    let vh = build::to_heads(b, vf, cfg.n_kv_heads, hd, "vh");
-    if cfg.qk_norm {
-        q = build::rmsnorm(b, q, v[6], -1, cfg.norm_eps, "qn_", "qn");
-        k = build::rmsnorm(b, k, v[7], -1, cfg.norm_eps, "kn_", "kn");
-    }
-    let (cos, sin) = kb.rope_tables(hd, cfg.rope_theta);
-    let mask = kb.mask();
-    let b = &mut kb.b;
-    let q_rope = build::rope(b, q, cos, sin, "qh_rope");
-    let k_rope = build::rope(b, k, cos, sin, "kh_rope");
-    let k_tiled = build::gqa_tile(b, k_rope, cfg.gqa_ratio(), "k_tiled");
-    let v_tiled = build::gqa_tile(b, vh, cfg.gqa_ratio(), "v_tiled");
-    let probs = build::attention_probs(b, q_rope, k_tiled, mask, cfg.attn_scale(), "probs");
-    let a4 = b.named("a4").matmul(probs, v_tiled, false, false);
-    let attn = build::from_heads(b, a4, "attn");
-    let q_flat = build::from_heads(b, q_rope, "q_rope");
-    let k_flat = build::from_heads(b, k_rope, "k_rope");
+    let qk_norm = cfg.qk_norm.then(|| (v[6], v[7]));
+    let core = build::attention_core(&mut kb, cfg, xn, (v[2], v[3], v[4]), qk_norm);
+    let (attn, q_flat, k_flat, vf) = (core.attn, core.q_rope, core.k_rope, core.v);
     let o = kb.linear(attn, v[5], "o_out");
     let mut taps = vec![
         ("o_out", o),
@@ -105,8 +85,8 @@ pub fn sdpa_fwd_taps(cfg: &ModelConfig) -> GeneratedKernel {
         ("xnorm", xn),
     ];
     if cfg.qk_norm {
-        taps.push(("q_raw", q_raw));
-        taps.push(("k_raw", k_raw));
+        taps.push(("q_raw", core.q_raw));
+        taps.push(("k_raw", core.k_raw));
     }
     kb.finish(&taps)
 }
