@@ -9,6 +9,7 @@
 use milbridge_linalg::cpu::selected_isa;
 use milbridge_linalg::gemm::{GemmSpec, Precision, SliceLayout, gemm_f32};
 use milbridge_linalg::pool::Pool;
+use std::sync::Mutex;
 
 /// RMSNorm epsilon (llama2.c and training_dynamic use 1e-5).
 pub const NORM_EPS: f64 = 1e-5;
@@ -169,8 +170,77 @@ pub fn embed_bwd(dtable: &mut [f32], dx: &[f32], tokens: &[u16], dim: usize) {
     }
 }
 
+/// Vocabulary rows per cross-entropy chunk: the unit of parallel work and of the fixed-order
+/// reduction (chunk boundaries do not depend on the thread count, so neither do the bits).
+const CE_ROWS: usize = 512;
+
+/// `e^x` in f32 for `x <= 0` (softmax arguments after the max shift), vectorisable: range
+/// reduction by `ln 2` and a degree-7 Taylor polynomial on `|r| <= ln2/2` (relative error
+/// below 2⁻²³, i.e. within about one f32 ulp of the correctly rounded value); results below
+/// `e^-87` flush to zero.
+#[inline(always)]
+fn exp_neg(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let xc = x.max(-87.0);
+    let n = (xc * LOG2E + ROUND) - ROUND;
+    let r = (xc - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if x < -87.0 { 0.0 } else { p * scale }
+}
+
+/// Runs `f(chunk_index, rows)` over the `CE_ROWS`-row chunks of a `[V, S]` tensor on up to
+/// `threads` scoped threads (chunk `i` on thread `i % threads`), returning the results in
+/// chunk order.
+fn over_row_chunks<T: Send>(
+    n_rows: usize,
+    threads: usize,
+    f: &(dyn Fn(usize, std::ops::Range<usize>) -> T + Sync),
+) -> Vec<T> {
+    let n_chunks = n_rows.div_ceil(CE_ROWS);
+    let threads = threads.clamp(1, n_chunks.max(1));
+    let range = |i: usize| i * CE_ROWS..((i + 1) * CE_ROWS).min(n_rows);
+    if threads == 1 {
+        return (0..n_chunks).map(|i| f(i, range(i))).collect();
+    }
+    let mut per_thread: Vec<Vec<(usize, T)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t..n_chunks)
+                        .step_by(threads)
+                        .map(|i| (i, f(i, range(i))))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .expect("invariant: cross-entropy chunks do not panic")
+            })
+            .collect()
+    });
+    let mut out: Vec<(usize, T)> = per_thread.drain(..).flatten().collect();
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
 /// Softmax cross-entropy over `logits` (`[V, S]`): returns the mean loss over positions and
 /// writes `dlogits = (softmax - onehot(target)) * grad_scale / S`.
+///
+/// Three sweeps over rows (column maxima, exponentials with per-column sums, normalisation),
+/// each streaming the `[V, S]` tensor in memory order and split over row chunks across the
+/// CPU's threads; exponentials in f32 (about one ulp), column sums in f64 per chunk, chunks
+/// combined in a fixed order.
 pub fn cross_entropy(
     dlogits: &mut [f32],
     logits: &[f32],
@@ -179,28 +249,95 @@ pub fn cross_entropy(
     grad_scale: f32,
 ) -> f32 {
     let seq = targets.len();
-    let mut total = 0.0f64;
-    let mut col = vec![0.0f64; vocab];
-    for (t, &target) in targets.iter().enumerate() {
-        let mut max = f64::NEG_INFINITY;
-        for v in 0..vocab {
-            col[v] = f64::from(logits[v * seq + t]);
-            max = max.max(col[v]);
+    assert!(
+        logits.len() == vocab * seq && dlogits.len() == vocab * seq,
+        "invariant: logits and dlogits are [vocab, seq]"
+    );
+    let threads = Pool::global().n_threads();
+    // Column maxima.
+    let maxima = over_row_chunks(vocab, threads, &|_, rows| {
+        let mut max = vec![f32::NEG_INFINITY; seq];
+        for v in rows {
+            for (m, &x) in max.iter_mut().zip(&logits[v * seq..(v + 1) * seq]) {
+                *m = m.max(x);
+            }
         }
-        let mut sum = 0.0;
-        for c in col.iter_mut() {
-            *c = (*c - max).exp();
-            sum += *c;
-        }
-        let target = usize::from(target);
-        total += -(col[target] / sum).ln();
-        let k = f64::from(grad_scale) / seq as f64;
-        for v in 0..vocab {
-            let p = col[v] / sum - if v == target { 1.0 } else { 0.0 };
-            dlogits[v * seq + t] = (p * k) as f32;
+        max
+    });
+    let mut max = vec![f32::NEG_INFINITY; seq];
+    for part in &maxima {
+        for (m, &x) in max.iter_mut().zip(part) {
+            *m = m.max(x);
         }
     }
-    (total / seq as f64) as f32
+    // Exponentials into dlogits, column sums per chunk. Each chunk of rows is its own cell
+    // (locked once per sweep, never contended).
+    let cells: Vec<Mutex<&mut [f32]>> = dlogits.chunks_mut(CE_ROWS * seq).map(Mutex::new).collect();
+    let lock = |i: usize| {
+        cells[i]
+            .lock()
+            .expect("invariant: cross-entropy chunks do not panic")
+    };
+    let sums = over_row_chunks(vocab, threads, &|i, rows| {
+        let mut cell = lock(i);
+        let mut sum = vec![0.0f64; seq];
+        let mut lane = vec![0.0f32; seq];
+        for v in rows.clone() {
+            let local = v - rows.start;
+            let out = &mut cell[local * seq..(local + 1) * seq];
+            for ((o, &x), (l, &m)) in out
+                .iter_mut()
+                .zip(&logits[v * seq..(v + 1) * seq])
+                .zip(lane.iter_mut().zip(&max))
+            {
+                *o = exp_neg(x - m);
+                *l += *o;
+            }
+            if local % 64 == 63 {
+                for (s, l) in sum.iter_mut().zip(lane.iter_mut()) {
+                    *s += f64::from(*l);
+                    *l = 0.0;
+                }
+            }
+        }
+        for (s, l) in sum.iter_mut().zip(&lane) {
+            *s += f64::from(*l);
+        }
+        sum
+    });
+    let mut total = vec![0.0f64; seq];
+    for part in &sums {
+        for (t, p) in total.iter_mut().zip(part) {
+            *t += p;
+        }
+    }
+    let k = f64::from(grad_scale) / seq as f64;
+    let factor: Vec<f32> = total.iter().map(|&s| (k / s) as f32).collect();
+    let mut loss = 0.0f64;
+    for (t, &target) in targets.iter().enumerate() {
+        let target = usize::from(target);
+        assert!(
+            target < vocab,
+            "invariant: targets are below the vocabulary size"
+        );
+        let x = f64::from(logits[target * seq + t]) - f64::from(max[t]);
+        loss += total[t].ln() - x;
+    }
+    // Normalise and subtract the one-hot.
+    over_row_chunks(vocab, threads, &|i, rows| {
+        let mut cell = lock(i);
+        for local in 0..rows.len() {
+            let out = &mut cell[local * seq..(local + 1) * seq];
+            for (o, &f) in out.iter_mut().zip(&factor) {
+                *o *= f;
+            }
+        }
+    });
+    drop(cells);
+    for (t, &target) in targets.iter().enumerate() {
+        dlogits[usize::from(target) * seq + t] -= k as f32;
+    }
+    (loss / seq as f64) as f32
 }
 
 /// `C (m×n) (+)= A (m×k) · B (k×n)`, all row-major, on linalg's GEMM (selected tier, exact
@@ -244,6 +381,39 @@ pub fn matmul_nt(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usi
         SliceLayout::Transposed,
         (m, n, k),
         acc,
+    );
+}
+
+/// `C (m×n) (+)= A · Bᵀ` like [`matmul_nt`], in linalg's fast profile when `fast` (AMX bf16
+/// tiles with f32 accumulation where the host has them: operands rounded to bf16, bound about
+/// 2⁻⁸·Σ|a||b|; elsewhere the same as exact).
+pub fn matmul_nt_with(
+    fast: bool,
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, n, k): (usize, usize, usize),
+    acc: bool,
+) {
+    check(c.len(), m * n, a.len(), m * k, b.len(), n * k);
+    let spec = GemmSpec {
+        isa: selected_isa(),
+        precision: if fast {
+            Precision::Fast
+        } else {
+            Precision::Exact
+        },
+        accumulate: acc,
+    };
+    gemm_f32(
+        &spec,
+        Pool::global(),
+        (m, n, k),
+        a,
+        SliceLayout::Plain,
+        b,
+        SliceLayout::Transposed,
+        c,
     );
 }
 

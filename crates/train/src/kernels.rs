@@ -57,6 +57,8 @@ struct Unit {
     out: Vec<f32>,
     /// Whether a call restages the whole packed input (packed mode).
     packed: bool,
+    /// Packed mode: time spent writing the packed input (weights included) so far.
+    staged: std::time::Duration,
 }
 
 impl Unit {
@@ -104,6 +106,7 @@ impl Unit {
             staging,
             out,
             packed,
+            staged: std::time::Duration::ZERO,
         })
     }
 
@@ -167,9 +170,11 @@ impl Unit {
                     .expect("invariant: the kernel has this activation");
                 write_section(layout, idx, data, &mut self.staging[slot]);
             }
+            let t0 = std::time::Instant::now();
             self.kernels[instance]
                 .write_input_f32(0, &self.staging[slot])
                 .map_err(fail)?;
+            self.staged += t0.elapsed();
         } else {
             for (act, data) in acts {
                 let idx = self
@@ -254,6 +259,21 @@ impl KernelBackend {
     /// [`Error::Config`] for a shape the generators reject; [`Error::Kernel`] when a kernel fails
     /// to compile.
     pub fn new(spec: &ModelSpec, mode: WeightMode, fast: bool) -> Result<KernelBackend> {
+        KernelBackend::with_cache(spec, mode, fast, CachePolicy::FromEnv)
+    }
+
+    /// [`KernelBackend::new`] with an explicit compile-cache policy (benchmarks time cold and
+    /// cached compiles in a directory of their own).
+    ///
+    /// # Errors
+    ///
+    /// As [`KernelBackend::new`].
+    pub fn with_cache(
+        spec: &ModelSpec,
+        mode: WeightMode,
+        fast: bool,
+        cache: CachePolicy,
+    ) -> Result<KernelBackend> {
         let cfg = graphs_config(spec);
         cfg.validate()
             .map_err(|e| Error::Config(format!("model shape: {e}")))?;
@@ -263,7 +283,7 @@ impl KernelBackend {
             } else {
                 Precision::Exact
             },
-            cache: CachePolicy::FromEnv,
+            cache,
             ..KernelOptions::default()
         };
         let gmode = match mode {
@@ -381,6 +401,64 @@ impl KernelBackend {
 impl Backend for KernelBackend {
     fn name(&self) -> String {
         format!("kernels/{}", self.mode.name())
+    }
+
+    fn staging_time(&self) -> std::time::Duration {
+        self.units().iter().map(|u| u.staged).sum()
+    }
+
+    fn time_weight_write(&mut self, reps: usize) -> Result<Option<Vec<std::time::Duration>>> {
+        let unit = &mut self.ffn_fwd;
+        let mut times = Vec::with_capacity(reps);
+        if unit.packed {
+            for _ in 0..reps {
+                let t0 = std::time::Instant::now();
+                unit.kernels[0]
+                    .write_input_f32(0, &unit.staging[0])
+                    .map_err(|e| unit.fail(e))?;
+                times.push(t0.elapsed());
+            }
+        } else {
+            let idx = unit
+                .generated
+                .weights
+                .iter()
+                .position(|w| w.name == "w1")
+                .expect("invariant: ffnFused takes w1");
+            let values: Vec<f32> = (0..self.spec.hidden * self.spec.dim)
+                .map(|i| ((i % 251) as f32 - 125.0) * 1e-4)
+                .collect();
+            for _ in 0..reps {
+                let t0 = std::time::Instant::now();
+                unit.kernels[0]
+                    .write_weight_f32(idx, &values)
+                    .map_err(|e| unit.fail(e))?;
+                times.push(t0.elapsed());
+            }
+        }
+        Ok(Some(times))
+    }
+
+    fn classifier_fwd(
+        &mut self,
+        _embed: &[f32],
+        xf: &[f32],
+        logits: &mut [f32],
+        _seq: usize,
+    ) -> Result<()> {
+        self.cls_fwd
+            .call(0, 0, &[("x", xf)], &mut [("logits", logits)])
+    }
+
+    fn classifier_bwd(
+        &mut self,
+        _embed: &[f32],
+        dlogits: &[f32],
+        dx: &mut [f32],
+        _seq: usize,
+    ) -> Result<()> {
+        self.cls_bwd
+            .call(0, 0, &[("dlogits", dlogits)], &mut [("dx", dx)])
     }
 
     fn load_weights(&mut self, params: &Params) -> Result<()> {

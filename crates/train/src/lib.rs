@@ -104,6 +104,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod bench;
 pub mod ckpt;
 pub mod config;
 pub mod cpu;
@@ -116,6 +117,7 @@ pub mod optim;
 pub mod rng;
 pub mod sample;
 pub mod step;
+pub mod timing;
 pub mod tokenizer;
 pub mod train;
 
