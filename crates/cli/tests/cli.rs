@@ -182,11 +182,12 @@ fn bench_train_prints_both_modes_and_writes_the_json_fields() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("packed/params"), "{stdout}");
+    assert!(stdout.contains("packed-restage/params"), "{stdout}");
     let rows: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("json");
     let rows = rows.as_array().expect("an array");
-    assert_eq!(rows.len(), 2);
-    for (row, mode) in rows.iter().zip(["params", "packed"]) {
+    assert_eq!(rows.len(), 3);
+    for (row, mode) in rows.iter().zip(["params", "packed", "packed-restage"]) {
         assert_eq!(row["mode"], mode);
         assert_eq!(row["model"], "tiny");
         assert_eq!(row["steps"], 3);

@@ -7,11 +7,16 @@
 //!   share one compiled plan (compiled once, then instantiated with
 //!   [`Kernel::from_plan`]), so there are no extra compiles even with the cache off. A weight is
 //!   written once per optimizer step and stays resident; a call writes only activations.
-//! - [`WeightMode::Packed`]: training_dynamic's layout: one shared kernel per kind, whose single
-//!   input packs the activations and then the layer's weights along the spatial axis. The host
-//!   keeps each layer's packed buffer (weights pre-transposed at the optimizer step) and every
-//!   call writes the whole buffer, activations and weights, into the shared input surface: the
-//!   weights are restaged per layer per step.
+//! - [`WeightMode::Packed`]: training_dynamic's kernels, whose single input packs the
+//!   activations and then the layer's weights along the spatial axis, sliced apart in the MIL
+//!   (the engine folds the slices into views: no copy). One kernel instance per layer, as for
+//!   params: each instance's packed input surface keeps its weight columns resident (written,
+//!   pre-transposed, once per optimizer step) and a call writes only the activation columns
+//!   ([`Kernel::write_input_region_f32`]).
+//! - [`WeightMode::PackedRestage`]: the same kernels run as training_dynamic runs them: one
+//!   shared kernel per kind; the host keeps each layer's packed buffer and every call writes
+//!   the whole buffer, activations and weights, into the shared input surface — the weights
+//!   are restaged per layer per step, the overhead PR #22 measured.
 //!
 //! The two attention-backward kernels carry no weights and are shared by all layers in both
 //! modes; with function parameters the second reads the first's `probs` and `dp` outputs in
@@ -19,7 +24,8 @@
 
 use milbridge_bridge::{CachePolicy, Kernel, KernelOptions, Precision};
 use milbridge_graphs::{
-    GeneratedKernel, ModelConfig, SectionContent, WeightMode as GWeightMode, dynamic, write_section,
+    GeneratedKernel, ModelConfig, PackAxis, SectionContent, WeightMode as GWeightMode, dynamic,
+    write_section,
 };
 
 use crate::backend::{AttnGrads, AttnOut, Backend, FfnOut};
@@ -59,6 +65,9 @@ struct Unit {
     packed: bool,
     /// Packed mode: time spent writing the packed input (weights included) so far.
     staged: std::time::Duration,
+    /// Packed with one instance per staging slot whose input keeps its weight columns: the
+    /// optimizer step writes the whole input, a call only the activation sections.
+    resident: bool,
 }
 
 impl Unit {
@@ -66,6 +75,7 @@ impl Unit {
         generated: GeneratedKernel,
         instances: usize,
         slots: usize,
+        resident: bool,
         options: &KernelOptions,
         cold: &mut usize,
     ) -> Result<Unit> {
@@ -105,6 +115,7 @@ impl Unit {
             kernels,
             staging,
             out,
+            resident: resident && packed,
             packed,
             staged: std::time::Duration::ZERO,
         })
@@ -137,6 +148,13 @@ impl Unit {
                     &mut self.staging[instance],
                 );
             }
+            if self.resident {
+                let t0 = std::time::Instant::now();
+                self.kernels[instance]
+                    .write_input_f32(layout.param, &self.staging[instance])
+                    .map_err(|e| self.fail(e))?;
+                self.staged += t0.elapsed();
+            }
             return Ok(());
         }
         for (idx, w) in self.generated.weights.iter().enumerate() {
@@ -163,7 +181,21 @@ impl Unit {
             kernel: name.clone(),
             source,
         };
-        if let Some(layout) = &self.generated.packing {
+        if let (Some(layout), true) = (&self.generated.packing, self.resident) {
+            // The weight columns are resident: write only the activation sections.
+            for (act, data) in acts {
+                let section = &layout.sections[layout
+                    .section(act)
+                    .expect("invariant: the kernel has this activation")];
+                let (at, cols) = match layout.axis {
+                    PackAxis::Spatial => ((0, section.offset), section.cols),
+                    PackAxis::Channel => ((section.offset, 0), layout.width),
+                };
+                self.kernels[instance]
+                    .write_input_region_f32(layout.param, at, cols, data)
+                    .map_err(fail)?;
+            }
+        } else if let Some(layout) = &self.generated.packing {
             for (act, data) in acts {
                 let idx = layout
                     .section(act)
@@ -288,15 +320,16 @@ impl KernelBackend {
         };
         let gmode = match mode {
             WeightMode::Params => GWeightMode::Params,
-            WeightMode::Packed => GWeightMode::Packed,
+            WeightMode::Packed | WeightMode::PackedRestage => GWeightMode::Packed,
         };
         let layers = spec.n_layers;
         let per_layer = match mode {
-            WeightMode::Params => layers,
-            WeightMode::Packed => 1,
+            WeightMode::Params | WeightMode::Packed => layers,
+            WeightMode::PackedRestage => 1,
         };
         let mut cold = 0;
-        let packed = mode == WeightMode::Packed;
+        let packed = mode != WeightMode::Params;
+        let resident = mode == WeightMode::Packed;
         let mut unit = |generated: GeneratedKernel, weighted: bool| {
             let instances = if weighted { per_layer } else { 1 };
             let slots = if !packed {
@@ -306,7 +339,7 @@ impl KernelBackend {
             } else {
                 1
             };
-            Unit::compile(generated, instances, slots, &options, &mut cold)
+            Unit::compile(generated, instances, slots, resident, &options, &mut cold)
         };
         let attn_fwd = unit(dynamic::sdpa_fwd(&cfg, gmode), true)?;
         let wo_fwd = unit(dynamic::wo_fwd(&cfg, gmode), true)?;
@@ -631,8 +664,8 @@ impl KernelBackend {
     /// the shared kernel and the layer's staging buffer when packed.
     fn slot(&self, layer: usize) -> (usize, usize) {
         match self.mode {
-            WeightMode::Params => (layer, layer),
-            WeightMode::Packed => (0, layer),
+            WeightMode::Params | WeightMode::Packed => (layer, layer),
+            WeightMode::PackedRestage => (0, layer),
         }
     }
 }

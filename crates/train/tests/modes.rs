@@ -35,7 +35,11 @@ fn kernel_forward_backward_matches_the_reference() {
         &mut ws,
     )
     .unwrap();
-    for mode in [WeightMode::Params, WeightMode::Packed] {
+    for mode in [
+        WeightMode::Params,
+        WeightMode::Packed,
+        WeightMode::PackedRestage,
+    ] {
         let t0 = std::time::Instant::now();
         let mut k = KernelBackend::new(&spec, mode, false).unwrap();
         eprintln!(

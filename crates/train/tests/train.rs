@@ -43,6 +43,11 @@ fn losses(cfg: &TrainConfig) -> Vec<f32> {
 fn both_weight_modes_give_the_same_losses_over_20_steps() {
     let params = losses(&tiny_config(Compute::Kernels(WeightMode::Params), 20, 4));
     let packed = losses(&tiny_config(Compute::Kernels(WeightMode::Packed), 20, 4));
+    let restaged = losses(&tiny_config(
+        Compute::Kernels(WeightMode::PackedRestage),
+        20,
+        4,
+    ));
     let reference = losses(&tiny_config(Compute::Reference, 20, 4));
     assert_eq!(params.len(), 20);
     let worst = (0..20)
@@ -57,6 +62,10 @@ fn both_weight_modes_give_the_same_losses_over_20_steps() {
             "step {i}: params {} vs packed {}",
             params[i],
             packed[i]
+        );
+        assert_eq!(
+            packed[i], restaged[i],
+            "step {i}: the same packed kernels, resident or restaged"
         );
         // fp16 kernels against the f32 reference: same trajectory, looser tolerance
         assert!(

@@ -31,8 +31,13 @@ pub struct TrainBenchArgs {
     /// Micro-steps per optimizer step.
     #[arg(long, default_value_t = 10)]
     pub accum: u64,
-    /// Modes to run, in order.
-    #[arg(long, value_delimiter = ',', default_value = "params,packed")]
+    /// Modes to run, in order: params, packed (resident packed inputs), packed-restage
+    /// (training_dynamic's restaging on every call).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "params,packed,packed-restage"
+    )]
     pub modes: Vec<String>,
     /// The exact precision profile (fp32 compute, fp16 rounding per op) instead of fast
     /// (bf16 matrix engine where the host has one).
@@ -79,8 +84,9 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
         .modes
         .iter()
         .map(|m| {
-            WeightMode::parse(m)
-                .with_context(|| format!("unknown mode `{m}` (expected params or packed)"))
+            WeightMode::parse(m).with_context(|| {
+                format!("unknown mode `{m}` (expected params, packed or packed-restage)")
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     ensure!(!modes.is_empty(), "--modes is empty");
@@ -132,7 +138,7 @@ fn print_table(cfg: &BenchConfig, reports: &[ModeReport]) {
         cfg.accum,
     );
     println!(
-        "{:<8} {:>14} {:>14} {:>16} {:>10} {:>9} {:>10} {:>10} {:>12} {:>9}",
+        "{:<15} {:>14} {:>14} {:>16} {:>10} {:>9} {:>10} {:>10} {:>12} {:>9}",
         "mode",
         "ms/step min",
         "ms/step med",
@@ -150,7 +156,7 @@ fn print_table(cfg: &BenchConfig, reports: &[ModeReport]) {
         let (_, opt) = min_median(&r.opt_ms);
         let (_, ww) = min_median(&r.write_weight_us);
         println!(
-            "{:<8} {:>14.1} {:>14.1} {:>16.1} {:>10.1} {:>4} ({:>3}) {:>10.0} {:>10.0} {:>12.0} {:>9.4}",
+            "{:<15} {:>14.1} {:>14.1} {:>16.1} {:>10.1} {:>4} ({:>3}) {:>10.0} {:>10.0} {:>12.0} {:>9.4}",
             r.mode.name(),
             min,
             med,
@@ -169,13 +175,13 @@ fn print_table(cfg: &BenchConfig, reports: &[ModeReport]) {
         .first()
         .map(|r| r.breakdown.millis().iter().map(|(n, _)| *n).collect())
         .unwrap_or_default();
-    print!("{:<8}", "mode");
+    print!("{:<15}", "mode");
     for n in &names {
         print!(" {n:>10}");
     }
     println!(" {:>12}", "opt/accum");
     for r in reports {
-        print!("{:<8}", r.mode.name());
+        print!("{:<15}", r.mode.name());
         for (_, v) in r.breakdown.millis() {
             print!(" {v:>10.1}");
         }
@@ -189,16 +195,16 @@ fn print_table(cfg: &BenchConfig, reports: &[ModeReport]) {
             }
         );
     }
-    if let [p, k] = reports
-        && p.mode == WeightMode::Params
-        && k.mode == WeightMode::Packed
-    {
-        let (_, pm) = p.ms_per_step();
-        let (_, km) = k.ms_per_step();
-        println!(
-            "\npacked/params (median ms/step): {:.3}  (seed, Apple Neural Engine, Stories110M: \
-             110 / 76.9 = 1.430)",
-            km / pm
-        );
+    if let Some(params) = reports.iter().find(|r| r.mode == WeightMode::Params) {
+        let (_, pm) = params.ms_per_step();
+        for other in reports.iter().filter(|r| r.mode != WeightMode::Params) {
+            let (_, om) = other.ms_per_step();
+            println!(
+                "{}/params (median ms/step): {:.3}",
+                other.mode.name(),
+                om / pm
+            );
+        }
+        println!("(seed, Apple Neural Engine, Stories110M: packed/params = 110 / 76.9 = 1.430)");
     }
 }
