@@ -256,7 +256,7 @@ pub struct TrainArgs {
     pub seed: Option<u64>,
     /// Start from the weights of a llama2.c model file (legacy or version 1, e.g.
     /// stories15M.bin); the model shape comes from the file, so --model and the shape options
-    /// are refused with it
+    /// are refused with it; with --resume the checkpoint's weights win
     #[arg(long, value_name = "FILE.bin")]
     pub init_from: Option<PathBuf>,
     /// Checkpoint directory [default: milbridge-run/checkpoint]

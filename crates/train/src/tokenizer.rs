@@ -341,7 +341,14 @@ mod tests {
     fn only_exact_byte_pieces_are_bytes() {
         assert_eq!(byte_piece(b"<0x0A>"), Some(0x0A));
         assert_eq!(byte_piece(b"<0xfe>"), Some(0xFE));
-        for bad in [&b"<0x4>"[..], b"<0x41", b"<0x4G>", b"<0x041>", b" <0x41>", b"0x41"] {
+        for bad in [
+            &b"<0x4>"[..],
+            b"<0x41",
+            b"<0x4G>",
+            b"<0x041>",
+            b" <0x41>",
+            b"0x41",
+        ] {
             assert_eq!(byte_piece(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }

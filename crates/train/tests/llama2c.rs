@@ -758,3 +758,38 @@ fn sample_reads_a_llama2c_file_with_its_tokenizer() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn every_truncation_and_header_corruption_is_an_error_not_a_panic() {
+    let s = spec(8, 12, 2, 1, 5, 3);
+    let good = llama2c::to_bytes(&s, &random_params(&s, 1)).expect("export");
+    let path = Path::new("mutated.bin");
+    for len in 0..good.len() {
+        assert!(
+            llama2c::parse(&good[..len], path).is_err(),
+            "prefix of {len} bytes"
+        );
+    }
+    let mut rng = Rng::new(99);
+    for i in 0..28 {
+        for _ in 0..16 {
+            let mut bad = good.clone();
+            bad[i] = (rng.next_u64() & 0xFF) as u8;
+            if bad[i] == good[i] {
+                continue;
+            }
+            // every header field enters the implied file size, so any change must be refused
+            // (bad field, size mismatch, or unshared classifier), never a panic
+            if let Ok((h, _)) = llama2c::parse(&bad, path) {
+                panic!("header byte {i} = {:#04x} was accepted as {h:?}", bad[i]);
+            }
+        }
+    }
+    let tokenizer = tiny_tokenizer_bytes(MERGES);
+    for len in 0..tokenizer.len() {
+        // only a prefix that ends on a record boundary with enough tokens may load
+        if let Ok(t) = Llama2cTokenizer::from_bytes(&tokenizer[..len], path) {
+            assert!(t.vocab_size() >= Llama2cTokenizer::MIN_VOCAB, "{len}");
+        }
+    }
+}
