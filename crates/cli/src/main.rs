@@ -32,8 +32,10 @@ enum Command {
     Cpu,
     /// Train a Llama-family model on compiled bridge kernels (no arguments: the embedded default).
     Train(Box<milbridge_train::TrainArgs>),
-    /// Generate text from a checkpoint written by `milbridge train`.
+    /// Generate text from a checkpoint written by `milbridge train` or a llama2.c model file.
     Sample(milbridge_train::SampleArgs),
+    /// Write a training checkpoint's weights as a llama2.c model file (what llama2.c's run.c reads).
+    Export(milbridge_train::ExportArgs),
     /// Inspect or clear the compile cache.
     Cache {
         #[command(subcommand)]
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
         Command::Cpu => run::cpu(),
         Command::Train(args) => train::train(&args),
         Command::Sample(args) => train::sample(&args),
+        Command::Export(args) => train::export(&args),
         Command::Cache { command } => tools::cache_command(&command),
         Command::Bench { which } => match which {
             BenchCommand::Kernel(args) => tools::bench_kernel(&args),

@@ -1,7 +1,9 @@
-//! `milbridge train` and `milbridge sample`: the trainer's terminal front-end.
+//! `milbridge train`, `milbridge sample` and `milbridge export`: the trainer's terminal front-end.
 
 use anyhow::Result;
-use milbridge_train::{Event, Observer, RunInfo, SampleArgs, StepReport, Summary, TrainArgs};
+use milbridge_train::{
+    Event, ExportArgs, Observer, RunInfo, SampleArgs, StepReport, Summary, TrainArgs,
+};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -94,5 +96,25 @@ pub fn train(args: &TrainArgs) -> Result<ExitCode> {
 /// `milbridge sample`.
 pub fn sample(args: &SampleArgs) -> Result<ExitCode> {
     println!("{}", milbridge_train::sample(args)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `milbridge export`.
+pub fn export(args: &ExportArgs) -> Result<ExitCode> {
+    let done = milbridge_train::llama2c::export(args)?;
+    let m = &done.model;
+    println!(
+        "wrote {} ({} bytes, llama2.c legacy format): step {}, dim {}, hidden {}, {} layers, {} heads, {} kv heads, vocab {}, seq {}",
+        done.path.display(),
+        done.bytes,
+        done.step,
+        m.dim,
+        m.hidden,
+        m.n_layers,
+        m.n_heads,
+        m.n_kv_heads,
+        m.vocab,
+        m.seq
+    );
     Ok(ExitCode::SUCCESS)
 }

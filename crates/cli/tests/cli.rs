@@ -221,3 +221,117 @@ fn bench_train_prints_both_modes_and_writes_the_json_fields() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown model preset"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `train` → `export` (a llama2.c file) → `sample` from that file → `train --init-from` it.
+#[test]
+fn export_writes_a_llama2c_file_that_sample_and_init_from_read() {
+    let dir = temp_dir("llama2c");
+    let path = |name: &str| dir.join(name).display().to_string();
+    let common = [
+        "--model",
+        "tiny",
+        "--weights",
+        "reference",
+        "--accum",
+        "1",
+        "--sample-tokens",
+        "0",
+    ];
+    let ck = path("ck");
+    let plot = path("loss.svg");
+    let mut args = vec![
+        "train",
+        "--steps",
+        "2",
+        "--checkpoint",
+        &ck,
+        "--plot",
+        &plot,
+    ];
+    args.extend(common);
+    let out = milbridge(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bin = path("tiny.bin");
+    let out = milbridge(&["export", "--checkpoint", &ck, "--out", &bin]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("llama2.c legacy format): step 2, dim 64"),
+        "{stdout}"
+    );
+    // header: dim 64, hidden 128, 2 layers, 4 heads, 2 kv heads, vocab 256, seq 32
+    let bytes = std::fs::read(&bin).expect("exported file");
+    let header: Vec<i32> = bytes[..28]
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes(c.try_into().expect("4")))
+        .collect();
+    assert_eq!(header, [64, 128, 2, 4, 2, 256, 32]);
+
+    let out = milbridge(&[
+        "sample",
+        "--checkpoint",
+        &bin,
+        "--weights",
+        "reference",
+        "--tokens",
+        "5",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Once upon a time"));
+
+    let ck2 = path("ck2");
+    let out = milbridge(&[
+        "train",
+        "--init-from",
+        &bin,
+        "--model",
+        "tiny",
+        "--checkpoint",
+        &ck2,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("takes the model shape from the file; drop --model"),
+        "{stderr}"
+    );
+    let out = milbridge(&[
+        "train",
+        "--init-from",
+        &bin,
+        "--weights",
+        "reference",
+        "--steps",
+        "1",
+        "--accum",
+        "1",
+        "--sample-tokens",
+        "0",
+        "--checkpoint",
+        &ck2,
+        "--plot",
+        &plot,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = milbridge(&["export", "--checkpoint", &path("missing"), "--out", &bin]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
+}

@@ -174,7 +174,7 @@ pub fn save(
 }
 
 /// Writes `bytes` to `dir/name` through a temporary file: write, fsync, rename, fsync `dir`.
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".tmp-{name}-{}", std::process::id()));
     let target = dir.join(name);
     {

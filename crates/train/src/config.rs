@@ -1,6 +1,6 @@
 //! Options: [`TrainConfig`] (what the library runs, no CLI types) and the `milbridge train` /
-//! `milbridge sample` argument structs ([`TrainArgs`], [`SampleArgs`], `clap::Args` derives the
-//! CLI flattens into its subcommands).
+//! `milbridge sample` / `milbridge export` argument structs ([`TrainArgs`], [`SampleArgs`],
+//! [`ExportArgs`], `clap::Args` derives the CLI flattens into its subcommands).
 
 use std::path::PathBuf;
 
@@ -102,6 +102,9 @@ pub struct TrainConfig {
     pub loss_scale_growth: u64,
     /// Seed of the initial weights and the data positions.
     pub seed: u64,
+    /// Start from the weights of this llama2.c model file instead of the seeded init
+    /// ([`crate::llama2c`]); `model` must be its shape. Not read on resume.
+    pub init_from: Option<PathBuf>,
     /// Checkpoint directory (`None`: no checkpoints, Ctrl-C just stops).
     pub checkpoint: Option<PathBuf>,
     /// Save every this many optimizer steps (0: only at the end and on Ctrl-C).
@@ -138,6 +141,7 @@ impl TrainConfig {
             loss_scale: 256.0,
             loss_scale_growth: 100,
             seed: 42,
+            init_from: None,
             checkpoint: Some(PathBuf::from("milbridge-run/checkpoint")),
             save_every: 50,
             resume: false,
@@ -260,6 +264,11 @@ pub struct TrainArgs {
     /// Seed for weights and data order [default: 42]
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Start from the weights of a llama2.c model file (legacy or version 1, e.g.
+    /// stories15M.bin); the model shape comes from the file, so --model and the shape options
+    /// are refused with it; with --resume the checkpoint's weights win
+    #[arg(long, value_name = "FILE.bin")]
+    pub init_from: Option<PathBuf>,
     /// Checkpoint directory [default: milbridge-run/checkpoint]
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
@@ -343,6 +352,30 @@ impl TrainArgs {
         if let Some(v) = self.vocab {
             m.vocab = v;
         }
+        if let Some(path) = &self.init_from {
+            let flags = [
+                ("--model", self.model.is_some()),
+                ("--dim", self.dim.is_some()),
+                ("--hidden", self.hidden.is_some()),
+                ("--layers", self.layers.is_some()),
+                ("--heads", self.heads.is_some()),
+                ("--kv-heads", self.kv_heads.is_some()),
+                ("--head-dim", self.head_dim.is_some()),
+                ("--seq", self.seq.is_some()),
+                ("--vocab", self.vocab.is_some()),
+            ];
+            let given: Vec<&str> = flags.iter().filter(|f| f.1).map(|f| f.0).collect();
+            if !given.is_empty() {
+                return Err(Error::Config(format!(
+                    "--init-from {} takes the model shape from the file; drop {}",
+                    path.display(),
+                    given.join(", ")
+                )));
+            }
+            cfg.model = crate::llama2c::read_header(path)?.spec();
+            cfg.check_model_on_resume = true;
+            cfg.init_from = Some(path.clone());
+        }
         if let Some(w) = &self.weights {
             cfg.compute = match w.as_str() {
                 "reference" => Compute::Reference,
@@ -390,9 +423,12 @@ fn set<T: Copy>(dst: &mut T, v: Option<T>) {
 /// `milbridge sample` arguments: generate text from a checkpoint.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SampleArgs {
-    /// Checkpoint directory written by `milbridge train`
+    /// Checkpoint directory written by `milbridge train`, or a llama2.c model file (.bin)
     #[arg(long, default_value = "milbridge-run/checkpoint")]
     pub checkpoint: PathBuf,
+    /// llama2.c tokenizer.bin for the model's vocabulary [default: byte-level, vocab 256 only]
+    #[arg(long, value_name = "tokenizer.bin")]
+    pub tokenizer: Option<PathBuf>,
     /// Text to continue
     #[arg(long, default_value = "Once upon a time")]
     pub prompt: String,
@@ -417,6 +453,7 @@ impl Default for SampleArgs {
     fn default() -> Self {
         SampleArgs {
             checkpoint: PathBuf::from("milbridge-run/checkpoint"),
+            tokenizer: None,
             prompt: "Once upon a time".to_string(),
             tokens: 200,
             temperature: 0.8,
@@ -425,6 +462,17 @@ impl Default for SampleArgs {
             weights: "params".to_string(),
         }
     }
+}
+
+/// `milbridge export` arguments: write a checkpoint's weights as a llama2.c model file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    /// Checkpoint directory written by `milbridge train`
+    #[arg(long, default_value = "milbridge-run/checkpoint")]
+    pub checkpoint: PathBuf,
+    /// The llama2.c model file to write (legacy format, what llama2.c's run.c reads)
+    #[arg(long, value_name = "FILE.bin")]
+    pub out: PathBuf,
 }
 
 /// Parses a `--weights` value.

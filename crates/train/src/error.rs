@@ -40,6 +40,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A llama2.c `tokenizer.bin` is unreadable, truncated or corrupt.
+    #[error("tokenizer {path}: {reason}", path = path.display())]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A bridge kernel failed to compile, or a surface access failed.
     #[error("kernel {kernel}: {source}")]
     Kernel {

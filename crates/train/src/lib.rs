@@ -14,7 +14,11 @@
 //!   bundled corpus, `data/corpus.txt`) and returns a generated sample in the [`Summary`].
 //!   Ctrl-C saves a checkpoint and returns; a second Ctrl-C exits at once.
 //! - [`run_config`]: the same from a [`TrainConfig`] (no CLI types, no signal handler).
-//! - [`sample()`](sample::sample)`(&SampleArgs)`: `milbridge sample`, text from a checkpoint.
+//! - [`sample()`](sample::sample)`(&SampleArgs)`: `milbridge sample`, text from a checkpoint
+//!   (ours or a llama2.c model file), with llama2.c's `tokenizer.bin` when given.
+//! - [`llama2c::export`]`(&ExportArgs)`: `milbridge export`, a checkpoint's weights as a
+//!   llama2.c model file that llama2.c's `run.c` samples from; `milbridge train --init-from
+//!   FILE.bin` starts from one ([`llama2c`]).
 //! - [`Trainer`]: step-by-step control (tests, custom loops).
 //!
 //! The library never prints: progress goes to an [`Observer`] ([`StepReport`] has the step,
@@ -93,7 +97,17 @@
 //! llama2.c's pretokenized shards (flat little-endian `u16` ids), memory-mapped and validated
 //! (non-empty, even length, at least `seq + 1` tokens, every id below the vocabulary, with the
 //! byte offset of the first bad one), or the embedded corpus through the byte-level tokenizer.
-//! [`tokenizer::Tokenizer`] is the hook for llama2.c's `tokenizer.bin` (issue 7).
+//! [`tokenizer::Llama2cTokenizer`] reads llama2.c's `tokenizer.bin` and encodes and decodes as
+//! `run.c` does.
+//!
+//! # llama2.c interop ([`llama2c`])
+//!
+//! llama2.c's model files (legacy, which `run.c` reads, and version 1) map one to one onto
+//! [`ModelSpec`] + [`Params`]: same `[out, in]` matrices, same RoPE on adjacent pairs. Import
+//! checks the header and that the file size is exactly what it implies, and refuses files with
+//! an unshared classifier (ours is tied); export writes the legacy format atomically. Export
+//! followed by import is bit-exact, and a C forward pass in `run.c`'s style
+//! (`tests/c/llama2c_forward.c`) reproduces our logits and greedy tokens from an exported file.
 //!
 //! # Deliberate differences from training_dynamic
 //!
@@ -115,6 +129,7 @@ pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod kernels;
+pub mod llama2c;
 pub mod model;
 pub mod observer;
 pub mod optim;
@@ -125,7 +140,7 @@ pub mod timing;
 pub mod tokenizer;
 pub mod train;
 
-pub use config::{Compute, SampleArgs, TrainArgs, TrainConfig, WeightMode};
+pub use config::{Compute, ExportArgs, SampleArgs, TrainArgs, TrainConfig, WeightMode};
 pub use error::{DataProblem, Error, Result};
 pub use model::{ModelSpec, Params};
 pub use observer::{Event, NullObserver, Observer, Recorder, RunInfo, StepReport, Summary};

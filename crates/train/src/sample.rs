@@ -11,10 +11,11 @@ use crate::backend::Backend;
 use crate::ckpt;
 use crate::config::{SampleArgs, parse_compute};
 use crate::error::{Error, Result};
+use crate::llama2c;
 use crate::model::{ModelSpec, Params};
 use crate::rng::Rng;
 use crate::step::{self, Workspace};
-use crate::tokenizer::{ByteTokenizer, Tokenizer};
+use crate::tokenizer::{ByteTokenizer, Llama2cTokenizer, Tokenizer};
 
 /// How to pick tokens.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -118,28 +119,41 @@ pub fn pick(logits: &mut [f64], temperature: f32, top_p: f32, rng: &mut Rng) -> 
     order[kept - 1]
 }
 
-/// `milbridge sample`: loads a checkpoint and continues the prompt with the byte-level
-/// tokenizer (the only one bundled; a `tokenizer.bin` reader is issue 7's hook:
-/// [`sample_with`]).
+/// `milbridge sample`: loads a checkpoint (a directory written by `milbridge train`, or a
+/// llama2.c model file when `args.checkpoint` is a file) and continues the prompt, with
+/// llama2.c's `tokenizer.bin` when `args.tokenizer` is given, else the byte-level tokenizer.
 ///
 /// # Errors
 ///
-/// An unloadable checkpoint, a vocabulary that is not byte-level, a kernel failure.
+/// An unloadable checkpoint or tokenizer, a tokenizer whose size differs from the model's
+/// vocabulary (or no tokenizer for a vocabulary that is not byte-level), a kernel failure.
 pub fn sample(args: &SampleArgs) -> Result<String> {
-    let c = ckpt::load(&args.checkpoint)?;
-    if c.state.model.vocab != ByteTokenizer::VOCAB {
-        return Err(Error::Config(format!(
-            "checkpoint vocab {} needs its own tokenizer; only the byte-level vocab 256 is bundled",
-            c.state.model.vocab
-        )));
+    let (spec, params) = if args.checkpoint.is_file() {
+        llama2c::read(&args.checkpoint)?
+    } else {
+        let c = ckpt::load(&args.checkpoint)?;
+        (c.state.model, c.params)
+    };
+    match &args.tokenizer {
+        Some(path) => {
+            let tokenizer = Llama2cTokenizer::read(path)?;
+            if tokenizer.vocab_size() != spec.vocab {
+                return Err(Error::Config(format!(
+                    "tokenizer {} has {} tokens, but the model's vocab is {}",
+                    path.display(),
+                    tokenizer.vocab_size(),
+                    spec.vocab
+                )));
+            }
+            sample_with(&args.checkpoint, &spec, &params, &tokenizer, args)
+        }
+        None if spec.vocab != ByteTokenizer::VOCAB => Err(Error::Config(format!(
+            "checkpoint vocab {} needs its own tokenizer (--tokenizer tokenizer.bin); only the \
+             byte-level vocab 256 is bundled",
+            spec.vocab
+        ))),
+        None => sample_with(&args.checkpoint, &spec, &params, &ByteTokenizer, args),
     }
-    sample_with(
-        &args.checkpoint,
-        &c.state.model,
-        &c.params,
-        &ByteTokenizer,
-        args,
-    )
 }
 
 /// Generates from already-loaded weights with any tokenizer.
@@ -163,14 +177,18 @@ pub fn sample_with(
         top_p: args.top_p,
         seed: args.seed,
     };
-    let ids = generate(
-        backend.as_mut(),
-        params,
-        spec,
-        &tokenizer.encode(&args.prompt),
-        &opts,
-    )?;
-    Ok(format!("{}{}", args.prompt, tokenizer.decode(&ids)))
+    let prompt = tokenizer.encode(&args.prompt);
+    let mut ids = generate(backend.as_mut(), params, spec, &prompt, &opts)?;
+    if let Some(stop) = tokenizer.stop_token()
+        && let Some(end) = ids.iter().position(|&id| id == stop)
+    {
+        ids.truncate(end);
+    }
+    Ok(format!(
+        "{}{}",
+        args.prompt,
+        tokenizer.decode_after(prompt.last().copied(), &ids)
+    ))
 }
 
 #[cfg(test)]

@@ -120,7 +120,7 @@ impl Trainer {
         let mut t = Trainer {
             cfg: cfg.clone(),
             backend,
-            params: Params::init(&spec, cfg.seed),
+            params: crate::llama2c::initial_params(cfg, &spec)?,
             grads: Params::zeros(&spec),
             adam_m: Params::zeros(&spec),
             adam_v: Params::zeros(&spec),
