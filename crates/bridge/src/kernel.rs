@@ -862,6 +862,71 @@ impl Kernel {
         self.write_f32_slot(Slot::Input, index, values)
     }
 
+    /// Writes `values` (`n × cols`, row-major) into the block of rows `row_start..row_start + n`
+    /// and columns `col_start..col_start + cols` of input `index`, viewed as a
+    /// `rows × width` matrix (`width` = its last dimension) — one section of a packed input,
+    /// leaving everything else (e.g. resident weights) untouched. Converted to fp16 for an
+    /// fp16 input, copied for an fp32 one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Index`], [`Error::DType`]; [`Error::InvalidArgument`] when `cols` is 0 with
+    /// values given, `values` is not a whole number of rows, or the block falls outside the
+    /// input.
+    pub fn write_input_region_f32(
+        &self,
+        index: usize,
+        (row_start, col_start): (usize, usize),
+        cols: usize,
+        values: &[f32],
+    ) -> Result<()> {
+        let desc = self.desc(Slot::Input, index)?;
+        let width = desc.ty.shape.last().copied().unwrap_or(1);
+        let numel = desc.ty.numel();
+        let rows = numel.checked_div(width).unwrap_or(0);
+        let n = values.len().checked_div(cols).unwrap_or(0);
+        let fits = (cols > 0 || values.is_empty())
+            && n * cols == values.len()
+            && col_start.checked_add(cols).is_some_and(|end| end <= width)
+            && row_start.checked_add(n).is_some_and(|end| end <= rows);
+        if !fits {
+            return Err(Error::InvalidArgument(format!(
+                "input {index} (`{}`, {rows} x {width}): a block at row {row_start}, column \
+                 {col_start}, {cols} columns wide, with {} values does not fit",
+                desc.name,
+                values.len(),
+            )));
+        }
+        if values.is_empty() {
+            return Ok(());
+        }
+        let buffer = self.buffer(Slot::Input, index)?;
+        match desc.ty.dtype {
+            DType::Fp16 => {
+                let mut guard = buffer.lock_write();
+                let view = rt::write_view_f16(&mut guard);
+                for (r, src) in values.chunks_exact(cols).enumerate() {
+                    let at = (row_start + r) * width + col_start;
+                    milbridge_linalg::convert::f32_to_f16(src, &mut view[at..at + cols]);
+                }
+            }
+            DType::Fp32 => {
+                for (r, src) in values.chunks_exact(cols).enumerate() {
+                    buffer.write_f32((row_start + r) * width + col_start, src)?;
+                }
+            }
+            _ => {
+                return Err(self.dtype_error(
+                    Slot::Input,
+                    index,
+                    "an f32 region write",
+                    "fp16 or fp32",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Writes fp16 values to weight `index` (a bounds-checked copy into the persistent
     /// surface).
     ///

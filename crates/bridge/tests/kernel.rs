@@ -659,3 +659,51 @@ fn weight_paths_escaping_the_model_root_are_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn region_writes_touch_only_their_block() {
+    let kernel = dyn_kernel();
+    let desc = kernel.desc(Slot::Input, 0).expect("input 0").clone();
+    let width = *desc.ty.shape.last().expect("a shaped input");
+    let rows = desc.ty.numel() / width;
+    assert!(rows >= 4 && width >= 8, "{:?}", desc.ty.shape);
+    let background: Vec<f32> = (0..rows * width).map(|i| (i % 17) as f32).collect();
+    kernel.write_input_f32(0, &background).expect("full write");
+    let (row0, col0, n, cols) = (1, 3, rows - 2, 5);
+    let block: Vec<f32> = (0..n * cols).map(|i| -0.5 * i as f32).collect();
+    kernel
+        .write_input_region_f32(0, (row0, col0), cols, &block)
+        .expect("region write");
+    let mut bytes = vec![0u8; desc.byte_len];
+    kernel
+        .read_bytes(Slot::Input, 0, &mut bytes)
+        .expect("read back");
+    let got: Vec<f32> = bytes
+        .chunks_exact(2)
+        .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+        .collect();
+    for r in 0..rows {
+        for c in 0..width {
+            let inside = (row0..row0 + n).contains(&r) && (col0..col0 + cols).contains(&c);
+            let want = if inside {
+                block[(r - row0) * cols + c - col0]
+            } else {
+                background[r * width + c]
+            };
+            assert_eq!(got[r * width + c], want, "row {r} column {c}");
+        }
+    }
+    for (at, cols, len) in [
+        ((0, width - 1), 2, 2),
+        ((0, 0), 2, 3),
+        ((rows, 0), 1, 1),
+        ((0, usize::MAX), 2, 2),
+        ((0, 0), 0, 1),
+    ] {
+        let err = kernel
+            .write_input_region_f32(0, at, cols, &vec![0.0; len])
+            .expect_err("out of range");
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    }
+    assert!(kernel.write_input_region_f32(7, (0, 0), 1, &[]).is_err());
+}

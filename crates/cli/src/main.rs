@@ -56,6 +56,8 @@ enum BenchCommand {
     Gemm(bench::gemm::GemmBenchArgs),
     /// Weight update (f32 -> f16 + panel repack) against a memcpy of the weight.
     Repack(bench::repack::RepackBenchArgs),
+    /// Training ms/step in both weight modes (the seed's table), with a time breakdown.
+    Train(bench::train::TrainBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
             BenchCommand::Jitter(args) => tools::bench_jitter(&args),
             BenchCommand::Gemm(args) => bench::gemm::run(&args).map(|()| ExitCode::SUCCESS),
             BenchCommand::Repack(args) => bench::repack::run(&args).map(|()| ExitCode::SUCCESS),
+            BenchCommand::Train(args) => bench::train::run(&args).map(|()| ExitCode::SUCCESS),
         },
     };
     match result {

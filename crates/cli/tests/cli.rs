@@ -156,3 +156,68 @@ fn run_reports_missing_and_mismatched_inputs() {
     ]);
     assert_eq!(unknown.status.code(), Some(1));
 }
+
+#[test]
+fn bench_train_prints_both_modes_and_writes_the_json_fields() {
+    let dir = temp_dir("bench-train");
+    let json = dir.join("train.json");
+    let out = milbridge(&[
+        "bench",
+        "train",
+        "--model",
+        "tiny",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--accum",
+        "2",
+        "--json",
+        json.to_str().expect("utf-8 temp path"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("packed/params"), "{stdout}");
+    assert!(stdout.contains("packed-restage/params"), "{stdout}");
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("json");
+    let rows = rows.as_array().expect("an array");
+    assert_eq!(rows.len(), 3);
+    for (row, mode) in rows.iter().zip(["params", "packed", "packed-restage"]) {
+        assert_eq!(row["mode"], mode);
+        assert_eq!(row["model"], "tiny");
+        assert_eq!(row["steps"], 3);
+        for key in [
+            "ms_per_step_min",
+            "ms_per_step_median",
+            "compile_ms_cold",
+            "compile_ms_cached",
+            "final_loss",
+        ] {
+            assert!(
+                row[key].as_f64().is_some_and(f64::is_finite),
+                "{key}: {row}"
+            );
+        }
+        assert!(row["kernels"].as_u64().is_some_and(|k| k > 0));
+        for part in [
+            "kernels",
+            "weights",
+            "dw_wait",
+            "optimizer",
+            "loss",
+            "other",
+            "total",
+        ] {
+            assert!(row["breakdown"][part].as_f64().is_some(), "{part}: {row}");
+        }
+    }
+    let bad = milbridge(&["bench", "train", "--model", "nope"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown model preset"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

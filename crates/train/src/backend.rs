@@ -60,6 +60,27 @@ pub trait Backend {
     /// A short name for messages (`reference`, `kernels/params`, `kernels/packed`).
     fn name(&self) -> String;
 
+    /// Total time spent restaging weights inside calls so far (packed mode rewrites each
+    /// layer's packed input, weights included, on every call); zero for backends whose
+    /// weights stay resident.
+    fn staging_time(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
+    /// Benchmark hook: times `reps` writes of the largest layer weight (`w1`, `[hidden, dim]`)
+    /// as a training step would do it — one `write_weight_f32` into its function-parameter
+    /// surface, or in packed mode one restaging of the layer's whole packed FFN input.
+    /// Overwrites that weight with arbitrary values: call it only when the run is over.
+    /// `None` for backends without weight surfaces.
+    ///
+    /// # Errors
+    ///
+    /// A surface write failed.
+    fn time_weight_write(&mut self, reps: usize) -> Result<Option<Vec<std::time::Duration>>> {
+        let _ = reps;
+        Ok(None)
+    }
+
     /// Makes every later call use `params` (after initialisation, resume, and each optimizer
     /// step).
     ///

@@ -16,25 +16,33 @@ pub enum WeightMode {
     #[default]
     Params,
     /// Weights are packed into the spatial dimension of one activation input and sliced apart
-    /// inside the MIL; one shared kernel set, weights restaged per layer per step
-    /// (training_dynamic's approach).
+    /// inside the MIL (training_dynamic's kernels), one kernel set per layer whose packed input
+    /// stays resident: the weight columns are written once per optimizer step, a call writes
+    /// only the activation columns. What remains between this and `Params` is the kernels
+    /// themselves (view folding makes the slices free).
     Packed,
+    /// As `Packed`, but as training_dynamic runs it: one shared kernel set, and every call
+    /// rewrites the whole packed input, restaging the layer's weights per layer per step —
+    /// the overhead PR #22 measured.
+    PackedRestage,
 }
 
 impl WeightMode {
-    /// `params` or `packed`.
+    /// `params`, `packed` or `packed-restage`.
     pub fn name(self) -> &'static str {
         match self {
             WeightMode::Params => "params",
             WeightMode::Packed => "packed",
+            WeightMode::PackedRestage => "packed-restage",
         }
     }
 
-    /// Parses `params` or `packed`.
+    /// Parses `params`, `packed` or `packed-restage`.
     pub fn parse(text: &str) -> Option<WeightMode> {
         match text {
             "params" => Some(WeightMode::Params),
             "packed" => Some(WeightMode::Packed),
+            "packed-restage" => Some(WeightMode::PackedRestage),
             _ => None,
         }
     }
@@ -216,8 +224,10 @@ pub struct TrainArgs {
     /// Override the vocabulary size
     #[arg(long)]
     pub vocab: Option<usize>,
-    /// How kernels receive weights: params (function parameters) or packed (spatial packing);
-    /// `reference` runs every product on the CPU without kernels [default: params]
+    /// How kernels receive weights: params (function parameters), packed (spatial packing,
+    /// per-layer resident inputs) or packed-restage (spatial packing restaged on every call,
+    /// as training_dynamic); `reference` runs every product on the CPU without kernels
+    /// [default: params]
     #[arg(long)]
     pub weights: Option<String>,
     /// Use the engine's fast precision profile (bf16 on AMX hosts)
@@ -338,7 +348,7 @@ impl TrainArgs {
                 "reference" => Compute::Reference,
                 other => Compute::Kernels(WeightMode::parse(other).ok_or_else(|| {
                     Error::Config(format!(
-                        "unknown weight mode {other:?}; expected params, packed or reference"
+                        "unknown weight mode {other:?}; expected params, packed, packed-restage or reference"
                     ))
                 })?),
             };
@@ -429,7 +439,7 @@ pub fn parse_compute(text: &str) -> Result<Compute> {
             .map(Compute::Kernels)
             .ok_or_else(|| {
                 Error::Config(format!(
-                    "unknown weight mode {other:?}; expected params, packed or reference"
+                    "unknown weight mode {other:?}; expected params, packed, packed-restage or reference"
                 ))
             }),
     }

@@ -7,8 +7,10 @@
 //! Reductions run in a fixed order (sums of squares and softmax denominators in f64), so results
 //! do not depend on threads.
 use milbridge_linalg::cpu::selected_isa;
+use milbridge_linalg::ew;
 use milbridge_linalg::gemm::{GemmSpec, Precision, SliceLayout, gemm_f32};
 use milbridge_linalg::pool::Pool;
+use std::sync::Mutex;
 
 /// RMSNorm epsilon (llama2.c and training_dynamic use 1e-5).
 pub const NORM_EPS: f64 = 1e-5;
@@ -20,20 +22,10 @@ pub const QK_NORM_EPS: f64 = 1e-6;
 /// RoPE base frequency.
 pub const ROPE_THETA: f64 = 10000.0;
 
-/// `out[c, t] = x[c, t] * w[c] / sqrt(mean_c x[c, t]^2 + eps)`.
+/// `out[c, t] = x[c, t] * w[c] / sqrt(mean_c x[c, t]^2 + eps)`, on linalg's tiered
+/// channel-first RMSNorm (f32 sums; within `1e-5` relative of exact).
 pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], seq: usize) {
-    let dim = w.len();
-    debug_assert_eq!(x.len(), dim * seq);
-    let inv = inv_rms(x, dim, seq);
-    for c in 0..dim {
-        for t in 0..seq {
-            out[c * seq + t] = (f64::from(x[c * seq + t]) * inv[t] * f64::from(w[c])) as f32;
-        }
-    }
-}
-
-fn inv_rms(x: &[f32], dim: usize, seq: usize) -> Vec<f64> {
-    inv_rms_eps(x, dim, seq, NORM_EPS)
+    ew::rmsnorm_channels(selected_isa(), x, w, seq, NORM_EPS as f32, out);
 }
 
 fn inv_rms_eps(x: &[f32], dim: usize, seq: usize, eps: f64) -> Vec<f64> {
@@ -114,27 +106,9 @@ pub fn head_rmsnorm_gain_bwd(dw: &mut [f32], dy: &[f32], x: &[f32], seq: usize, 
 /// Backward of [`rmsnorm`]: writes `dx` and adds the gain gradient into `dw`.
 ///
 /// With `r = 1/rms(x)`: `dx[c] = w[c] r dy[c] - x[c] r^3 / D * sum_j dy[j] w[j] x[j]`,
-/// `dw[c] += sum_t dy[c, t] x[c, t] r[t]`.
+/// `dw[c] += sum_t dy[c, t] x[c, t] r[t]` (linalg's tiered kernel).
 pub fn rmsnorm_bwd(dx: &mut [f32], dw: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], seq: usize) {
-    let dim = w.len();
-    let inv = inv_rms(x, dim, seq);
-    let mut dot = vec![0.0f64; seq];
-    for c in 0..dim {
-        for t in 0..seq {
-            dot[t] += f64::from(dy[c * seq + t]) * f64::from(w[c]) * f64::from(x[c * seq + t]);
-        }
-    }
-    for c in 0..dim {
-        let mut gw = 0.0f64;
-        for t in 0..seq {
-            let i = c * seq + t;
-            let r = inv[t];
-            let (xv, dyv) = (f64::from(x[i]), f64::from(dy[i]));
-            dx[i] = (f64::from(w[c]) * r * dyv - xv * r * r * r * dot[t] / dim as f64) as f32;
-            gw += dyv * xv * r;
-        }
-        dw[c] += gw as f32;
-    }
+    ew::rmsnorm_channels_backward(selected_isa(), x, w, dy, seq, NORM_EPS as f32, dx, dw);
 }
 
 /// `cos`/`sin` of RoPE angle `pos * theta^(-2i/head_dim)` for pair `i`.
@@ -197,16 +171,26 @@ pub fn gqa_reduce(out: &mut [f32], full: &[f32], heads: usize, kv_heads: usize) 
     }
 }
 
-/// SwiGLU backward: from `dgate = d(silu(h1) * h3)` give `dh1` and `dh3`.
+/// SwiGLU backward: from `dgate = d(silu(h1) * h3)` give `dh1` and `dh3` (linalg's tiered
+/// kernel, split over the CPU's threads).
 pub fn swiglu_bwd(dh1: &mut [f32], dh3: &mut [f32], dgate: &[f32], h1: &[f32], h3: &[f32]) {
-    for i in 0..dgate.len() {
-        let a = f64::from(h1[i]);
-        let sig = 1.0 / (1.0 + (-a).exp());
-        let silu = a * sig;
-        let g = f64::from(dgate[i]);
-        dh3[i] = (g * silu) as f32;
-        dh1[i] = (g * f64::from(h3[i]) * sig * (1.0 + a * (1.0 - sig))) as f32;
-    }
+    let isa = selected_isa();
+    let n = dgate.len();
+    let threads = Pool::global()
+        .n_threads()
+        .clamp(1, n.div_ceil(1 << 14).max(1));
+    let per = n.div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for ((((d1, d3), g), a), u) in dh1
+            .chunks_mut(per)
+            .zip(dh3.chunks_mut(per))
+            .zip(dgate.chunks(per))
+            .zip(h1.chunks(per))
+            .zip(h3.chunks(per))
+        {
+            scope.spawn(move || ew::swiglu_backward(isa, a, u, g, d1, d3));
+        }
+    });
 }
 
 /// `silu(h1) * h3` elementwise, with `h1`, `h3` and the gate written out.
@@ -239,8 +223,77 @@ pub fn embed_bwd(dtable: &mut [f32], dx: &[f32], tokens: &[u16], dim: usize) {
     }
 }
 
+/// Vocabulary rows per cross-entropy chunk: the unit of parallel work and of the fixed-order
+/// reduction (chunk boundaries do not depend on the thread count, so neither do the bits).
+const CE_ROWS: usize = 512;
+
+/// `e^x` in f32 for `x <= 0` (softmax arguments after the max shift), vectorisable: range
+/// reduction by `ln 2` and a degree-7 Taylor polynomial on `|r| <= ln2/2` (relative error
+/// below 2⁻²³, i.e. within about one f32 ulp of the correctly rounded value); results below
+/// `e^-87` flush to zero.
+#[inline(always)]
+fn exp_neg(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let xc = x.max(-87.0);
+    let n = (xc * LOG2E + ROUND) - ROUND;
+    let r = (xc - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if x < -87.0 { 0.0 } else { p * scale }
+}
+
+/// Runs `f(chunk_index, rows)` over the `CE_ROWS`-row chunks of a `[V, S]` tensor on up to
+/// `threads` scoped threads (chunk `i` on thread `i % threads`), returning the results in
+/// chunk order.
+fn over_row_chunks<T: Send>(
+    n_rows: usize,
+    threads: usize,
+    f: &(dyn Fn(usize, std::ops::Range<usize>) -> T + Sync),
+) -> Vec<T> {
+    let n_chunks = n_rows.div_ceil(CE_ROWS);
+    let threads = threads.clamp(1, n_chunks.max(1));
+    let range = |i: usize| i * CE_ROWS..((i + 1) * CE_ROWS).min(n_rows);
+    if threads == 1 {
+        return (0..n_chunks).map(|i| f(i, range(i))).collect();
+    }
+    let mut per_thread: Vec<Vec<(usize, T)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t..n_chunks)
+                        .step_by(threads)
+                        .map(|i| (i, f(i, range(i))))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .expect("invariant: cross-entropy chunks do not panic")
+            })
+            .collect()
+    });
+    let mut out: Vec<(usize, T)> = per_thread.drain(..).flatten().collect();
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
 /// Softmax cross-entropy over `logits` (`[V, S]`): returns the mean loss over positions and
 /// writes `dlogits = (softmax - onehot(target)) * grad_scale / S`.
+///
+/// Three sweeps over rows (column maxima, exponentials with per-column sums, normalisation),
+/// each streaming the `[V, S]` tensor in memory order and split over row chunks across the
+/// CPU's threads; exponentials in f32 (about one ulp), column sums in f64 per chunk, chunks
+/// combined in a fixed order.
 pub fn cross_entropy(
     dlogits: &mut [f32],
     logits: &[f32],
@@ -249,28 +302,95 @@ pub fn cross_entropy(
     grad_scale: f32,
 ) -> f32 {
     let seq = targets.len();
-    let mut total = 0.0f64;
-    let mut col = vec![0.0f64; vocab];
-    for (t, &target) in targets.iter().enumerate() {
-        let mut max = f64::NEG_INFINITY;
-        for v in 0..vocab {
-            col[v] = f64::from(logits[v * seq + t]);
-            max = max.max(col[v]);
+    assert!(
+        logits.len() == vocab * seq && dlogits.len() == vocab * seq,
+        "invariant: logits and dlogits are [vocab, seq]"
+    );
+    let threads = Pool::global().n_threads();
+    // Column maxima.
+    let maxima = over_row_chunks(vocab, threads, &|_, rows| {
+        let mut max = vec![f32::NEG_INFINITY; seq];
+        for v in rows {
+            for (m, &x) in max.iter_mut().zip(&logits[v * seq..(v + 1) * seq]) {
+                *m = m.max(x);
+            }
         }
-        let mut sum = 0.0;
-        for c in col.iter_mut() {
-            *c = (*c - max).exp();
-            sum += *c;
-        }
-        let target = usize::from(target);
-        total += -(col[target] / sum).ln();
-        let k = f64::from(grad_scale) / seq as f64;
-        for v in 0..vocab {
-            let p = col[v] / sum - if v == target { 1.0 } else { 0.0 };
-            dlogits[v * seq + t] = (p * k) as f32;
+        max
+    });
+    let mut max = vec![f32::NEG_INFINITY; seq];
+    for part in &maxima {
+        for (m, &x) in max.iter_mut().zip(part) {
+            *m = m.max(x);
         }
     }
-    (total / seq as f64) as f32
+    // Exponentials into dlogits, column sums per chunk. Each chunk of rows is its own cell
+    // (locked once per sweep, never contended).
+    let cells: Vec<Mutex<&mut [f32]>> = dlogits.chunks_mut(CE_ROWS * seq).map(Mutex::new).collect();
+    let lock = |i: usize| {
+        cells[i]
+            .lock()
+            .expect("invariant: cross-entropy chunks do not panic")
+    };
+    let sums = over_row_chunks(vocab, threads, &|i, rows| {
+        let mut cell = lock(i);
+        let mut sum = vec![0.0f64; seq];
+        let mut lane = vec![0.0f32; seq];
+        for v in rows.clone() {
+            let local = v - rows.start;
+            let out = &mut cell[local * seq..(local + 1) * seq];
+            for ((o, &x), (l, &m)) in out
+                .iter_mut()
+                .zip(&logits[v * seq..(v + 1) * seq])
+                .zip(lane.iter_mut().zip(&max))
+            {
+                *o = exp_neg(x - m);
+                *l += *o;
+            }
+            if local % 64 == 63 {
+                for (s, l) in sum.iter_mut().zip(lane.iter_mut()) {
+                    *s += f64::from(*l);
+                    *l = 0.0;
+                }
+            }
+        }
+        for (s, l) in sum.iter_mut().zip(&lane) {
+            *s += f64::from(*l);
+        }
+        sum
+    });
+    let mut total = vec![0.0f64; seq];
+    for part in &sums {
+        for (t, p) in total.iter_mut().zip(part) {
+            *t += p;
+        }
+    }
+    let k = f64::from(grad_scale) / seq as f64;
+    let factor: Vec<f32> = total.iter().map(|&s| (k / s) as f32).collect();
+    let mut loss = 0.0f64;
+    for (t, &target) in targets.iter().enumerate() {
+        let target = usize::from(target);
+        assert!(
+            target < vocab,
+            "invariant: targets are below the vocabulary size"
+        );
+        let x = f64::from(logits[target * seq + t]) - f64::from(max[t]);
+        loss += total[t].ln() - x;
+    }
+    // Normalise and subtract the one-hot.
+    over_row_chunks(vocab, threads, &|i, rows| {
+        let mut cell = lock(i);
+        for local in 0..rows.len() {
+            let out = &mut cell[local * seq..(local + 1) * seq];
+            for (o, &f) in out.iter_mut().zip(&factor) {
+                *o *= f;
+            }
+        }
+    });
+    drop(cells);
+    for (t, &target) in targets.iter().enumerate() {
+        dlogits[usize::from(target) * seq + t] -= k as f32;
+    }
+    (loss / seq as f64) as f32
 }
 
 /// `C (m×n) (+)= A (m×k) · B (k×n)`, all row-major, on linalg's GEMM (selected tier, exact
@@ -314,6 +434,39 @@ pub fn matmul_nt(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usi
         SliceLayout::Transposed,
         (m, n, k),
         acc,
+    );
+}
+
+/// `C (m×n) (+)= A · Bᵀ` like [`matmul_nt`], in linalg's fast profile when `fast` (AMX bf16
+/// tiles with f32 accumulation where the host has them: operands rounded to bf16, bound about
+/// 2⁻⁸·Σ|a||b|; elsewhere the same as exact).
+pub fn matmul_nt_with(
+    fast: bool,
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, n, k): (usize, usize, usize),
+    acc: bool,
+) {
+    check(c.len(), m * n, a.len(), m * k, b.len(), n * k);
+    let spec = GemmSpec {
+        isa: selected_isa(),
+        precision: if fast {
+            Precision::Fast
+        } else {
+            Precision::Exact
+        },
+        accumulate: acc,
+    };
+    gemm_f32(
+        &spec,
+        Pool::global(),
+        (m, n, k),
+        a,
+        SliceLayout::Plain,
+        b,
+        SliceLayout::Transposed,
+        c,
     );
 }
 
@@ -617,7 +770,7 @@ mod tests {
         let mut b = vec![0.0; hd * seq];
         head_rmsnorm(&mut a, &x[..hd * seq], &w, seq, NORM_EPS);
         rmsnorm(&mut b, &x[..hd * seq], &w, seq);
-        assert_eq!(a, b);
+        close(&a, &b, 1e-5);
     }
 
     #[test]

@@ -7,11 +7,16 @@
 //!   share one compiled plan (compiled once, then instantiated with
 //!   [`Kernel::from_plan`]), so there are no extra compiles even with the cache off. A weight is
 //!   written once per optimizer step and stays resident; a call writes only activations.
-//! - [`WeightMode::Packed`]: training_dynamic's layout: one shared kernel per kind, whose single
-//!   input packs the activations and then the layer's weights along the spatial axis. The host
-//!   keeps each layer's packed buffer (weights pre-transposed at the optimizer step) and every
-//!   call writes the whole buffer, activations and weights, into the shared input surface: the
-//!   weights are restaged per layer per step.
+//! - [`WeightMode::Packed`]: training_dynamic's kernels, whose single input packs the
+//!   activations and then the layer's weights along the spatial axis, sliced apart in the MIL
+//!   (the engine folds the slices into views: no copy). One kernel instance per layer, as for
+//!   params: each instance's packed input surface keeps its weight columns resident (written,
+//!   pre-transposed, once per optimizer step) and a call writes only the activation columns
+//!   ([`Kernel::write_input_region_f32`]).
+//! - [`WeightMode::PackedRestage`]: the same kernels run as training_dynamic runs them: one
+//!   shared kernel per kind; the host keeps each layer's packed buffer and every call writes
+//!   the whole buffer, activations and weights, into the shared input surface — the weights
+//!   are restaged per layer per step, the overhead PR #22 measured.
 //!
 //! The two attention-backward kernels carry no weights and are shared by all layers in both
 //! modes; with function parameters the second reads the first's `probs` and `dp` outputs in
@@ -19,14 +24,15 @@
 //!
 //! Qwen3 ([`ModelSpec::qk_norm`]): `sdpaFwd` takes the q/k-norm gains as two more weights
 //! (function parameters, or columns of the packed input) and also returns `q_raw`/`k_raw`;
-//! `qNormBwd`/`kNormBwd` (weight-bearing like the projections: per layer with function
-//! parameters, shared with per-layer staging when packed) give the norm's input gradient. The
+//! `qNormBwd`/`kNormBwd` (weight-bearing, so instanced or restaged exactly as the projection
+//! kernels are in each mode) give the norm's input gradient. The
 //! gains' own gradients are summed on the CPU by the step, as for every RMSNorm gain (the
 //! generators leave them to the host, like maderix/ANE's `rmsnormBwd`).
 
 use milbridge_bridge::{CachePolicy, Kernel, KernelOptions, Precision};
 use milbridge_graphs::{
-    GeneratedKernel, ModelConfig, SectionContent, WeightMode as GWeightMode, dynamic, write_section,
+    GeneratedKernel, ModelConfig, PackAxis, SectionContent, WeightMode as GWeightMode, dynamic,
+    write_section,
 };
 
 use crate::backend::{AttnGrads, AttnOut, Backend, FfnOut, NormHeads};
@@ -71,6 +77,11 @@ struct Unit {
     out: Vec<f32>,
     /// Whether a call restages the whole packed input (packed mode).
     packed: bool,
+    /// Packed mode: time spent writing the packed input (weights included) so far.
+    staged: std::time::Duration,
+    /// Packed with one instance per staging slot whose input keeps its weight columns: the
+    /// optimizer step writes the whole input, a call only the activation sections.
+    resident: bool,
 }
 
 impl Unit {
@@ -78,6 +89,7 @@ impl Unit {
         generated: GeneratedKernel,
         instances: usize,
         slots: usize,
+        resident: bool,
         options: &KernelOptions,
         cold: &mut usize,
     ) -> Result<Unit> {
@@ -117,7 +129,9 @@ impl Unit {
             kernels,
             staging,
             out,
+            resident: resident && packed,
             packed,
+            staged: std::time::Duration::ZERO,
         })
     }
 
@@ -148,6 +162,13 @@ impl Unit {
                     &mut self.staging[instance],
                 );
             }
+            if self.resident {
+                let t0 = std::time::Instant::now();
+                self.kernels[instance]
+                    .write_input_f32(layout.param, &self.staging[instance])
+                    .map_err(|e| self.fail(e))?;
+                self.staged += t0.elapsed();
+            }
             return Ok(());
         }
         for (idx, w) in self.generated.weights.iter().enumerate() {
@@ -174,16 +195,32 @@ impl Unit {
             kernel: name.clone(),
             source,
         };
-        if let Some(layout) = &self.generated.packing {
+        if let (Some(layout), true) = (&self.generated.packing, self.resident) {
+            // The weight columns are resident: write only the activation sections.
+            for (act, data) in acts {
+                let section = &layout.sections[layout
+                    .section(act)
+                    .expect("invariant: the kernel has this activation")];
+                let (at, cols) = match layout.axis {
+                    PackAxis::Spatial => ((0, section.offset), section.cols),
+                    PackAxis::Channel => ((section.offset, 0), layout.width),
+                };
+                self.kernels[instance]
+                    .write_input_region_f32(layout.param, at, cols, data)
+                    .map_err(fail)?;
+            }
+        } else if let Some(layout) = &self.generated.packing {
             for (act, data) in acts {
                 let idx = layout
                     .section(act)
                     .expect("invariant: the kernel has this activation");
                 write_section(layout, idx, data, &mut self.staging[slot]);
             }
+            let t0 = std::time::Instant::now();
             self.kernels[instance]
                 .write_input_f32(0, &self.staging[slot])
                 .map_err(fail)?;
+            self.staged += t0.elapsed();
         } else {
             for (act, data) in acts {
                 let idx = self
@@ -274,6 +311,21 @@ impl KernelBackend {
     /// [`Error::Config`] for a shape the generators reject; [`Error::Kernel`] when a kernel fails
     /// to compile.
     pub fn new(spec: &ModelSpec, mode: WeightMode, fast: bool) -> Result<KernelBackend> {
+        KernelBackend::with_cache(spec, mode, fast, CachePolicy::FromEnv)
+    }
+
+    /// [`KernelBackend::new`] with an explicit compile-cache policy (benchmarks time cold and
+    /// cached compiles in a directory of their own).
+    ///
+    /// # Errors
+    ///
+    /// As [`KernelBackend::new`].
+    pub fn with_cache(
+        spec: &ModelSpec,
+        mode: WeightMode,
+        fast: bool,
+        cache: CachePolicy,
+    ) -> Result<KernelBackend> {
         let cfg = graphs_config(spec);
         cfg.validate()
             .map_err(|e| Error::Config(format!("model shape: {e}")))?;
@@ -283,20 +335,21 @@ impl KernelBackend {
             } else {
                 Precision::Exact
             },
-            cache: CachePolicy::FromEnv,
+            cache,
             ..KernelOptions::default()
         };
         let gmode = match mode {
             WeightMode::Params => GWeightMode::Params,
-            WeightMode::Packed => GWeightMode::Packed,
+            WeightMode::Packed | WeightMode::PackedRestage => GWeightMode::Packed,
         };
         let layers = spec.n_layers;
         let per_layer = match mode {
-            WeightMode::Params => layers,
-            WeightMode::Packed => 1,
+            WeightMode::Params | WeightMode::Packed => layers,
+            WeightMode::PackedRestage => 1,
         };
         let mut cold = 0;
-        let packed = mode == WeightMode::Packed;
+        let packed = mode != WeightMode::Params;
+        let resident = mode == WeightMode::Packed;
         let mut unit = |generated: GeneratedKernel, weighted: bool| {
             let instances = if weighted { per_layer } else { 1 };
             let slots = if !packed {
@@ -306,7 +359,7 @@ impl KernelBackend {
             } else {
                 1
             };
-            Unit::compile(generated, instances, slots, &options, &mut cold)
+            Unit::compile(generated, instances, slots, resident, &options, &mut cold)
         };
         let attn_fwd = unit(dynamic::sdpa_fwd(&cfg, gmode), true)?;
         let wo_fwd = unit(dynamic::wo_fwd(&cfg, gmode), true)?;
@@ -416,6 +469,64 @@ impl KernelBackend {
 impl Backend for KernelBackend {
     fn name(&self) -> String {
         format!("kernels/{}", self.mode.name())
+    }
+
+    fn staging_time(&self) -> std::time::Duration {
+        self.units().iter().map(|u| u.staged).sum()
+    }
+
+    fn time_weight_write(&mut self, reps: usize) -> Result<Option<Vec<std::time::Duration>>> {
+        let unit = &mut self.ffn_fwd;
+        let mut times = Vec::with_capacity(reps);
+        if unit.packed {
+            for _ in 0..reps {
+                let t0 = std::time::Instant::now();
+                unit.kernels[0]
+                    .write_input_f32(0, &unit.staging[0])
+                    .map_err(|e| unit.fail(e))?;
+                times.push(t0.elapsed());
+            }
+        } else {
+            let idx = unit
+                .generated
+                .weights
+                .iter()
+                .position(|w| w.name == "w1")
+                .expect("invariant: ffnFused takes w1");
+            let values: Vec<f32> = (0..self.spec.hidden * self.spec.dim)
+                .map(|i| ((i % 251) as f32 - 125.0) * 1e-4)
+                .collect();
+            for _ in 0..reps {
+                let t0 = std::time::Instant::now();
+                unit.kernels[0]
+                    .write_weight_f32(idx, &values)
+                    .map_err(|e| unit.fail(e))?;
+                times.push(t0.elapsed());
+            }
+        }
+        Ok(Some(times))
+    }
+
+    fn classifier_fwd(
+        &mut self,
+        _embed: &[f32],
+        xf: &[f32],
+        logits: &mut [f32],
+        _seq: usize,
+    ) -> Result<()> {
+        self.cls_fwd
+            .call(0, 0, &[("x", xf)], &mut [("logits", logits)])
+    }
+
+    fn classifier_bwd(
+        &mut self,
+        _embed: &[f32],
+        dlogits: &[f32],
+        dx: &mut [f32],
+        _seq: usize,
+    ) -> Result<()> {
+        self.cls_bwd
+            .call(0, 0, &[("dlogits", dlogits)], &mut [("dx", dx)])
     }
 
     fn load_weights(&mut self, params: &Params) -> Result<()> {
@@ -637,8 +748,8 @@ impl KernelBackend {
     /// the shared kernel and the layer's staging buffer when packed.
     fn slot(&self, layer: usize) -> (usize, usize) {
         match self.mode {
-            WeightMode::Params => (layer, layer),
-            WeightMode::Packed => (0, layer),
+            WeightMode::Params | WeightMode::Packed => (layer, layer),
+            WeightMode::PackedRestage => (0, layer),
         }
     }
 }

@@ -54,13 +54,17 @@
 //!   in fp16 plus the activations — small next to the f32 master weights and Adam moments.
 //!   The weight-free attention-backward kernels are shared, and `sdpaBwd2` reads `sdpaBwd1`'s
 //!   `probs`/`dp` outputs in place (`Kernel::bind_input_to`, zero-copy chaining).
-//! - `--weights packed` (training_dynamic): one shared kernel per kind whose single input packs
-//!   the activations and then the weights along the spatial axis, sliced apart in the MIL. The
-//!   host keeps each layer's packed buffer (weights transposed into place at the optimizer
-//!   step) and every call writes the whole buffer into the shared surface: weights are restaged
-//!   per layer per step, which is exactly the overhead PR #22 measured.
+//! - `--weights packed` (training_dynamic's kernels): each kernel's single input packs the
+//!   activations and then the weights along the spatial axis, sliced apart in the MIL (the
+//!   engine folds those slices into views, so they cost no copy). Like params, one instance
+//!   per layer whose packed input keeps its weight columns resident: the optimizer step writes
+//!   the whole input once, a call writes only the activation columns.
+//! - `--weights packed-restage` (training_dynamic as it runs): the same kernels, one shared
+//!   instance per kind; the host keeps each layer's packed buffer and every call writes the
+//!   whole buffer into the shared surface: weights are restaged per layer per step, which is
+//!   exactly the overhead PR #22 measured.
 //!
-//! Both modes compute the same math from the same generators, so the same seed and data give
+//! Every mode computes the same math from the same generators, so the same seed and data give
 //! the same loss trajectory (the tests check 20 steps).
 //!
 //! # The optimizer ([`optim`], [`train`])
@@ -110,6 +114,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod bench;
 pub mod ckpt;
 pub mod config;
 pub mod cpu;
@@ -122,6 +127,7 @@ pub mod optim;
 pub mod rng;
 pub mod sample;
 pub mod step;
+pub mod timing;
 pub mod tokenizer;
 pub mod train;
 

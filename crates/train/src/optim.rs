@@ -1,8 +1,9 @@
 //! The optimizer side of a step: AdamW, the cosine learning-rate schedule with linear warm-up,
 //! dynamic fp16 loss scaling and global-norm gradient clipping.
 //!
-//! All reductions run sequentially in a fixed order in f64, so the same gradients give the same
-//! update bits on every run.
+//! All reductions run in a fixed order in f64 (fixed-size chunks combined in order, whatever
+//! the thread count), so the same gradients give the same update bits on every run. AdamW is
+//! elementwise, so splitting it over threads cannot change a bit either.
 
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +65,114 @@ impl AdamW {
             w[i] -= lr * (mh / (vh.sqrt() + self.eps) + wd * w[i]);
         }
     }
+}
+
+/// One tensor's share of an optimizer step (see [`AdamW::update_all`]).
+pub struct AdamJob<'a> {
+    /// The parameter.
+    pub w: &'a mut [f32],
+    /// Its accumulated gradient (scaled; zeroed by the update).
+    pub g: &'a mut [f32],
+    /// First moment.
+    pub m: &'a mut [f32],
+    /// Second moment.
+    pub v: &'a mut [f32],
+    /// Whether weight decay applies.
+    pub decay: bool,
+}
+
+/// Elements per parallel optimizer chunk (also the fixed unit of [`sum_squares_all`]).
+const CHUNK: usize = 1 << 16;
+
+/// Threads for the memory-bound optimizer sweeps.
+fn threads() -> usize {
+    milbridge_linalg::pool::Pool::global().n_threads().max(1)
+}
+
+impl AdamW {
+    /// One step over every tensor, with the gradient read as `g · g_scale` (the unscale and
+    /// clip factors folded in) and reset to zero in the same sweep — one pass over memory
+    /// instead of four. Chunks of every tensor are spread over the CPU's threads; the result
+    /// equals [`AdamW::update`] on `g · g_scale` bit for bit.
+    pub fn update_all(&self, jobs: Vec<AdamJob<'_>>, g_scale: f32, t: u64, lr: f32) {
+        let t = i32::try_from(t.max(1)).unwrap_or(i32::MAX);
+        let bc1 = 1.0 - self.beta1.powi(t);
+        let bc2 = 1.0 - self.beta2.powi(t);
+        let mut pieces: Vec<Vec<AdamJob<'_>>> = (0..threads()).map(|_| Vec::new()).collect();
+        let mut next = 0;
+        for job in jobs {
+            assert!(
+                job.w.len() == job.g.len()
+                    && job.w.len() == job.m.len()
+                    && job.w.len() == job.v.len(),
+                "invariant: a parameter, its gradient and its moments have one length"
+            );
+            let AdamJob { w, g, m, v, decay } = job;
+            for (((w, g), m), v) in w
+                .chunks_mut(CHUNK)
+                .zip(g.chunks_mut(CHUNK))
+                .zip(m.chunks_mut(CHUNK))
+                .zip(v.chunks_mut(CHUNK))
+            {
+                let n = pieces.len();
+                pieces[next % n].push(AdamJob { w, g, m, v, decay });
+                next += 1;
+            }
+        }
+        let run = |piece: Vec<AdamJob<'_>>| {
+            for job in piece {
+                let wd = if job.decay { self.weight_decay } else { 0.0 };
+                for i in 0..job.w.len() {
+                    let g = job.g[i] * g_scale;
+                    job.g[i] = 0.0;
+                    let m = self.beta1 * job.m[i] + (1.0 - self.beta1) * g;
+                    let v = self.beta2 * job.v[i] + (1.0 - self.beta2) * g * g;
+                    job.m[i] = m;
+                    job.v[i] = v;
+                    let mh = m / bc1;
+                    let vh = v / bc2;
+                    job.w[i] -= lr * (mh / (vh.sqrt() + self.eps) + wd * job.w[i]);
+                }
+            }
+        };
+        std::thread::scope(|scope| {
+            let mut pieces = pieces.into_iter();
+            let mine = pieces.next();
+            for piece in pieces {
+                scope.spawn(move || run(piece));
+            }
+            if let Some(piece) = mine {
+                run(piece);
+            }
+        });
+    }
+}
+
+/// Σx² over every tensor in f64, or `None` if any element is not finite. Fixed-size chunks
+/// are summed in parallel and combined in order, so the bits do not depend on threads.
+pub fn sum_squares_all(tensors: &[&[f32]]) -> Option<f64> {
+    let chunks: Vec<&[f32]> = tensors.iter().flat_map(|t| t.chunks(CHUNK)).collect();
+    let n = threads().min(chunks.len()).max(1);
+    let partial: Vec<Option<f64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|t| {
+                let chunks = &chunks;
+                scope.spawn(move || {
+                    (t..chunks.len())
+                        .step_by(n)
+                        .map(|i| (i, sum_squares(chunks[i])))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<(usize, Option<f64>)> = handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("invariant: sum of squares does not panic"))
+            .collect();
+        all.sort_by_key(|(i, _)| *i);
+        all.into_iter().map(|(_, s)| s).collect()
+    });
+    partial.into_iter().sum()
 }
 
 /// Cosine learning rate with linear warm-up (training_dynamic's schedule): step `s` (0-based)
@@ -154,13 +263,6 @@ pub fn sum_squares(g: &[f32]) -> Option<f64> {
     Some(s)
 }
 
-/// Multiplies every element of `g` by `factor`.
-pub fn scale_in_place(g: &mut [f32], factor: f32) {
-    for x in g {
-        *x *= factor;
-    }
-}
-
 /// The factor that clips a gradient of norm `norm` to `max_norm` (1 when no clipping applies
 /// or `max_norm <= 0`).
 pub fn clip_factor(norm: f64, max_norm: f32) -> f32 {
@@ -249,8 +351,45 @@ mod tests {
         assert_eq!(clip_factor(5.0, 1.0), 0.2);
         assert_eq!(clip_factor(0.5, 1.0), 1.0);
         assert_eq!(clip_factor(5.0, 0.0), 1.0);
-        let mut g = [1.0f32, -2.0];
-        scale_in_place(&mut g, 0.5);
-        assert_eq!(g, [0.5, -1.0]);
+        let big: Vec<f32> = (0..3 * CHUNK + 17).map(|i| (i % 7) as f32 - 3.0).collect();
+        let small = [3.0f32, 4.0];
+        let serial = sum_squares(&big).unwrap() + 25.0;
+        assert_eq!(sum_squares_all(&[&big, &small]), Some(serial));
+        assert_eq!(sum_squares_all(&[&big, &[f32::NAN]]), None);
+    }
+
+    #[test]
+    fn update_all_equals_update_on_the_scaled_gradient_and_zeroes_it() {
+        let opt = AdamW::default();
+        let n = 2 * CHUNK + 5;
+        let w0: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-2)
+            .collect();
+        let g0: Vec<f32> = (0..n)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) * 1e-3)
+            .collect();
+        let m0: Vec<f32> = (0..n).map(|i| ((i % 13) as f32 - 6.0) * 1e-4).collect();
+        let v0: Vec<f32> = (0..n).map(|i| (i % 11) as f32 * 1e-6).collect();
+        let scale = 0.37f32;
+        for decay in [true, false] {
+            let (mut w1, mut m1, mut v1) = (w0.clone(), m0.clone(), v0.clone());
+            let gs: Vec<f32> = g0.iter().map(|g| g * scale).collect();
+            opt.update(&mut w1, &gs, &mut m1, &mut v1, 3, 1e-3, decay);
+            let (mut w2, mut g2, mut m2, mut v2) = (w0.clone(), g0.clone(), m0.clone(), v0.clone());
+            opt.update_all(
+                vec![AdamJob {
+                    w: &mut w2,
+                    g: &mut g2,
+                    m: &mut m2,
+                    v: &mut v2,
+                    decay,
+                }],
+                scale,
+                3,
+                1e-3,
+            );
+            assert_eq!((w1, m1, v1), (w2, m2, v2));
+            assert!(g2.iter().all(|&g| g == 0.0));
+        }
     }
 }

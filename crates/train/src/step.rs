@@ -7,11 +7,13 @@
 //! depend on timing.
 
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use crate::backend::{AttnGrads, AttnOut, Backend, FfnOut, NormHeads, residual_scale};
 use crate::cpu;
 use crate::error::Result;
 use crate::model::{ModelSpec, Params};
+use crate::timing::{Breakdown, timed};
 
 /// Activations one layer saves for its backward pass.
 #[derive(Debug, Clone)]
@@ -54,6 +56,13 @@ pub struct Workspace {
     dq: Vec<f32>,
     dk: Vec<f32>,
     dv: Vec<f32>,
+    /// Copies of gradients handed to the dW thread, returned for reuse (no allocation once
+    /// warm).
+    spare: Vec<Vec<f32>>,
+    /// dW products in the fast profile (bf16 operands on AMX hosts).
+    fast_dw: bool,
+    /// Time per category since the last [`Workspace::take_times`].
+    times: Breakdown,
 }
 
 impl Workspace {
@@ -102,6 +111,9 @@ impl Workspace {
             dq: vec![0.0; qd * s],
             dk: vec![0.0; kvd * s],
             dv: vec![0.0; kvd * s],
+            spare: Vec::new(),
+            fast_dw: false,
+            times: Breakdown::default(),
         }
     }
 
@@ -109,6 +121,51 @@ impl Workspace {
     pub fn logits(&self) -> &[f32] {
         &self.logits
     }
+
+    /// Runs the dW products in linalg's fast profile (AMX bf16 tiles with f32 accumulation
+    /// where the host has them; otherwise identical to exact f32).
+    pub fn set_fast_dw(&mut self, fast: bool) {
+        self.fast_dw = fast;
+    }
+
+    /// The time breakdown accumulated since the last call, and resets it.
+    pub fn take_times(&mut self) -> Breakdown {
+        std::mem::take(&mut self.times)
+    }
+
+    /// Adds time measured outside the step (the optimizer, weight writes) to the breakdown.
+    pub fn times_mut(&mut self) -> &mut Breakdown {
+        &mut self.times
+    }
+}
+
+/// Which bucket a backend call's time goes to.
+#[derive(Clone, Copy)]
+enum Bucket {
+    Kernels,
+    Loss,
+}
+
+/// Runs one backend call, adding its time to `bucket` and the backend's weight restaging
+/// inside it to `weights`.
+fn kcall(
+    backend: &mut dyn Backend,
+    times: &mut Breakdown,
+    bucket: Bucket,
+    f: impl FnOnce(&mut dyn Backend) -> Result<()>,
+) -> Result<()> {
+    let staged = backend.staging_time();
+    let t0 = Instant::now();
+    let result = f(&mut *backend);
+    let elapsed = t0.elapsed();
+    let restage = backend.staging_time().saturating_sub(staged);
+    times.weights += restage;
+    let spent = elapsed.saturating_sub(restage);
+    match bucket {
+        Bucket::Kernels => times.kernels += spent,
+        Bucket::Loss => times.loss += spent,
+    }
+    result
 }
 
 /// Runs the forward pass (every layer, final norm, classifier) and leaves the logits in the
@@ -123,55 +180,58 @@ pub fn forward(
     tokens: &[u16],
     ws: &mut Workspace,
 ) -> Result<()> {
+    let t0 = Instant::now();
     let spec = ws.spec.clone();
     let (d, s) = (spec.dim, spec.seq);
     assert_eq!(tokens.len(), s, "invariant: a window is seq tokens long");
     let alpha = residual_scale(&spec);
+    let times = &mut ws.times;
     cpu::embed(&mut ws.x, &params.embed, tokens, d);
     for (l, layer) in params.layers.iter().enumerate() {
         let a = &mut ws.acts[l];
         a.x_in.copy_from_slice(&ws.x);
         cpu::rmsnorm(&mut a.xnorm, &a.x_in, &layer.rms_att, s);
-        backend.attn_fwd(
-            l,
-            &a.x_in,
-            &a.xnorm,
-            AttnOut {
-                attn: &mut a.attn,
-                q: &mut a.q,
-                k: &mut a.k,
-                v: &mut a.v,
-                q_raw: &mut a.q_raw,
-                k_raw: &mut a.k_raw,
-            },
-        )?;
-        backend.wo_fwd(l, &a.attn, &mut ws.o)?;
+        kcall(backend, times, Bucket::Kernels, |b| {
+            b.attn_fwd(
+                l,
+                &a.x_in,
+                &a.xnorm,
+                AttnOut {
+                    attn: &mut a.attn,
+                    q: &mut a.q,
+                    k: &mut a.k,
+                    v: &mut a.v,
+                    q_raw: &mut a.q_raw,
+                    k_raw: &mut a.k_raw,
+                },
+            )
+        })?;
+        kcall(backend, times, Bucket::Kernels, |b| {
+            b.wo_fwd(l, &a.attn, &mut ws.o)
+        })?;
         for i in 0..d * s {
             a.x2[i] = a.x_in[i] + alpha * ws.o[i];
         }
         cpu::rmsnorm(&mut a.x2norm, &a.x2, &layer.rms_ffn, s);
-        backend.ffn_fwd(
-            l,
-            &a.x2norm,
-            &a.x2,
-            FfnOut {
-                x_next: &mut ws.x,
-                h1: &mut a.h1,
-                h3: &mut a.h3,
-                gate: &mut a.gate,
-            },
-        )?;
+        kcall(backend, times, Bucket::Kernels, |b| {
+            b.ffn_fwd(
+                l,
+                &a.x2norm,
+                &a.x2,
+                FfnOut {
+                    x_next: &mut ws.x,
+                    h1: &mut a.h1,
+                    h3: &mut a.h3,
+                    gate: &mut a.gate,
+                },
+            )
+        })?;
     }
     cpu::rmsnorm(&mut ws.xf, &ws.x, &params.rms_final, s);
-    cpu::matmul_nn(
-        &mut ws.logits,
-        &params.embed,
-        &ws.xf,
-        spec.vocab,
-        s,
-        d,
-        false,
-    );
+    kcall(backend, times, Bucket::Loss, |b| {
+        b.classifier_fwd(&params.embed, &ws.xf, &mut ws.logits, s)
+    })?;
+    times.total += t0.elapsed();
     Ok(())
 }
 
@@ -198,13 +258,29 @@ pub fn loss(
     ))
 }
 
-/// A dW product queued for the CPU thread: `dst += a · bᵀ` over the sequence.
-struct DwJob {
+/// A dW product queued for the dW thread: `dst += a · bᵀ` over the sequence. `a` is the
+/// gradient (copied when the training thread overwrites it before the job could run, borrowed
+/// when it stays put for the whole backward pass); `b` is a saved activation, always borrowed.
+struct DwJob<'a> {
     dst: GradSlot,
-    a: Vec<f32>,
-    b: Vec<f32>,
+    a: Operand<'a>,
+    b: &'a [f32],
     m: usize,
     n: usize,
+}
+
+enum Operand<'a> {
+    Borrowed(&'a [f32]),
+    Owned(Vec<f32>),
+}
+
+impl Operand<'_> {
+    fn as_slice(&self) -> &[f32] {
+        match self {
+            Operand::Borrowed(s) => s,
+            Operand::Owned(v) => v,
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -231,12 +307,19 @@ struct MatGrads<'a> {
 }
 
 impl MatGrads<'_> {
-    fn run(&mut self, job: &DwJob, seq: usize) {
+    fn run(&mut self, job: &DwJob<'_>, seq: usize, fast: bool) {
         let dst: &mut Vec<f32> = match job.dst {
             GradSlot::Embed => self.embed,
             GradSlot::Layer(l, m) => self.layers[l][m as usize],
         };
-        cpu::matmul_nt(dst, &job.a, &job.b, job.m, job.n, seq, true);
+        cpu::matmul_nt_with(
+            fast,
+            dst,
+            job.a.as_slice(),
+            job.b,
+            (job.m, job.n, seq),
+            true,
+        );
     }
 }
 
@@ -256,6 +339,7 @@ pub fn forward_backward(
     ws: &mut Workspace,
 ) -> Result<f32> {
     forward(backend, params, inputs, ws)?;
+    let t0 = Instant::now();
     let spec = ws.spec.clone();
     let (d, qd, kvd, h, s, vocab) = (
         spec.dim,
@@ -266,7 +350,9 @@ pub fn forward_backward(
         spec.vocab,
     );
     let alpha = residual_scale(&spec);
-    let loss = cpu::cross_entropy(&mut ws.dlogits, &ws.logits, targets, vocab, loss_scale);
+    let loss = timed(&mut ws.times.loss, || {
+        cpu::cross_entropy(&mut ws.dlogits, &ws.logits, targets, vocab, loss_scale)
+    });
 
     // Split the gradient into what the dW thread owns (matrices, embedding) and what this
     // thread writes (norm gains).
@@ -289,94 +375,164 @@ pub fn forward_backward(
         qk_gains.push((&mut gl.q_norm, &mut gl.k_norm));
     }
 
-    let (tx, rx) = mpsc::channel::<DwJob>();
-    let ws_main = &mut *ws;
-    std::thread::scope(|scope| -> Result<()> {
+    // Split the workspace: the saved activations, the logits' gradient and the final norm's
+    // output stay put during the backward pass, so the dW thread borrows them; the per-layer
+    // gradients are overwritten layer after layer, so their jobs carry copies (recycled).
+    let Workspace {
+        acts,
+        x,
+        xf,
+        dlogits,
+        dy,
+        dffn,
+        dgate,
+        dh1,
+        dh3,
+        dx,
+        dx2,
+        dos,
+        da,
+        dq,
+        dk,
+        dv,
+        spare,
+        fast_dw,
+        times,
+        ..
+    } = ws;
+    let (acts, xf, dlogits, fast) = (&*acts, &*xf, &*dlogits, *fast_dw);
+    let (tx, rx) = mpsc::channel::<DwJob<'_>>();
+    let (back_tx, back_rx) = mpsc::channel::<Vec<f32>>();
+    let mut dw_wait = Duration::ZERO;
+    let result = std::thread::scope(|scope| -> Result<Duration> {
         let worker = scope.spawn(move || {
+            let mut busy = Duration::ZERO;
             for job in rx {
-                mats.run(&job, s);
+                let t = Instant::now();
+                mats.run(&job, s, fast);
+                busy += t.elapsed();
+                if let Operand::Owned(buf) = job.a {
+                    // The training thread may have finished: then the buffer is dropped.
+                    let _ = back_tx.send(buf);
+                }
             }
+            busy
         });
         // The sender lives in this closure: returning (also early, on an error) closes the
         // channel, so the dW thread always ends.
-        let result = (move || -> Result<()> {
-            let ws = ws_main;
-            let send = |dst, a: &[f32], b: &[f32], m, n| {
-                tx.send(DwJob {
-                    dst,
-                    a: a.to_vec(),
-                    b: b.to_vec(),
-                    m,
-                    n,
-                })
-                .expect("invariant: the dW thread lives until the channel closes");
+        let result = (|| -> Result<()> {
+            let tx = tx;
+            let send = |dst, a, b, m, n| {
+                tx.send(DwJob { dst, a, b, m, n })
+                    .expect("invariant: the dW thread lives until the channel closes");
+            };
+            let copy = |src: &[f32], spare: &mut Vec<Vec<f32>>| -> Operand<'static> {
+                while let Ok(buf) = back_rx.try_recv() {
+                    spare.push(buf);
+                }
+                let mut buf = match spare.iter().position(|b| b.capacity() >= src.len()) {
+                    Some(i) => spare.swap_remove(i),
+                    None => Vec::with_capacity(src.len()),
+                };
+                buf.clear();
+                buf.extend_from_slice(src);
+                Operand::Owned(buf)
             };
 
             // Classifier: dy = Eᵀ dlogits; dE += dlogits · xfᵀ.
-            backend.classifier_bwd(&params.embed, &ws.dlogits, &mut ws.dx, s)?;
-            send(GradSlot::Embed, &ws.dlogits, &ws.xf, vocab, d);
-            cpu::rmsnorm_bwd(&mut ws.dy, g_rms_final, &ws.dx, &ws.x, &params.rms_final, s);
+            kcall(backend, times, Bucket::Loss, |b| {
+                b.classifier_bwd(&params.embed, dlogits, dx, s)
+            })?;
+            send(GradSlot::Embed, Operand::Borrowed(dlogits), xf, vocab, d);
+            cpu::rmsnorm_bwd(dy, g_rms_final, dx, x, &params.rms_final, s);
 
             for l in (0..spec.n_layers).rev() {
-                let a = &ws.acts[l];
+                let a = &acts[l];
                 let w = &params.layers[l];
                 let (g_att, g_ffn) = &mut norms[l];
                 for i in 0..d * s {
-                    ws.dffn[i] = alpha * ws.dy[i];
+                    dffn[i] = alpha * dy[i];
                 }
-                backend.ffn_bwd_w2(l, &ws.dffn, &mut ws.dgate)?;
-                send(GradSlot::Layer(l, Mat::W2), &ws.dffn, &a.gate, d, h);
-                cpu::swiglu_bwd(&mut ws.dh1, &mut ws.dh3, &ws.dgate, &a.h1, &a.h3);
-                backend.ffn_bwd_w13(l, &ws.dh1, &ws.dh3, &mut ws.dx)?;
-                send(GradSlot::Layer(l, Mat::W1), &ws.dh1, &a.x2norm, h, d);
-                send(GradSlot::Layer(l, Mat::W3), &ws.dh3, &a.x2norm, h, d);
-                cpu::rmsnorm_bwd(&mut ws.dx2, g_ffn, &ws.dx, &a.x2, &w.rms_ffn, s);
+                kcall(backend, times, Bucket::Kernels, |b| {
+                    b.ffn_bwd_w2(l, dffn, dgate)
+                })?;
+                let job = copy(dffn, spare);
+                send(GradSlot::Layer(l, Mat::W2), job, &a.gate, d, h);
+                cpu::swiglu_bwd(dh1, dh3, dgate, &a.h1, &a.h3);
+                kcall(backend, times, Bucket::Kernels, |b| {
+                    b.ffn_bwd_w13(l, dh1, dh3, dx)
+                })?;
+                let job = copy(dh1, spare);
+                send(GradSlot::Layer(l, Mat::W1), job, &a.x2norm, h, d);
+                let job = copy(dh3, spare);
+                send(GradSlot::Layer(l, Mat::W3), job, &a.x2norm, h, d);
+                cpu::rmsnorm_bwd(dx2, g_ffn, dx, &a.x2, &w.rms_ffn, s);
                 for i in 0..d * s {
-                    ws.dx2[i] += ws.dy[i];
-                    ws.dos[i] = alpha * ws.dx2[i];
+                    dx2[i] += dy[i];
+                    dos[i] = alpha * dx2[i];
                 }
-                backend.wo_bwd(l, &ws.dos, &mut ws.da)?;
-                send(GradSlot::Layer(l, Mat::Wo), &ws.dos, &a.attn, d, qd);
-                backend.attn_bwd(
-                    l,
-                    &a.q,
-                    &a.k,
-                    &a.v,
-                    &ws.da,
-                    AttnGrads {
-                        dq: &mut ws.dq,
-                        dk: &mut ws.dk,
-                        dv: &mut ws.dv,
-                    },
-                )?;
-                cpu::rope(&mut ws.dq, spec.head_dim, s, true);
-                cpu::rope(&mut ws.dk, spec.head_dim, s, true);
+                kcall(backend, times, Bucket::Kernels, |b| b.wo_bwd(l, dos, da))?;
+                let job = copy(dos, spare);
+                send(GradSlot::Layer(l, Mat::Wo), job, &a.attn, d, qd);
+                kcall(backend, times, Bucket::Kernels, |b| {
+                    b.attn_bwd(
+                        l,
+                        &a.q,
+                        &a.k,
+                        &a.v,
+                        da,
+                        AttnGrads {
+                            dq: &mut *dq,
+                            dk: &mut *dk,
+                            dv: &mut *dv,
+                        },
+                    )
+                })?;
+                cpu::rope(dq, spec.head_dim, s, true);
+                cpu::rope(dk, spec.head_dim, s, true);
                 if spec.qk_norm {
                     // Qwen3: gain gradients on the CPU, dx of the norm through the backend.
                     let (g_qn, g_kn) = &mut qk_gains[l];
                     let eps = cpu::QK_NORM_EPS;
-                    cpu::head_rmsnorm_gain_bwd(g_qn, &ws.dq, &a.q_raw, s, eps);
-                    cpu::head_rmsnorm_gain_bwd(g_kn, &ws.dk, &a.k_raw, s, eps);
-                    backend.qk_norm_bwd(l, NormHeads::Query, &a.q_raw, &mut ws.dq)?;
-                    backend.qk_norm_bwd(l, NormHeads::Key, &a.k_raw, &mut ws.dk)?;
+                    cpu::head_rmsnorm_gain_bwd(g_qn, dq, &a.q_raw, s, eps);
+                    cpu::head_rmsnorm_gain_bwd(g_kn, dk, &a.k_raw, s, eps);
+                    kcall(backend, times, Bucket::Kernels, |b| {
+                        b.qk_norm_bwd(l, NormHeads::Query, &a.q_raw, &mut *dq)
+                    })?;
+                    kcall(backend, times, Bucket::Kernels, |b| {
+                        b.qk_norm_bwd(l, NormHeads::Key, &a.k_raw, &mut *dk)
+                    })?;
                 }
-                send(GradSlot::Layer(l, Mat::Wq), &ws.dq, &a.xnorm, qd, d);
-                send(GradSlot::Layer(l, Mat::Wk), &ws.dk, &a.xnorm, kvd, d);
-                send(GradSlot::Layer(l, Mat::Wv), &ws.dv, &a.xnorm, kvd, d);
-                backend.qkv_bwd(l, &ws.dq, &ws.dk, &ws.dv, &mut ws.dx)?;
-                cpu::rmsnorm_bwd(&mut ws.dy, g_att, &ws.dx, &a.x_in, &w.rms_att, s);
+                let job = copy(dq, spare);
+                send(GradSlot::Layer(l, Mat::Wq), job, &a.xnorm, qd, d);
+                let job = copy(dk, spare);
+                send(GradSlot::Layer(l, Mat::Wk), job, &a.xnorm, kvd, d);
+                let job = copy(dv, spare);
+                send(GradSlot::Layer(l, Mat::Wv), job, &a.xnorm, kvd, d);
+                kcall(backend, times, Bucket::Kernels, |b| {
+                    b.qkv_bwd(l, dq, dk, dv, dx)
+                })?;
+                cpu::rmsnorm_bwd(dy, g_att, dx, &a.x_in, &w.rms_att, s);
                 for i in 0..d * s {
-                    ws.dy[i] += ws.dx2[i];
+                    dy[i] += dx2[i];
                 }
             }
             Ok(())
         })();
-        worker
+        let waited = Instant::now();
+        let busy = worker
             .join()
             .expect("invariant: the dW thread does not panic");
-        result
-    })?;
-    cpu::embed_bwd(&mut grads.embed, &ws.dy, inputs, d);
+        dw_wait = waited.elapsed();
+        result.map(|()| busy)
+    });
+    while let Ok(buf) = back_rx.try_recv() {
+        spare.push(buf);
+    }
+    times.dw_wait += dw_wait;
+    times.dw_busy += result?;
+    cpu::embed_bwd(&mut grads.embed, dy, inputs, d);
+    times.total += t0.elapsed();
     Ok(loss)
 }
 

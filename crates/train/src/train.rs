@@ -15,7 +15,7 @@ use crate::model::{ModelSpec, Params};
 use crate::observer::{
     Event, MetricsWriter, Observer, RunInfo, StepReport, Summary, loss_curve_svg,
 };
-use crate::optim::{LossScaler, LrSchedule, clip_factor, scale_in_place, sum_squares};
+use crate::optim::{self, LossScaler, LrSchedule, clip_factor};
 use crate::step::{self, Workspace};
 
 /// A training run in progress: weights, optimizer state, data cursor, kernels.
@@ -43,6 +43,9 @@ pub struct Trainer {
     losses: Vec<f32>,
     kernels_compiled: usize,
     kernels: usize,
+    /// Time of the optimizer steps (AdamW and the weight writes after it) since the last
+    /// [`Trainer::take_times`].
+    opt_times: crate::timing::Breakdown,
 }
 
 /// What one micro-step did.
@@ -71,6 +74,20 @@ impl Trainer {
     ///
     /// Bad configuration or data, an unloadable checkpoint, a kernel that fails to compile.
     pub fn new(cfg: &TrainConfig) -> Result<Trainer> {
+        Trainer::with_backend(cfg, |spec| make_backend(cfg.compute, spec, cfg.fast))
+    }
+
+    /// [`Trainer::new`] with the backend built by `make` for the run's model (benchmarks use
+    /// it to choose the compile cache); `make` returns the backend, its cold compiles and its
+    /// kernel objects, as [`make_backend`] does.
+    ///
+    /// # Errors
+    ///
+    /// As [`Trainer::new`], and whatever `make` returns.
+    pub fn with_backend(
+        cfg: &TrainConfig,
+        make: impl FnOnce(&ModelSpec) -> Result<(Box<dyn Backend>, usize, usize)>,
+    ) -> Result<Trainer> {
         cfg.validate()?;
         let resumed = match (&cfg.checkpoint, cfg.resume) {
             (Some(dir), true) => {
@@ -99,7 +116,7 @@ impl Trainer {
             total: cfg.optimizer_steps(),
             min_lr_frac: cfg.min_lr_frac,
         };
-        let (backend, kernels_compiled, kernels) = make_backend(cfg.compute, &spec, cfg.fast)?;
+        let (backend, kernels_compiled, kernels) = make(&spec)?;
         let mut t = Trainer {
             cfg: cfg.clone(),
             backend,
@@ -107,7 +124,11 @@ impl Trainer {
             grads: Params::zeros(&spec),
             adam_m: Params::zeros(&spec),
             adam_v: Params::zeros(&spec),
-            ws: Workspace::new(&spec),
+            ws: {
+                let mut ws = Workspace::new(&spec);
+                ws.set_fast_dw(cfg.fast);
+                ws
+            },
             cursor: DataCursor::new(cfg.seed),
             scaler: LossScaler::new(cfg.loss_scale, cfg.loss_scale_growth),
             schedule,
@@ -121,6 +142,7 @@ impl Trainer {
             spec,
             kernels_compiled,
             kernels,
+            opt_times: crate::timing::Breakdown::default(),
         };
         if let Some(c) = resumed {
             let dir = cfg
@@ -242,42 +264,64 @@ impl Trainer {
 
     /// Unscales, checks for overflow, clips and applies AdamW; then writes the new weights.
     fn optimizer_step(&mut self, lr: f32) -> Result<(Option<f64>, bool)> {
+        let t0 = Instant::now();
         let factor = 1.0 / (self.pending as f32 * self.scaler.scale);
         self.pending = 0;
-        let mut sq = Some(0.0f64);
-        for (name_data, _) in self.grads.tensors_mut() {
-            scale_in_place(name_data, factor);
-            sq = sq.and_then(|acc| sum_squares(name_data).map(|s| acc + s));
-        }
+        // Σg² of the scaled accumulation; the unscale factor is applied inside AdamW.
+        let sq = {
+            let grads: Vec<&[f32]> = self
+                .grads
+                .tensors(&self.spec)
+                .into_iter()
+                .map(|t| t.2)
+                .collect();
+            optim::sum_squares_all(&grads)
+        };
         let Some(sq) = sq else {
             self.scaler.update(true);
             self.grads.zero();
+            let times = &mut self.opt_times;
+            times.optimizer += t0.elapsed();
+            times.total += t0.elapsed();
             return Ok((None, false));
         };
         self.scaler.update(false);
-        let norm = sq.sqrt();
+        let norm = sq.sqrt() * f64::from(factor);
         let clip = clip_factor(norm, self.cfg.grad_clip);
         let t = self.opt_step + 1;
         let adam = self.cfg.adam;
         let grads = self.grads.tensors_mut();
         let ms = self.adam_m.tensors_mut();
         let vs = self.adam_v.tensors_mut();
-        for (((w, decay), (g, _)), ((m, _), (v, _))) in self
+        let jobs: Vec<optim::AdamJob<'_>> = self
             .params
             .tensors_mut()
             .into_iter()
             .zip(grads)
             .zip(ms.into_iter().zip(vs))
-        {
-            if clip != 1.0 {
-                scale_in_place(g, clip);
-            }
-            adam.update(w, g, m, v, t, lr, decay);
-        }
+            .map(|(((w, decay), (g, _)), ((m, _), (v, _)))| optim::AdamJob { w, g, m, v, decay })
+            .collect();
+        adam.update_all(jobs, factor * clip, t, lr);
         self.opt_step = t;
-        self.grads.zero();
+        let written = Instant::now();
+        self.opt_times.optimizer += written - t0;
         self.backend.load_weights(&self.params)?;
+        let times = &mut self.opt_times;
+        times.weights += written.elapsed();
+        times.total += t0.elapsed();
         Ok((Some(norm), true))
+    }
+
+    /// The time breakdown since the last call (see [`crate::timing`]), and resets it: the
+    /// micro-steps' forward and backward passes, and the optimizer steps (AdamW and the
+    /// weight writes that follow it).
+    pub fn take_times(&mut self) -> (crate::timing::Breakdown, crate::timing::Breakdown) {
+        (self.ws.take_times(), std::mem::take(&mut self.opt_times))
+    }
+
+    /// The backend (for benchmarks that time its pieces).
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
     }
 
     /// The state a checkpoint records.

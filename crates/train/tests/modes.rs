@@ -71,7 +71,11 @@ fn kernels_match_the_reference_with(spec: &ModelSpec, params: &Params) {
         &mut ws,
     )
     .unwrap();
-    for mode in [WeightMode::Params, WeightMode::Packed] {
+    for mode in [
+        WeightMode::Params,
+        WeightMode::Packed,
+        WeightMode::PackedRestage,
+    ] {
         let t0 = std::time::Instant::now();
         let mut k = KernelBackend::new(&spec, mode, false).unwrap();
         eprintln!(

@@ -3,6 +3,7 @@
 //! process.
 //!
 //! * [`gemm::run`] (`bench gemm`): the training shapes through every available tier.
+//! * [`train::run`] (`bench train`): the seed's params-vs-packed training comparison.
 //! * [`repack::run`] (`bench repack`): a weight update (f32 → f16 + panel repack) against a
 //!   plain `memcpy` of the weight.
 //!
@@ -11,6 +12,7 @@
 
 pub mod gemm;
 pub mod repack;
+pub mod train;
 
 /// The 1-minute load average from `/proc/loadavg` (`None` where it can't be read).
 pub(crate) fn load_average() -> Option<f64> {
