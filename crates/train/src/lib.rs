@@ -4,9 +4,10 @@
 //! The model is Llama 2 as llama2.c defines it ([`model`]): RMSNorm, RoPE on adjacent pairs,
 //! causal multi-head attention (grouped-query when `n_kv_heads < n_heads`), SwiGLU FFN, token
 //! embedding tied to the classifier; with [`ModelSpec::qk_norm`] (the Qwen3 presets) also
-//! Qwen3's per-head RMSNorm of queries and keys between the projections and RoPE. Every forward matmul and every backward-dx matmul runs in a
-//! kernel that `milbridge-graphs` generates as MIL, printed to text and compiled by the bridge
-//! **once at start-up**; weights change by surface writes, never by recompiling.
+//! Qwen3's per-head RMSNorm of queries and keys between the projections and RoPE. Every
+//! forward matmul and every backward-dx matmul runs in a kernel that `milbridge-graphs`
+//! generates as MIL, printed to text and compiled by the bridge **once at start-up**; weights
+//! change by surface writes, never by recompiling.
 //!
 //! # Entry points
 //!
