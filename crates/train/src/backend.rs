@@ -8,6 +8,8 @@
 //!
 //! Every buffer is channel-first `[C, S]` f32 (see [`crate::cpu`]).
 
+pub use milbridge_graphs::dynamic::NormHeads;
+
 use crate::cpu;
 use crate::error::Result;
 use crate::model::{ModelSpec, Params};
@@ -16,12 +18,17 @@ use crate::model::{ModelSpec, Params};
 pub struct AttnOut<'a> {
     /// Attention output before `Wo`, `[q_dim, S]`.
     pub attn: &'a mut [f32],
-    /// Queries after RoPE, `[q_dim, S]`.
+    /// Queries after (q norm and) RoPE, `[q_dim, S]`.
     pub q: &'a mut [f32],
-    /// Keys after RoPE, `[kv_dim, S]`.
+    /// Keys after (k norm and) RoPE, `[kv_dim, S]`.
     pub k: &'a mut [f32],
     /// Values, `[kv_dim, S]`.
     pub v: &'a mut [f32],
+    /// With q/k norm: the queries before it, `Wq · xnorm` (`[q_dim, S]`), for its backward.
+    /// Empty (and untouched) without q/k norm.
+    pub q_raw: &'a mut [f32],
+    /// With q/k norm: the keys before it (`[kv_dim, S]`); empty without.
+    pub k_raw: &'a mut [f32],
 }
 
 /// Outputs of the fused FFN forward kernel for one layer.
@@ -83,7 +90,8 @@ pub trait Backend {
     fn load_weights(&mut self, params: &Params) -> Result<()>;
 
     /// RMSNormed input `xnorm` (`[dim, S]`; the raw `x` too, for kernels that normalise
-    /// themselves) → QKV projections, RoPE, causal softmax attention.
+    /// themselves) → QKV projections, (Qwen3: per-head q/k RMSNorm,) RoPE, causal softmax
+    /// attention.
     ///
     /// # Errors
     ///
@@ -176,6 +184,23 @@ pub trait Backend {
         Ok(())
     }
 
+    /// Qwen3's q/k-norm backward with respect to its input: `d` holds the gradient of the
+    /// normalised heads (`[n*head_dim, S]`, after the RoPE backward) and is replaced by the
+    /// gradient of the raw projection `raw` (the `q_raw`/`k_raw` of [`AttnOut`]). The gain's
+    /// gradient is not this call's: the step computes it on the CPU
+    /// ([`cpu::head_rmsnorm_gain_bwd`]), as the host does for every RMSNorm gain.
+    ///
+    /// # Errors
+    ///
+    /// A kernel evaluation failed.
+    fn qk_norm_bwd(
+        &mut self,
+        layer: usize,
+        heads: NormHeads,
+        raw: &[f32],
+        d: &mut [f32],
+    ) -> Result<()>;
+
     /// `dx = Wqᵀ dq + Wkᵀ dk + Wvᵀ dv` (`[dim, S]`).
     ///
     /// # Errors
@@ -238,6 +263,12 @@ impl Backend for ReferenceBackend {
         cpu::matmul_nn(out.q, &l.wq, xnorm, qd, seq, d, false);
         cpu::matmul_nn(out.k, &l.wk, xnorm, kvd, seq, d, false);
         cpu::matmul_nn(out.v, &l.wv, xnorm, kvd, seq, d, false);
+        if s.qk_norm {
+            out.q_raw.copy_from_slice(out.q);
+            out.k_raw.copy_from_slice(out.k);
+            cpu::head_rmsnorm(out.q, out.q_raw, &l.q_norm, seq, cpu::QK_NORM_EPS);
+            cpu::head_rmsnorm(out.k, out.k_raw, &l.k_norm, seq, cpu::QK_NORM_EPS);
+        }
         cpu::rope(out.q, s.head_dim, seq, false);
         cpu::rope(out.k, s.head_dim, seq, false);
         cpu::attention(out.attn, out.q, out.k, out.v, s.n_heads, s.n_kv_heads, seq);
@@ -336,6 +367,23 @@ impl Backend for ReferenceBackend {
             s.n_kv_heads,
             s.seq,
         );
+        Ok(())
+    }
+
+    fn qk_norm_bwd(
+        &mut self,
+        layer: usize,
+        heads: NormHeads,
+        raw: &[f32],
+        d: &mut [f32],
+    ) -> Result<()> {
+        let l = &self.params.layers[layer];
+        let gain = match heads {
+            NormHeads::Query => &l.q_norm,
+            NormHeads::Key => &l.k_norm,
+        };
+        let dy = d.to_vec();
+        cpu::head_rmsnorm_bwd(d, &dy, raw, gain, self.spec.seq, cpu::QK_NORM_EPS);
         Ok(())
     }
 

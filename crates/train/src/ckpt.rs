@@ -23,7 +23,8 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::SafeTensorError;
+use safetensors::tensor::{Dtype, SafeTensors, View};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -116,37 +117,42 @@ pub fn save(
 ) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error::io("cannot create checkpoint directory", dir, e))?;
     let spec = &state.model;
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    let mut add = |prefix: &str, p: &Params| {
-        for (name, shape, data) in p.tensors(spec) {
-            let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            owned.push((format!("{prefix}{name}"), shape, bytes));
-        }
-    };
-    add("", params);
-    add("adam_m.", adam_m);
-    add("adam_v.", adam_v);
+    let mut sets = vec![("", params), ("adam_m.", adam_m), ("adam_v.", adam_v)];
     if let Some(g) = grads {
-        add("grad.", g);
+        sets.push(("grad.", g));
     }
-    let views: Vec<(String, TensorView<'_>)> = owned
-        .iter()
-        .map(|(name, shape, bytes)| {
-            let view = TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .expect("invariant: tensor bytes match their shape");
-            (name.clone(), view)
-        })
-        .collect();
+    let mut views: Vec<(String, F32View<'_>)> = Vec::new();
+    for (prefix, p) in sets {
+        for (name, shape, data) in p.tensors(spec) {
+            views.push((format!("{prefix}{name}"), F32View { shape, data }));
+        }
+    }
     let meta: HashMap<String, String> = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("step".to_string(), state.step.to_string()),
         ("model".to_string(), spec.name.clone()),
     ]);
-    let bytes = safetensors::serialize(views, &Some(meta))
-        .expect("invariant: distinct tensor names serialise");
-    let hash = blake3::hash(&bytes).to_hex().to_string();
+    // Streamed: one tensor's bytes in memory at a time (a full-size Qwen3 checkpoint is 7 GB),
+    // then hashed back from the file and renamed to its content-hashed name.
+    let tmp = dir.join(format!(".tmp-tensors-{}.safetensors", std::process::id()));
+    safetensors::serialize_to_file(views, &Some(meta), &tmp).map_err(|e| match e {
+        SafeTensorError::IoError(source) => Error::io("cannot write", &tmp, source),
+        other => panic!("invariant: distinct f32 tensors serialise, got {other:?}"),
+    })?;
+    let hash = {
+        let f = fs::File::open(&tmp).map_err(|e| Error::io("cannot reopen", &tmp, e))?;
+        f.sync_all()
+            .map_err(|e| Error::io("cannot sync", &tmp, e))?;
+        let mut hasher = blake3::Hasher::new();
+        hasher
+            .update_reader(std::io::BufReader::with_capacity(1 << 20, f))
+            .map_err(|e| Error::io("cannot read back", &tmp, e))?;
+        hasher.finalize().to_hex().to_string()
+    };
     let tensors_name = format!("tensors-{}.safetensors", &hash[..16]);
-    write_atomic(dir, &tensors_name, &bytes)?;
+    let target = dir.join(&tensors_name);
+    fs::rename(&tmp, &target).map_err(|e| Error::io("cannot rename into", &target, e))?;
+    sync_dir(dir)?;
 
     let file = StateFile {
         format: FORMAT.to_string(),
@@ -171,6 +177,30 @@ pub fn save(
         }
     }
     Ok(())
+}
+
+/// An f32 tensor serialised little-endian one tensor at a time.
+struct F32View<'a> {
+    shape: Vec<usize>,
+    data: &'a [f32],
+}
+
+impl View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        self.data.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn data_len(&self) -> usize {
+        self.data.len() * 4
+    }
 }
 
 /// Writes `bytes` to `dir/name` through a temporary file: write, fsync, rename, fsync `dir`.
@@ -314,6 +344,7 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::QK_NORM_TENSORS;
     use std::path::PathBuf;
 
     pub(crate) fn sample_state(spec: &ModelSpec) -> TrainState {
@@ -377,6 +408,71 @@ mod tests {
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(files.len(), 2, "{files:?}");
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn qk_norm_gains_round_trip_and_llama_checkpoints_have_none() {
+        let spec = ModelSpec::qwen3_tiny();
+        let dir = temp_dir("qk");
+        let mut p = Params::init(&spec, 1);
+        let mut m = Params::init(&spec, 2);
+        for (i, l) in p.layers.iter_mut().enumerate() {
+            l.q_norm[3] = 1.5 + i as f32;
+            l.k_norm[0] = -0.25;
+        }
+        m.layers[1].k_norm[31] = 7.0;
+        let state = sample_state(&spec);
+        save(&dir, &state, &p, &m, &m, Some(&p)).expect("save");
+        let ck = load(&dir).expect("load");
+        assert!(ck.state.model.qk_norm);
+        assert_eq!(ck.params, p);
+        assert_eq!(ck.adam_m, m);
+        assert_eq!(ck.grads, Some(p.clone()));
+        let names: Vec<String> = p.tensors(&spec).into_iter().map(|t| t.0).collect();
+        for l in 0..spec.n_layers {
+            for t in QK_NORM_TENSORS {
+                assert!(names.contains(&format!("layers.{l}.{t}")), "{t}");
+            }
+        }
+        // a checkpoint whose tensors file lacks a gain is an error, never a silent default
+        let llama = ModelSpec {
+            qk_norm: false,
+            ..spec.clone()
+        };
+        let plain = Params::init(&llama, 1);
+        assert!(plain.layers[0].q_norm.is_empty());
+        assert!(
+            plain
+                .tensors(&llama)
+                .iter()
+                .all(|t| !t.0.contains("q_norm") && !t.0.contains("k_norm"))
+        );
+        save(&dir, &sample_state(&llama), &plain, &plain, &plain, None).expect("save llama");
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join(STATE_FILE)).expect("read")).expect("json");
+        json["state"]["model"]["qk_norm"] = true.into();
+        fs::write(
+            dir.join(STATE_FILE),
+            serde_json::to_vec(&json).expect("json"),
+        )
+        .expect("write");
+        let e = load(&dir).expect_err("missing gains").to_string();
+        assert!(
+            e.contains("tensor layers.0.attention.q_norm.weight is missing"),
+            "{e}"
+        );
+        // state files from before q/k norm existed read as Llama
+        json["state"]["model"]
+            .as_object_mut()
+            .expect("model")
+            .remove("qk_norm");
+        fs::write(
+            dir.join(STATE_FILE),
+            serde_json::to_vec(&json).expect("json"),
+        )
+        .expect("write");
+        assert!(!load(&dir).expect("old state file").state.model.qk_norm);
         fs::remove_dir_all(&dir).ok();
     }
 

@@ -200,7 +200,7 @@ impl TrainConfig {
 /// ([`TrainConfig::embedded_default`]).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TrainArgs {
-    /// Model preset: tiny, small, stories15m, stories42m, stories110m, qwen3-0.6b
+    /// Model preset: tiny, small, stories15m, stories42m, stories110m, qwen3-0.6b, qwen3-tiny
     /// [default: small]
     #[arg(long)]
     pub model: Option<String>,

@@ -15,6 +15,10 @@ use std::sync::Mutex;
 /// RMSNorm epsilon (llama2.c and training_dynamic use 1e-5).
 pub const NORM_EPS: f64 = 1e-5;
 
+/// Epsilon of Qwen3's per-head q/k RMSNorm (Qwen3's `rms_norm_eps`, 1e-6; the graphs kernels
+/// get it as `ModelConfig::norm_eps`, see [`crate::kernels::graphs_config`]).
+pub const QK_NORM_EPS: f64 = 1e-6;
+
 /// RoPE base frequency.
 pub const ROPE_THETA: f64 = 10000.0;
 
@@ -22,6 +26,81 @@ pub const ROPE_THETA: f64 = 10000.0;
 /// channel-first RMSNorm (f32 sums; within `1e-5` relative of exact).
 pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], seq: usize) {
     ew::rmsnorm_channels(selected_isa(), x, w, seq, NORM_EPS as f32, out);
+}
+
+fn inv_rms_eps(x: &[f32], dim: usize, seq: usize, eps: f64) -> Vec<f64> {
+    let mut ss = vec![0.0f64; seq];
+    for c in 0..dim {
+        for t in 0..seq {
+            let v = f64::from(x[c * seq + t]);
+            ss[t] += v * v;
+        }
+    }
+    ss.iter()
+        .map(|s| 1.0 / (s / dim as f64 + eps).sqrt())
+        .collect()
+}
+
+/// Qwen3's per-head RMSNorm: `x` is `[heads*hd, S]` and each head's `[hd, S]` block is
+/// normalised over its `hd` channels with the shared gain `w` (`[hd]`):
+/// `out[h*hd + c, t] = x[h*hd + c, t] * w[c] / sqrt(mean_c x[h*hd + c, t]^2 + eps)`.
+pub fn head_rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], seq: usize, eps: f64) {
+    let block = w.len() * seq;
+    debug_assert_eq!(x.len() % block, 0);
+    for (o, xh) in out.chunks_mut(block).zip(x.chunks(block)) {
+        let inv = inv_rms_eps(xh, w.len(), seq, eps);
+        for (c, wc) in w.iter().enumerate() {
+            for t in 0..seq {
+                o[c * seq + t] = (f64::from(xh[c * seq + t]) * inv[t] * f64::from(*wc)) as f32;
+            }
+        }
+    }
+}
+
+/// Backward of [`head_rmsnorm`] with respect to its input: from `dy` (gradient of the
+/// normalised heads) writes `dx`, per head the [`rmsnorm_bwd`] formula over `hd`.
+pub fn head_rmsnorm_bwd(dx: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], seq: usize, eps: f64) {
+    let (hd, block) = (w.len(), w.len() * seq);
+    for ((dxh, dyh), xh) in dx
+        .chunks_mut(block)
+        .zip(dy.chunks(block))
+        .zip(x.chunks(block))
+    {
+        let inv = inv_rms_eps(xh, hd, seq, eps);
+        let mut dot = vec![0.0f64; seq];
+        for (c, wc) in w.iter().enumerate() {
+            for (t, d) in dot.iter_mut().enumerate() {
+                let i = c * seq + t;
+                *d += f64::from(dyh[i]) * f64::from(*wc) * f64::from(xh[i]);
+            }
+        }
+        for (c, wc) in w.iter().enumerate() {
+            for (t, (&r, &dt)) in inv.iter().zip(&dot).enumerate() {
+                let i = c * seq + t;
+                let (xv, dyv) = (f64::from(xh[i]), f64::from(dyh[i]));
+                dxh[i] = (f64::from(*wc) * r * dyv - xv * r * r * r * dt / hd as f64) as f32;
+            }
+        }
+    }
+}
+
+/// The gain gradient of [`head_rmsnorm`]: `dw[c] += Σ_heads Σ_t dy[h*hd + c, t] x[h*hd + c, t]
+/// r[h, t]` with `r` the head's inverse RMS (summed over every head that shares the gain).
+pub fn head_rmsnorm_gain_bwd(dw: &mut [f32], dy: &[f32], x: &[f32], seq: usize, eps: f64) {
+    let (hd, block) = (dw.len(), dw.len() * seq);
+    let mut acc = vec![0.0f64; hd];
+    for (dyh, xh) in dy.chunks(block).zip(x.chunks(block)) {
+        let inv = inv_rms_eps(xh, hd, seq, eps);
+        for (c, a) in acc.iter_mut().enumerate() {
+            for (t, &r) in inv.iter().enumerate() {
+                let i = c * seq + t;
+                *a += f64::from(dyh[i]) * f64::from(xh[i]) * r;
+            }
+        }
+    }
+    for (d, a) in dw.iter_mut().zip(&acc) {
+        *d += *a as f32;
+    }
 }
 
 /// Backward of [`rmsnorm`]: writes `dx` and adds the gain gradient into `dw`.
@@ -649,6 +728,49 @@ mod tests {
         fd_check(&mut x.clone(), &dx, &mut |xx| loss(xx, &w), 2e-3);
         fd_check(&mut w.clone(), &dw, &mut |ww| loss(&x, ww), 2e-3);
         x[0] = 0.0; // keep clippy quiet about the clone
+    }
+
+    #[test]
+    fn head_rmsnorm_backward_matches_finite_differences() {
+        let mut rng = Rng::new(12);
+        let (heads, hd, seq) = (3, 4, 5);
+        let x = random(heads * hd * seq, &mut rng);
+        let w = random(hd, &mut rng);
+        let r = random(heads * hd * seq, &mut rng); // loss = <r, head_rmsnorm(x)>
+        let eps = QK_NORM_EPS;
+        let mut dx = vec![0.0; x.len()];
+        head_rmsnorm_bwd(&mut dx, &r, &x, &w, seq, eps);
+        let mut dw = vec![0.5; hd];
+        head_rmsnorm_gain_bwd(&mut dw, &r, &x, seq, eps);
+        for g in &mut dw {
+            *g -= 0.5; // it accumulates
+        }
+        let loss = |x: &[f32], w: &[f32]| {
+            let mut y = vec![0.0; x.len()];
+            head_rmsnorm(&mut y, x, w, seq, eps);
+            y.iter()
+                .zip(&r)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum::<f64>()
+        };
+        fd_check(&mut x.clone(), &dx, &mut |xx| loss(xx, &w), 2e-3);
+        fd_check(&mut w.clone(), &dw, &mut |ww| loss(&x, ww), 2e-3);
+        // each head is normalised on its own: scaling one head leaves the output unchanged
+        let mut y0 = vec![0.0; x.len()];
+        head_rmsnorm(&mut y0, &x, &w, seq, eps);
+        let mut xs = x.clone();
+        for v in &mut xs[hd * seq..2 * hd * seq] {
+            *v *= 3.0;
+        }
+        let mut y1 = vec![0.0; x.len()];
+        head_rmsnorm(&mut y1, &xs, &w, seq, eps);
+        close(&y1, &y0, 1e-5);
+        // and with one head of width dim it is rmsnorm (at its own epsilon)
+        let mut a = vec![0.0; hd * seq];
+        let mut b = vec![0.0; hd * seq];
+        head_rmsnorm(&mut a, &x[..hd * seq], &w, seq, NORM_EPS);
+        rmsnorm(&mut b, &x[..hd * seq], &w, seq);
+        close(&a, &b, 1e-5);
     }
 
     #[test]

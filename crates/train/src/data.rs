@@ -1,6 +1,14 @@
 //! Token data: llama2.c's pretokenized shards (a flat file of little-endian `u16` token ids),
 //! memory-mapped, validated once, and sampled as training windows; or the embedded corpus
 //! through the byte-level tokenizer.
+//!
+//! Ids are `u16` from file to window, so a model whose vocabulary is larger than 65536 (Qwen3's
+//! 151936) trains on the ids below 65536 only: every id read is below both the model's
+//! vocabulary and 65536, nothing is narrowed on the way (`usize::from` into the embedding and
+//! the cross-entropy), and the classifier still covers the whole vocabulary. Data tokenized for
+//! such a vocabulary cannot be stored in this format (ids of 65536 and up do not exist in it);
+//! an id at or above the model's vocabulary is an error naming its byte offset, and the
+//! sampler rejects prompt ids above 65535 rather than truncating them.
 
 use std::path::{Path, PathBuf};
 
@@ -273,6 +281,21 @@ mod tests {
         let mut w = [0u16; 2];
         data.window(2, &mut w);
         assert_eq!(w, [3, 4]);
+    }
+
+    #[test]
+    fn ids_up_to_u16_max_pass_unchanged_under_a_vocabulary_above_u16() {
+        let ids = [65_535u16, 0, 40_000, 65_534];
+        let data = TokenData::from_shard_bytes("q.bin".into(), shard(&ids), 3, 151_936)
+            .expect("every u16 id is inside Qwen3's vocabulary");
+        let mut w = [0u16; 4];
+        data.window(0, &mut w);
+        assert_eq!(w, ids);
+        // the same file is out of range for a byte vocabulary, with the offset named
+        let e = TokenData::from_shard_bytes("q.bin".into(), shard(&ids), 3, 256)
+            .expect_err("out of vocab")
+            .to_string();
+        assert!(e.contains("token id 65535 at byte offset 0"), "{e}");
     }
 
     #[test]

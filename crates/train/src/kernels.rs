@@ -21,6 +21,13 @@
 //! The two attention-backward kernels carry no weights and are shared by all layers in both
 //! modes; with function parameters the second reads the first's `probs` and `dp` outputs in
 //! place ([`Kernel::bind_input_to`]).
+//!
+//! Qwen3 ([`ModelSpec::qk_norm`]): `sdpaFwd` takes the q/k-norm gains as two more weights
+//! (function parameters, or columns of the packed input) and also returns `q_raw`/`k_raw`;
+//! `qNormBwd`/`kNormBwd` (weight-bearing, so instanced or restaged exactly as the projection
+//! kernels are in each mode) give the norm's input gradient. The
+//! gains' own gradients are summed on the CPU by the step, as for every RMSNorm gain (the
+//! generators leave them to the host, like maderix/ANE's `rmsnormBwd`).
 
 use milbridge_bridge::{CachePolicy, Kernel, KernelOptions, Precision};
 use milbridge_graphs::{
@@ -28,13 +35,16 @@ use milbridge_graphs::{
     write_section,
 };
 
-use crate::backend::{AttnGrads, AttnOut, Backend, FfnOut};
+use crate::backend::{AttnGrads, AttnOut, Backend, FfnOut, NormHeads};
 use crate::config::WeightMode;
 use crate::cpu;
 use crate::error::{Error, Result};
 use crate::model::{Layer, ModelSpec, Params};
 
-/// The graphs configuration of a trainer model (Llama: no q/k norm, residual scale 1).
+/// The graphs configuration of a trainer model (residual scale 1; q/k norm as the spec says).
+///
+/// `norm_eps` reaches only the q/k-norm kernels here (the trainer's layer and final RMSNorms
+/// run on the CPU at [`cpu::NORM_EPS`]), so with q/k norm it is Qwen3's [`cpu::QK_NORM_EPS`].
 pub fn graphs_config(spec: &ModelSpec) -> ModelConfig {
     ModelConfig {
         dim: spec.dim,
@@ -45,9 +55,13 @@ pub fn graphs_config(spec: &ModelSpec) -> ModelConfig {
         head_dim: spec.head_dim,
         seq: spec.seq,
         vocab: spec.vocab,
-        qk_norm: false,
+        qk_norm: spec.qk_norm,
         rope_theta: cpu::ROPE_THETA,
-        norm_eps: cpu::NORM_EPS,
+        norm_eps: if spec.qk_norm {
+            cpu::QK_NORM_EPS
+        } else {
+            cpu::NORM_EPS
+        },
         residual_scale: f64::from(crate::backend::residual_scale(spec)),
     }
 }
@@ -251,6 +265,8 @@ fn weight<'a>(layer: &'a Layer, name: &str) -> &'a [f32] {
         "w3" => &layer.w3,
         "rms_att" => &layer.rms_att,
         "rms_ffn" => &layer.rms_ffn,
+        "q_norm" => &layer.q_norm,
+        "k_norm" => &layer.k_norm,
         other => panic!("invariant: generated kernels only name layer weights, got {other:?}"),
     }
 }
@@ -271,6 +287,10 @@ pub struct KernelBackend {
     bwd2: Unit,
     cls_fwd: Unit,
     cls_bwd: Unit,
+    /// Qwen3's `qNormBwd` and `kNormBwd` (only with q/k norm).
+    qk_norm_bwd: Option<[Unit; 2]>,
+    /// Their output before it replaces the incoming gradient, `[q_dim, S]`.
+    norm_dx: Vec<f32>,
     cold: usize,
     /// K and V tiled to every query head, and the query-head gradients before reduction.
     k_t: Vec<f32>,
@@ -353,6 +373,14 @@ impl KernelBackend {
         let mut bwd2 = unit(dynamic::sdpa_bwd2(&cfg, gmode), false)?;
         let cls_fwd = unit(dynamic::classifier_fwd(&cfg, gmode), false)?;
         let cls_bwd = unit(dynamic::classifier_bwd(&cfg, gmode), false)?;
+        let qk_norm_bwd = if spec.qk_norm {
+            Some([
+                unit(dynamic::qk_norm_bwd(&cfg, gmode, NormHeads::Query), true)?,
+                unit(dynamic::qk_norm_bwd(&cfg, gmode, NormHeads::Key), true)?,
+            ])
+        } else {
+            None
+        };
         if !bwd2.packed && !bwd1.packed {
             for name in ["probs", "dp"] {
                 let out = bwd1
@@ -392,6 +420,8 @@ impl KernelBackend {
             bwd2,
             cls_fwd,
             cls_bwd,
+            qk_norm_bwd,
+            norm_dx: vec![0.0; if spec.qk_norm { qd * s } else { 0 }],
             cold,
             k_t: vec![0.0; qd * s],
             v_t: vec![0.0; qd * s],
@@ -410,7 +440,12 @@ impl KernelBackend {
 
     /// Kernel objects in use (per-layer instances count separately).
     pub fn kernel_count(&self) -> usize {
-        self.units().iter().map(|u| u.kernels.len()).sum()
+        let norms = self.qk_norm_bwd.iter().flatten();
+        self.units()
+            .into_iter()
+            .chain(norms)
+            .map(|u| u.kernels.len())
+            .sum()
     }
 
     fn units(&self) -> [&Unit; 12] {
@@ -499,6 +534,9 @@ impl Backend for KernelBackend {
             for unit in self.weighted_mut() {
                 unit.load(l, &|name| weight(layer, name))?;
             }
+            for unit in self.qk_norm_bwd.iter_mut().flatten() {
+                unit.load(l, &|name| weight(layer, name))?;
+            }
         }
         let embed = |_: &str| &params.embed[..];
         self.cls_fwd.load(0, &embed)?;
@@ -514,7 +552,29 @@ impl Backend for KernelBackend {
         out: AttnOut<'_>,
     ) -> Result<()> {
         let (k, s) = self.slot(layer);
-        let AttnOut { attn, q, k: kk, v } = out;
+        let AttnOut {
+            attn,
+            q,
+            k: kk,
+            v,
+            q_raw,
+            k_raw,
+        } = out;
+        if self.spec.qk_norm {
+            return self.attn_fwd.call(
+                k,
+                s,
+                &[("xnorm", xnorm)],
+                &mut [
+                    ("attn", attn),
+                    ("q_rope", q),
+                    ("k_rope", kk),
+                    ("v", v),
+                    ("q_raw", q_raw),
+                    ("k_raw", k_raw),
+                ],
+            );
+        }
         self.attn_fwd.call(
             k,
             s,
@@ -620,6 +680,30 @@ impl Backend for KernelBackend {
         }
         cpu::gqa_reduce(out.dk, &self.dk_full, h, kvh);
         cpu::gqa_reduce(out.dv, &self.dv_full, h, kvh);
+        Ok(())
+    }
+
+    fn qk_norm_bwd(
+        &mut self,
+        layer: usize,
+        heads: NormHeads,
+        raw: &[f32],
+        d: &mut [f32],
+    ) -> Result<()> {
+        let (k, s) = self.slot(layer);
+        let Some(units) = self.qk_norm_bwd.as_mut() else {
+            return Err(Error::Config(format!(
+                "model {} has no q/k norm, so there is no q/k-norm backward",
+                self.spec.name
+            )));
+        };
+        let unit = match heads {
+            NormHeads::Query => &mut units[0],
+            NormHeads::Key => &mut units[1],
+        };
+        let dx = &mut self.norm_dx[..d.len()];
+        unit.call(k, s, &[("dy", &*d), ("x", raw)], &mut [("dx", dx)])?;
+        d.copy_from_slice(dx);
         Ok(())
     }
 

@@ -3,9 +3,11 @@
 //!
 //! The model is Llama 2 as llama2.c defines it ([`model`]): RMSNorm, RoPE on adjacent pairs,
 //! causal multi-head attention (grouped-query when `n_kv_heads < n_heads`), SwiGLU FFN, token
-//! embedding tied to the classifier. Every forward matmul and every backward-dx matmul runs in a
-//! kernel that `milbridge-graphs` generates as MIL, printed to text and compiled by the bridge
-//! **once at start-up**; weights change by surface writes, never by recompiling.
+//! embedding tied to the classifier; with [`ModelSpec::qk_norm`] (the Qwen3 presets) also
+//! Qwen3's per-head RMSNorm of queries and keys between the projections and RoPE. Every
+//! forward matmul and every backward-dx matmul runs in a kernel that `milbridge-graphs`
+//! generates as MIL, printed to text and compiled by the bridge **once at start-up**; weights
+//! change by surface writes, never by recompiling.
 //!
 //! # Entry points
 //!
@@ -32,7 +34,10 @@
 //! the final RMSNorm (CPU), the classifier (`classifierFwd`) and the cross-entropy over the
 //! vocabulary (CPU). Backward, per layer in reverse: `ffnBwdW2t`, SiLU-gate derivative (CPU),
 //! `ffnBwdW13t`, RMSNorm backward (CPU), `wotBwd`, `sdpaBwd1` + `sdpaBwd2` (K/V tiled to the
-//! query heads and reduced back on the CPU), RoPE backward (CPU), `qBwd` + `kvBwd`. Every
+//! query heads and reduced back on the CPU), RoPE backward (CPU), (Qwen3: `qNormBwd` +
+//! `kNormBwd`, the gains' gradients on the CPU,) `qBwd` + `kvBwd`. With q/k norm `sdpaFwd`
+//! also normalises each query and key head (gains `q_norm`/`k_norm`, `[head_dim]`, epsilon
+//! 1e-6) before RoPE and returns the raw projections for the backward. Every
 //! `dW += dY·Xᵀ` product goes to a CPU thread that works while the next kernels evaluate (the
 //! reference's `dispatch_group_async`), in queue order, so the bits do not depend on timing.
 //!
@@ -115,8 +120,10 @@
 //!   `1/sqrt(2·n_layers)`), and the init is llama2.c's (normal, std 0.02, residual outputs
 //!   scaled by `1/sqrt(2·n_layers)`).
 //! - No vocabulary compaction; the classifier covers the whole vocabulary.
-//! - Qwen3-0.6B's shape trains as a Llama (no q/k norm, RoPE base 10000), as training_dynamic
-//!   does.
+//! - Qwen3 (`qwen3-0.6b`, `qwen3-tiny`) has its q/k RMSNorm (epsilon 1e-6, as the graphs
+//!   generators get it) but keeps the Llama RoPE base 10000 and layer-RMSNorm epsilon 1e-5
+//!   (Qwen3: 1e6 and 1e-6). Its vocabulary of 151936 is covered by the classifier, but the
+//!   u16 data only reaches ids below 65536 ([`data`]).
 //! - The CPU-side products (dW, and every product of the reference backend) run on linalg's GEMM
 //!   through its safe slice entry point `gemm_f32` ([`cpu::matmul_nt`] and friends).
 #![forbid(unsafe_code)]

@@ -29,6 +29,11 @@ pub struct ModelSpec {
     pub seq: usize,
     /// Vocabulary size (rows of the tied embedding).
     pub vocab: usize,
+    /// Qwen3's per-head RMSNorm of the queries and keys (over `head_dim`, gains
+    /// [`Layer::q_norm`]/[`Layer::k_norm`], epsilon [`crate::cpu::QK_NORM_EPS`]) between the
+    /// projections and RoPE. Absent from older checkpoints' `state.json`, which read as `false`.
+    #[serde(default)]
+    pub qk_norm: bool,
 }
 
 impl ModelSpec {
@@ -60,14 +65,28 @@ impl ModelSpec {
         ModelSpec::named("stories110m", 768, 2048, 12, 12, 12, 64, 256, 32000)
     }
 
-    /// Qwen3-0.6B's shape (dim 1024, 16 heads over 8 kv heads of 128, hidden 3072, 28
-    /// layers, vocab 151936, seq 256), trained as a Llama (no q/k norm), like training_dynamic.
+    /// Qwen3-0.6B's shape (dim 1024, 16 heads over 8 kv heads of 128, so q_dim 2048 ≠ dim,
+    /// hidden 3072, 28 layers, vocab 151936, seq 256) with Qwen3's q/k RMSNorm. Token ids of
+    /// the u16 data stay below 65536, a subset of the vocabulary (see [`crate::data`]).
     pub fn qwen3_0_6b() -> ModelSpec {
-        ModelSpec::named("qwen3-0.6b", 1024, 3072, 28, 16, 8, 128, 256, 151_936)
+        ModelSpec {
+            qk_norm: true,
+            ..ModelSpec::named("qwen3-0.6b", 1024, 3072, 28, 16, 8, 128, 256, 151_936)
+        }
+    }
+
+    /// Qwen3-0.6B's head structure scaled down, on the byte vocabulary (graphs'
+    /// `ModelConfig::qwen3_tiny`): dim 64, 4 query heads over 2 kv heads of 32 (q_dim 128 =
+    /// 2 × dim), hidden 192, 2 layers, seq 32, vocab 256, q/k RMSNorm.
+    pub fn qwen3_tiny() -> ModelSpec {
+        ModelSpec {
+            qk_norm: true,
+            ..ModelSpec::named("qwen3-tiny", 64, 192, 2, 4, 2, 32, 32, 256)
+        }
     }
 
     /// A preset by name: `tiny`, `small`, `stories15m`, `stories42m`, `stories110m`,
-    /// `qwen3-0.6b`.
+    /// `qwen3-0.6b`, `qwen3-tiny`.
     pub fn preset(name: &str) -> Option<ModelSpec> {
         Some(match name {
             "tiny" => ModelSpec::tiny(),
@@ -76,6 +95,7 @@ impl ModelSpec {
             "stories42m" => ModelSpec::stories42m(),
             "stories110m" => ModelSpec::stories110m(),
             "qwen3-0.6b" | "qwen3_0_6b" => ModelSpec::qwen3_0_6b(),
+            "qwen3-tiny" | "qwen3_tiny" => ModelSpec::qwen3_tiny(),
             _ => return None,
         })
     }
@@ -88,6 +108,7 @@ impl ModelSpec {
         "stories42m",
         "stories110m",
         "qwen3-0.6b",
+        "qwen3-tiny",
     ];
 
     #[allow(clippy::too_many_arguments, reason = "a model shape is eight numbers")]
@@ -112,6 +133,7 @@ impl ModelSpec {
             head_dim,
             seq,
             vocab,
+            qk_norm: false,
         }
     }
 
@@ -166,7 +188,12 @@ impl ModelSpec {
 
     fn layer_param_count(&self) -> usize {
         let (d, q, kv, h) = (self.dim, self.q_dim(), self.kv_dim(), self.hidden);
-        q * d + 2 * kv * d + d * q + 3 * h * d + 2 * d
+        q * d + 2 * kv * d + d * q + 3 * h * d + 2 * d + self.qk_norm_len() * 2
+    }
+
+    /// Length of each q/k-norm gain: `head_dim` with [`ModelSpec::qk_norm`], else 0.
+    pub fn qk_norm_len(&self) -> usize {
+        if self.qk_norm { self.head_dim } else { 0 }
     }
 }
 
@@ -191,6 +218,11 @@ pub struct Layer {
     pub rms_att: Vec<f32>,
     /// FFN RMSNorm gain `[dim]`.
     pub rms_ffn: Vec<f32>,
+    /// Qwen3 query-head RMSNorm gain `[head_dim]`, shared by all query heads; empty without
+    /// [`ModelSpec::qk_norm`].
+    pub q_norm: Vec<f32>,
+    /// Qwen3 key-head RMSNorm gain `[head_dim]`; empty without [`ModelSpec::qk_norm`].
+    pub k_norm: Vec<f32>,
 }
 
 /// All parameters (also used for gradients and Adam moments, which have the same shapes).
@@ -204,7 +236,10 @@ pub struct Params {
     pub layers: Vec<Layer>,
 }
 
-/// The nine tensors of a layer, in checkpoint order.
+/// The q/k-norm gains of a layer (Qwen3 only), in checkpoint order after [`LAYER_TENSORS`].
+pub const QK_NORM_TENSORS: [&str; 2] = ["attention.q_norm.weight", "attention.k_norm.weight"];
+
+/// The nine tensors of every layer, in checkpoint order.
 pub const LAYER_TENSORS: [&str; 9] = [
     "attention.wq.weight",
     "attention.wk.weight",
@@ -231,6 +266,8 @@ impl Params {
             w3: vec![0.0; h * d],
             rms_att: vec![0.0; d],
             rms_ffn: vec![0.0; d],
+            q_norm: vec![0.0; spec.qk_norm_len()],
+            k_norm: vec![0.0; spec.qk_norm_len()],
         };
         Params {
             embed: vec![0.0; spec.vocab * d],
@@ -241,7 +278,7 @@ impl Params {
 
     /// Deterministic initialisation from `seed` (llama2.c's `train.py` scheme): every matrix
     /// and the embedding normal with std 0.02, the residual-branch outputs (`wo`, `w2`) with
-    /// std `0.02 / sqrt(2 n_layers)`, RMSNorm gains 1.
+    /// std `0.02 / sqrt(2 n_layers)`, RMSNorm gains (q/k-norm gains too) 1.
     pub fn init(spec: &ModelSpec, seed: u64) -> Params {
         let mut p = Params::zeros(spec);
         let mut rng = Rng::stream(seed, 0x1417);
@@ -264,6 +301,8 @@ impl Params {
             fill(&mut l.w3, std);
             l.rms_att.fill(1.0);
             l.rms_ffn.fill(1.0);
+            l.q_norm.fill(1.0);
+            l.k_norm.fill(1.0);
         }
         p
     }
@@ -289,12 +328,19 @@ impl Params {
             {
                 out.push((format!("layers.{i}.{name}"), shape, data));
             }
+            if spec.qk_norm {
+                for (name, data) in QK_NORM_TENSORS.iter().zip([&l.q_norm, &l.k_norm]) {
+                    out.push((format!("layers.{i}.{name}"), vec![spec.head_dim], &data[..]));
+                }
+            }
         }
         out
     }
 
     /// Mutable views of every tensor, in the order of [`Params::tensors`], each with whether
-    /// weight decay applies (matrices and the embedding) or not (norm gains).
+    /// weight decay applies (matrices and the embedding) or not (norm gains). The q/k-norm
+    /// gains are included when present (non-empty, as [`Params::zeros`] makes them exactly
+    /// when the spec has [`ModelSpec::qk_norm`]).
     pub fn tensors_mut(&mut self) -> Vec<(&mut Vec<f32>, bool)> {
         let mut out: Vec<(&mut Vec<f32>, bool)> =
             vec![(&mut self.embed, true), (&mut self.rms_final, false)];
@@ -310,6 +356,9 @@ impl Params {
                 (&mut l.rms_att, false),
                 (&mut l.rms_ffn, false),
             ]);
+            if !l.q_norm.is_empty() {
+                out.extend([(&mut l.q_norm, false), (&mut l.k_norm, false)]);
+            }
         }
         out
     }
@@ -371,6 +420,14 @@ mod tests {
         );
         assert_eq!(ModelSpec::qwen3_0_6b().q_dim(), 2048);
         assert_eq!(ModelSpec::qwen3_0_6b().kv_dim(), 1024);
+        assert!(ModelSpec::qwen3_0_6b().qk_norm && ModelSpec::qwen3_tiny().qk_norm);
+        assert!(!ModelSpec::stories110m().qk_norm);
+        // Qwen3-0.6B (tied embedding counted once): 596M parameters
+        let layer = 2 * 2048 * 1024 + 2 * 1024 * 1024 + 3 * 3072 * 1024 + 2 * 1024 + 2 * 128;
+        assert_eq!(
+            ModelSpec::qwen3_0_6b().param_count(),
+            151_936 * 1024 + 1024 + 28 * layer
+        );
         assert!(ModelSpec::preset("nope").is_none());
     }
 
@@ -414,5 +471,23 @@ mod tests {
             assert_eq!(shape.iter().product::<usize>(), data.len(), "{name}");
         }
         assert_eq!(tensors[2].0, "layers.0.attention.wq.weight");
+
+        let q = ModelSpec::qwen3_tiny();
+        let p = Params::init(&q, 7);
+        let tensors = p.tensors(&q);
+        let n = tensors.len();
+        assert_eq!(n, 2 + 11 * q.n_layers);
+        let total: usize = tensors.iter().map(|t| t.2.len()).sum();
+        assert_eq!(total, q.param_count());
+        assert_eq!(tensors[2 + 9].0, "layers.0.attention.q_norm.weight");
+        assert_eq!(tensors[2 + 10].1, vec![32]);
+        assert!(p.layers[1].k_norm.iter().all(|&g| g == 1.0));
+        let mut p = p;
+        let muts = p.tensors_mut();
+        assert_eq!(muts.len(), n);
+        assert!(
+            !muts[2 + 9].1 && !muts[2 + 10].1,
+            "no weight decay on q/k-norm gains"
+        );
     }
 }

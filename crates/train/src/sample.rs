@@ -34,7 +34,9 @@ pub struct SampleOptions {
 ///
 /// # Errors
 ///
-/// A backend call failed, or the prompt holds an id outside the vocabulary.
+/// A backend call failed, or the prompt holds an id outside the vocabulary or above the u16
+/// range the windows hold (a vocabulary above 65536, such as Qwen3's 151936, is usable only
+/// below 65536).
 pub fn generate(
     backend: &mut dyn Backend,
     params: &Params,
@@ -46,6 +48,11 @@ pub fn generate(
         return Err(Error::Config(format!(
             "prompt token {bad} is outside vocab {}",
             spec.vocab
+        )));
+    }
+    if let Some(&bad) = prompt.iter().find(|&&id| u16::try_from(id).is_err()) {
+        return Err(Error::Config(format!(
+            "prompt token {bad} does not fit the u16 token windows (ids stop at 65535)"
         )));
     }
     let mut rng = Rng::stream(opts.seed, 0x5A3F);
@@ -226,6 +233,7 @@ mod tests {
             head_dim: 8,
             seq: 8,
             vocab: 256,
+            qk_norm: false,
         };
         let params = Params::init(&spec, 1);
         let mut b = crate::backend::ReferenceBackend::new(&spec);
@@ -242,5 +250,37 @@ mod tests {
         assert_eq!(a.len(), 12);
         assert!(a.iter().all(|&t| t < 256));
         assert!(generate(&mut b, &params, &spec, &[300], &opts).is_err());
+    }
+
+    #[test]
+    fn a_vocabulary_above_u16_is_an_error_for_wide_prompts_never_a_truncation() {
+        let spec = ModelSpec {
+            name: "wide".into(),
+            dim: 8,
+            hidden: 8,
+            n_layers: 1,
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_dim: 4,
+            seq: 4,
+            vocab: 70_000,
+            qk_norm: true,
+        };
+        let params = Params::init(&spec, 1);
+        let mut b = crate::backend::ReferenceBackend::new(&spec);
+        b.load_weights(&params).expect("weights");
+        let opts = SampleOptions {
+            tokens: 3,
+            temperature: 1.0,
+            top_p: 1.0,
+            seed: 3,
+        };
+        // 66000 is inside the vocabulary but `as u16` would make it 464
+        let e = generate(&mut b, &params, &spec, &[66_000], &opts)
+            .expect_err("wide id")
+            .to_string();
+        assert!(e.contains("does not fit the u16 token windows"), "{e}");
+        let out = generate(&mut b, &params, &spec, &[65_535, 7], &opts).expect("gen");
+        assert!(out.iter().all(|&t| t <= 65_535));
     }
 }

@@ -9,7 +9,7 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::backend::{AttnGrads, AttnOut, Backend, FfnOut, residual_scale};
+use crate::backend::{AttnGrads, AttnOut, Backend, FfnOut, NormHeads, residual_scale};
 use crate::cpu;
 use crate::error::Result;
 use crate::model::{ModelSpec, Params};
@@ -29,6 +29,9 @@ struct LayerActs {
     h1: Vec<f32>,
     h3: Vec<f32>,
     gate: Vec<f32>,
+    /// Qwen3: q and k before the q/k norm (empty without it).
+    q_raw: Vec<f32>,
+    k_raw: Vec<f32>,
 }
 
 /// Buffers reused across micro-steps (allocated once per run).
@@ -85,6 +88,8 @@ impl Workspace {
             h1: vec![0.0; h * s],
             h3: vec![0.0; h * s],
             gate: vec![0.0; h * s],
+            q_raw: vec![0.0; if spec.qk_norm { qd * s } else { 0 }],
+            k_raw: vec![0.0; if spec.qk_norm { kvd * s } else { 0 }],
         };
         Workspace {
             spec: spec.clone(),
@@ -196,6 +201,8 @@ pub fn forward(
                     q: &mut a.q,
                     k: &mut a.k,
                     v: &mut a.v,
+                    q_raw: &mut a.q_raw,
+                    k_raw: &mut a.k_raw,
                 },
             )
         })?;
@@ -359,11 +366,13 @@ pub fn forward_backward(
         layers: Vec::with_capacity(spec.n_layers),
     };
     let mut norms = Vec::with_capacity(spec.n_layers);
+    let mut qk_gains = Vec::with_capacity(spec.n_layers);
     for gl in g_layers.iter_mut() {
         mats.layers.push([
             &mut gl.wq, &mut gl.wk, &mut gl.wv, &mut gl.wo, &mut gl.w1, &mut gl.w2, &mut gl.w3,
         ]);
         norms.push((&mut gl.rms_att, &mut gl.rms_ffn));
+        qk_gains.push((&mut gl.q_norm, &mut gl.k_norm));
     }
 
     // Split the workspace: the saved activations, the logits' gradient and the final norm's
@@ -481,6 +490,19 @@ pub fn forward_backward(
                 })?;
                 cpu::rope(dq, spec.head_dim, s, true);
                 cpu::rope(dk, spec.head_dim, s, true);
+                if spec.qk_norm {
+                    // Qwen3: gain gradients on the CPU, dx of the norm through the backend.
+                    let (g_qn, g_kn) = &mut qk_gains[l];
+                    let eps = cpu::QK_NORM_EPS;
+                    cpu::head_rmsnorm_gain_bwd(g_qn, dq, &a.q_raw, s, eps);
+                    cpu::head_rmsnorm_gain_bwd(g_kn, dk, &a.k_raw, s, eps);
+                    kcall(backend, times, Bucket::Kernels, |b| {
+                        b.qk_norm_bwd(l, NormHeads::Query, &a.q_raw, &mut *dq)
+                    })?;
+                    kcall(backend, times, Bucket::Kernels, |b| {
+                        b.qk_norm_bwd(l, NormHeads::Key, &a.k_raw, &mut *dk)
+                    })?;
+                }
                 let job = copy(dq, spare);
                 send(GradSlot::Layer(l, Mat::Wq), job, &a.xnorm, qd, d);
                 let job = copy(dk, spare);
@@ -531,14 +553,45 @@ mod tests {
             head_dim: 4,
             seq: 6,
             vocab: 11,
+            qk_norm: false,
         }
+    }
+
+    /// Qwen3's head structure in miniature: q/k norm, q_dim 24 ≠ dim 12, 2 kv heads for 4
+    /// query heads, head_dim 6 ≠ dim / heads.
+    fn qwen3_micro_spec() -> ModelSpec {
+        ModelSpec {
+            name: "qwen3-micro".into(),
+            dim: 12,
+            head_dim: 6,
+            qk_norm: true,
+            ..micro_spec()
+        }
+    }
+
+    #[test]
+    fn reference_gradient_matches_finite_differences_per_tensor() {
+        check_reference_gradients(&micro_spec());
+    }
+
+    #[test]
+    fn reference_gradient_with_qk_norm_matches_finite_differences_per_tensor() {
+        let spec = qwen3_micro_spec();
+        assert!(spec.q_dim() != spec.dim && spec.n_kv_heads * 2 == spec.n_heads);
+        assert!(spec.head_dim != spec.dim / spec.n_heads);
+        let names: Vec<String> = Params::zeros(&spec)
+            .tensors(&spec)
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        assert!(names.contains(&"layers.1.attention.k_norm.weight".to_string()));
+        check_reference_gradients(&spec);
     }
 
     /// Perturbs one tensor along a random direction and compares the central difference of the
     /// loss with the analytic directional derivative.
-    #[test]
-    fn reference_gradient_matches_finite_differences_per_tensor() {
-        let spec = micro_spec();
+    fn check_reference_gradients(spec: &ModelSpec) {
+        let spec = spec.clone();
         let mut params = Params::init(&spec, 3);
         // larger weights than the init so every path matters
         let mut rng = Rng::new(9);
@@ -547,8 +600,9 @@ mod tests {
                 *x += (rng.normal() * 0.3) as f32;
             }
         }
-        let inputs: Vec<u16> = (0..6).map(|i| (i * 7 % 11) as u16).collect();
-        let targets: Vec<u16> = (0..6).map(|i| ((i * 5 + 3) % 11) as u16).collect();
+        let (seq, vocab) = (spec.seq, spec.vocab);
+        let inputs: Vec<u16> = (0..seq).map(|i| (i * 7 % vocab) as u16).collect();
+        let targets: Vec<u16> = (0..seq).map(|i| ((i * 5 + 3) % vocab) as u16).collect();
         let mut backend = ReferenceBackend::new(&spec);
         backend.load_weights(&params).expect("weights");
         let mut ws = Workspace::new(&spec);

@@ -12,7 +12,20 @@ use milbridge_train::step::{self, Workspace};
 
 #[test]
 fn kernel_gradients_match_finite_differences() {
-    let spec = ModelSpec::tiny();
+    kernel_gradients_match(&ModelSpec::tiny(), WeightMode::Params);
+}
+
+/// Qwen3's head structure (q/k norm, q_dim 2 × dim, 2 kv heads for 4 query heads, head_dim
+/// 32 ≠ dim / heads) through the packed kernels, the mode with the q/k-norm gains as columns of
+/// the spatial input.
+#[test]
+fn qwen3_kernel_gradients_match_finite_differences() {
+    let spec = ModelSpec::qwen3_tiny();
+    kernel_gradients_match(&spec, WeightMode::Packed);
+}
+
+fn kernel_gradients_match(spec: &ModelSpec, mode: WeightMode) {
+    let spec = spec.clone();
     let mut params = Params::init(&spec, 21);
     let mut rng = Rng::new(5);
     // larger than the init so that every path carries gradient
@@ -22,11 +35,12 @@ fn kernel_gradients_match_finite_differences() {
             *x += (rng.normal() * s) as f32;
         }
     }
-    let inputs: Vec<u16> = (0..spec.seq).map(|i| (i * 29 % 256) as u16).collect();
+    let vocab = spec.vocab;
+    let inputs: Vec<u16> = (0..spec.seq).map(|i| (i * 29 % vocab) as u16).collect();
     let targets: Vec<u16> = (0..spec.seq)
-        .map(|i| ((i * 29 + 11) % 256) as u16)
+        .map(|i| ((i * 29 + 11) % vocab) as u16)
         .collect();
-    let mut k = KernelBackend::new(&spec, WeightMode::Params, false).expect("kernels");
+    let mut k = KernelBackend::new(&spec, mode, false).expect("kernels");
     k.load_weights(&params).expect("weights");
     let mut ws = Workspace::new(&spec);
     let mut grads = Params::zeros(&spec);

@@ -79,6 +79,53 @@ fn both_weight_modes_give_the_same_losses_over_20_steps() {
     assert!(params[19] < params[0], "{params:?}");
 }
 
+/// Qwen3's head structure (q/k norm, q_dim 2 × dim, 2 kv heads for 4 query heads) on the
+/// bundled corpus: the loss falls in every weight mode and the reference, which agree.
+#[test]
+fn qwen3_tiny_loss_falls_in_every_weight_mode() {
+    let cfg = |compute| TrainConfig {
+        model: ModelSpec::qwen3_tiny(),
+        ..tiny_config(compute, 40, 2)
+    };
+    let params = losses(&cfg(Compute::Kernels(WeightMode::Params)));
+    let packed = losses(&cfg(Compute::Kernels(WeightMode::Packed)));
+    let restage = losses(&cfg(Compute::Kernels(WeightMode::PackedRestage)));
+    let reference = losses(&cfg(Compute::Reference));
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    eprintln!("params {params:?}\npacked {packed:?}\nreference {reference:?}");
+    for (name, l) in [
+        ("params", &params),
+        ("packed", &packed),
+        ("packed-restage", &restage),
+        ("reference", &reference),
+    ] {
+        let (first, last) = (mean(&l[..5]), mean(&l[35..]));
+        assert!(
+            first > 5.3,
+            "{name}: first losses {first} (uniform is 5.55)"
+        );
+        assert!(
+            last < first - 0.5,
+            "{name}: loss fell only from {first} to {last}"
+        );
+    }
+    for i in 0..40 {
+        assert!(
+            (params[i] - packed[i]).abs() <= 1e-3 * params[i].abs(),
+            "step {i}: params {} vs packed {}",
+            params[i],
+            packed[i]
+        );
+        assert_eq!(packed[i].to_bits(), restage[i].to_bits(), "step {i}");
+        assert!(
+            (params[i] - reference[i]).abs() <= 5e-3 * reference[i].abs(),
+            "step {i}: kernels {} vs reference {}",
+            params[i],
+            reference[i]
+        );
+    }
+}
+
 #[test]
 fn loss_falls_on_the_bundled_corpus() {
     let cfg = tiny_config(Compute::Kernels(WeightMode::Params), 240, 2);
