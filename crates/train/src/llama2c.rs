@@ -115,6 +115,7 @@ impl Header {
             head_dim: self.head_size(),
             seq: self.seq_len,
             vocab: self.vocab_size,
+            qk_norm: false,
         }
     }
 
@@ -458,8 +459,8 @@ pub fn rope_tables(head_size: usize, seq: usize) -> (Vec<f32>, Vec<f32>) {
 ///
 /// # Errors
 ///
-/// [`Error::Config`] when `run.c` cannot represent the model (`n_heads * head_dim != dim`, a
-/// size above `i32::MAX`), when the shape is invalid, or when `params` does not have the shapes
+/// [`Error::Config`] when `run.c` cannot represent the model (`n_heads * head_dim != dim`, q/k
+/// norm, a size above `i32::MAX`), when the shape is invalid, or when `params` does not have the shapes
 /// of `spec`.
 pub fn to_bytes(spec: &ModelSpec, params: &Params) -> Result<Vec<u8>> {
     spec.validate()?;
@@ -468,6 +469,11 @@ pub fn to_bytes(spec: &ModelSpec, params: &Params) -> Result<Vec<u8>> {
             "llama2.c needs n_heads * head_dim == dim, but {} * {} != {}",
             spec.n_heads, spec.head_dim, spec.dim
         )));
+    }
+    if spec.qk_norm {
+        return Err(Error::Config(
+            "llama2.c has no q/k RMSNorm: a Qwen3-style model cannot be exported".into(),
+        ));
     }
     if params.layers.len() != spec.n_layers {
         return Err(Error::Config(format!(
@@ -629,6 +635,7 @@ mod tests {
             head_dim: dim / heads,
             seq: 6,
             vocab: 11,
+            qk_norm: false,
         }
     }
 

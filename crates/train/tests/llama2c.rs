@@ -41,6 +41,7 @@ fn spec(
         head_dim: dim / heads,
         seq,
         vocab,
+        qk_norm: false,
     }
 }
 
@@ -554,6 +555,12 @@ fn training_starts_from_an_imported_file_and_exports_back() {
     };
     let e = llama2c::to_bytes(&qwenish, &Params::zeros(&qwenish)).expect_err("q_dim");
     assert!(e.to_string().contains("n_heads * head_dim == dim"), "{e}");
+    let normed = ModelSpec {
+        qk_norm: true,
+        ..s.clone()
+    };
+    let e = llama2c::to_bytes(&normed, &Params::init(&normed, 1)).expect_err("q/k norm");
+    assert!(e.to_string().contains("q/k RMSNorm"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -16,7 +16,7 @@ use super::{load_average, load_note};
 /// Arguments of `milbridge bench train`.
 #[derive(Args, Debug, Clone)]
 pub struct TrainBenchArgs {
-    /// Model preset: tiny, small, stories15m, stories42m, stories110m, qwen3-0.6b.
+    /// Model preset: tiny, small, stories15m, stories42m, stories110m, qwen3-tiny, qwen3-0.6b.
     #[arg(long, default_value = "stories110m")]
     pub model: String,
     /// Override the number of layers (quick runs of a big model's shapes).
