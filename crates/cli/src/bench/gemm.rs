@@ -6,13 +6,16 @@
 //!
 //! | label | product | (m, n, k) |
 //! |---|---|---|
-//! | `fwd W<in>x<out>` | `Y = X·W`, W packed once ([`PackedB`](milbridge_linalg::PackedB)) | (256, out, in) |
-//! | `dX W<in>x<out>` | `dX = dY·Wᵀ`, Wᵀ a transposed view, packed once | (256, in, out) |
-//! | `dW W<in>x<out>` | `dW = Xᵀ·dY`, Xᵀ a transposed view, nothing packed | (in, out, 256) |
+//! | `fwd W<in>x<out> Bpre` | `Y = X·W`, W prepacked once ([`PackedB`](milbridge_linalg::PackedB), as the engine does for weights), untimed | (256, out, in) |
+//! | `fwd W<in>x<out> Bcall` | the same, W (f32 `[in][out]`) packed inside every timed call | (256, out, in) |
+//! | `dX W<in>x<out> Bpre` | `dX = dY·Wᵀ`, Wᵀ a transposed view, prepacked once, untimed | (256, in, out) |
+//! | `dX W<in>x<out> Bcall` | the same, Wᵀ packed inside every timed call | (256, in, out) |
+//! | `dW W<in>x<out>` | `dW = Xᵀ·dY`, Xᵀ a transposed view, B (an activation) packed per call | (in, out, 256) |
 //! | `attn QKt x12` | 12 × `Q·Kᵀ` (head dim 64), Kᵀ a transposed view | 12 × (256, 256, 64) |
 //! | `attn PV x12` | 12 × `P·V` | 12 × (256, 64, 256) |
 //!
-//! for `W` in 768×768, 768×2048, 2048×768 and 768×32000. Inputs and outputs are f32; the AMX
+//! for `W` in 768×768, 768×2048, 2048×768 and 768×32000. The JSON `b_packing` field says which
+//! (`prepacked` or `per call`). Inputs and outputs are f32; the AMX
 //! tier rounds operands to bf16 (`dtype` bf16), the others compute in f32.
 //!
 //! Per row: GFLOP/s of the slowest, median and fastest repetition (after one warm-up); the
@@ -73,20 +76,61 @@ struct Shape {
 /// The training shapes (see the module docs).
 fn shapes() -> Vec<Shape> {
     const TOKENS: usize = 256;
-    let weights: [(&str, &str, &str, usize, usize); 4] = [
-        ("fwd W768x768", "dX W768x768", "dW W768x768", 768, 768),
-        ("fwd W768x2048", "dX W768x2048", "dW W768x2048", 768, 2048),
-        ("fwd W2048x768", "dX W2048x768", "dW W2048x768", 2048, 768),
+    type Labels = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+    );
+    let weights: [(Labels, usize, usize); 4] = [
         (
-            "fwd W768x32000",
-            "dX W768x32000",
-            "dW W768x32000",
+            (
+                "fwd W768x768 Bpre",
+                "fwd W768x768 Bcall",
+                "dX W768x768 Bpre",
+                "dX W768x768 Bcall",
+                "dW W768x768",
+            ),
+            768,
+            768,
+        ),
+        (
+            (
+                "fwd W768x2048 Bpre",
+                "fwd W768x2048 Bcall",
+                "dX W768x2048 Bpre",
+                "dX W768x2048 Bcall",
+                "dW W768x2048",
+            ),
+            768,
+            2048,
+        ),
+        (
+            (
+                "fwd W2048x768 Bpre",
+                "fwd W2048x768 Bcall",
+                "dX W2048x768 Bpre",
+                "dX W2048x768 Bcall",
+                "dW W2048x768",
+            ),
+            2048,
+            768,
+        ),
+        (
+            (
+                "fwd W768x32000 Bpre",
+                "fwd W768x32000 Bcall",
+                "dX W768x32000 Bpre",
+                "dX W768x32000 Bcall",
+                "dW W768x32000",
+            ),
             768,
             32000,
         ),
     ];
     let mut shapes = Vec::new();
-    for (fwd, dx, dw, inputs, outputs) in weights {
+    for ((fwd, fwd_call, dx, dx_call, dw), inputs, outputs) in weights {
         let case = |m, n, k, a, b, packed_b| GemmCase {
             batch: 1,
             m,
@@ -102,8 +146,16 @@ fn shapes() -> Vec<Shape> {
             case: case(TOKENS, outputs, inputs, RowMajor, RowMajor, true),
         });
         shapes.push(Shape {
+            label: fwd_call,
+            case: case(TOKENS, outputs, inputs, RowMajor, RowMajor, false),
+        });
+        shapes.push(Shape {
             label: dx,
             case: case(TOKENS, inputs, outputs, RowMajor, Transposed, true),
+        });
+        shapes.push(Shape {
+            label: dx_call,
+            case: case(TOKENS, inputs, outputs, RowMajor, Transposed, false),
         });
         shapes.push(Shape {
             label: dw,
@@ -153,6 +205,8 @@ struct Row {
     label: &'static str,
     shape: ShapeJson,
     batch: usize,
+    /// `prepacked` (B packed once, untimed, as the engine packs weights) or `per call`.
+    b_packing: &'static str,
     dtype: &'static str,
     tier: &'static str,
     kernel: &'static str,
@@ -246,7 +300,7 @@ pub fn run(args: &GemmBenchArgs) -> Result<()> {
             );
             let (gflops_min, gflops_median, gflops_max) = min_median_max(&gflops_of(flops, &times));
             eprintln!(
-                "bench gemm: {:<16} {:<7} {:>8.1} GFLOP/s (best of {reps})",
+                "bench gemm: {:<20} {:<7} {:>8.1} GFLOP/s (best of {reps})",
                 shape.label,
                 isa.name(),
                 gflops_max
@@ -259,6 +313,7 @@ pub fn run(args: &GemmBenchArgs) -> Result<()> {
                     k: shape.case.k,
                 },
                 batch: shape.case.batch,
+                b_packing: b_packing(shape.case),
                 dtype,
                 tier: isa.name(),
                 kernel: kernel_name_for(isa, precision, shape.case.k),
@@ -315,6 +370,15 @@ pub fn run(args: &GemmBenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The JSON `b_packing` of a case.
+fn b_packing(case: GemmCase) -> &'static str {
+    if case.packed_b {
+        "prepacked"
+    } else {
+        "per call"
+    }
+}
+
 /// What the peak of a tier measures.
 fn peak_kind(isa: Isa) -> &'static str {
     match isa {
@@ -344,7 +408,7 @@ fn gflops_of(flops: f64, times: &[f64]) -> Vec<f64> {
 fn render_table(rows: &[Row]) -> String {
     let mut text = String::new();
     text.push_str(&format!(
-        "{:<16} {:>18} {:<5} {:<7} {:>9} {:>9} {:>9} {:>9} {:>6} {:>9} {:>6}\n",
+        "{:<20} {:>18} {:<5} {:<7} {:>9} {:>9} {:>9} {:>9} {:>6} {:>9} {:>6}\n",
         "shape",
         "batch x m x n x k",
         "dtype",
@@ -370,7 +434,7 @@ fn render_table(rows: &[Row]) -> String {
             None => ("-".to_string(), "-".to_string()),
         };
         text.push_str(&format!(
-            "{:<16} {:>18} {:<5} {:<7} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>5.0}% {:>9} {:>6}\n",
+            "{:<20} {:>18} {:<5} {:<7} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>5.0}% {:>9} {:>6}\n",
             row.label,
             dims,
             row.dtype,
@@ -384,7 +448,8 @@ fn render_table(rows: &[Row]) -> String {
             versus
         ));
     }
-    text.push_str("GFLOP/s; min/median/best over the repetitions; b/peak = best / peak; ");
+    text.push_str("GFLOP/s; Bpre = B prepacked once (untimed), Bcall = B packed in every call; ");
+    text.push_str("min/median/best over the repetitions; b/peak = best / peak; ");
     text.push_str(&format!(
         "reference = {REFERENCE}, best of its repetitions; b/ref = best / reference\n"
     ));
@@ -398,7 +463,7 @@ mod tests {
     #[test]
     fn shapes_cover_the_training_products() {
         let shapes = shapes();
-        assert_eq!(shapes.len(), 14);
+        assert_eq!(shapes.len(), 22);
         let find = |label: &str| {
             shapes
                 .iter()
@@ -406,12 +471,26 @@ mod tests {
                 .unwrap_or_else(|| panic!("missing {label}"))
                 .case
         };
-        let fwd = find("fwd W768x2048");
+        let fwd = find("fwd W768x2048 Bpre");
         assert_eq!((fwd.m, fwd.n, fwd.k, fwd.packed_b), (256, 2048, 768, true));
-        let dx = find("dX W768x2048");
+        let fwd_call = find("fwd W768x2048 Bcall");
         assert_eq!(
-            (dx.m, dx.n, dx.k, dx.b),
-            (256, 768, 2048, Operand::Transposed)
+            (fwd_call.m, fwd_call.n, fwd_call.k, fwd_call.packed_b),
+            (256, 2048, 768, false)
+        );
+        assert_eq!(
+            (b_packing(fwd), b_packing(fwd_call)),
+            ("prepacked", "per call")
+        );
+        let dx = find("dX W768x2048 Bpre");
+        assert_eq!(
+            (dx.m, dx.n, dx.k, dx.b, dx.packed_b),
+            (256, 768, 2048, Operand::Transposed, true)
+        );
+        let dx_call = find("dX W768x2048 Bcall");
+        assert_eq!(
+            (dx_call.m, dx_call.n, dx_call.k, dx_call.b, dx_call.packed_b),
+            (256, 768, 2048, Operand::Transposed, false)
         );
         let dw = find("dW W768x32000");
         assert_eq!(
@@ -442,13 +521,14 @@ mod tests {
     #[test]
     fn table_and_json_carry_every_field() {
         let row = Row {
-            label: "fwd W768x2048",
+            label: "fwd W768x2048 Bpre",
             shape: ShapeJson {
                 m: 256,
                 n: 2048,
                 k: 768,
             },
             batch: 1,
+            b_packing: "prepacked",
             dtype: "bf16",
             tier: "amx",
             kernel: "amx_gemm_bf16_32x48",
@@ -466,7 +546,7 @@ mod tests {
             load_average: Some(1.5),
         };
         let table = render_table(std::slice::from_ref(&row));
-        assert!(table.contains("fwd W768x2048"), "{table}");
+        assert!(table.contains("fwd W768x2048 Bpre"), "{table}");
         assert!(table.contains("1x256x2048x768"), "{table}");
         assert!(table.contains("50%"), "{table}");
         assert!(table.contains("2.00"), "{table}");
@@ -482,6 +562,7 @@ mod tests {
             "ratio_to_peak",
             "reference",
             "reference_gflops",
+            "b_packing",
         ] {
             assert!(json.get(field).is_some(), "missing {field}");
         }

@@ -603,18 +603,10 @@ unsafe fn run_item<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, item: usi
             None => {
                 let (view, batch_stride) = ctx.raw_b();
                 let b = shift_ref(view, batch_idx as isize * batch_stride);
-                for tile_n in 0..n_tiles {
-                    let col = n0 + tile_n * nr;
-                    // SAFETY: `k0..k0 + k_len` × columns `col..col + cols` are inside B; the
-                    // panel fits the scratch sized for `n_tiles` panels of depth `kc`.
-                    unsafe {
-                        K::pack_b(
-                            b_panel_src(b, k0, col),
-                            nr.min(plan.n - col),
-                            k_len,
-                            b_local.add(tile_n * nr * k_pad),
-                        );
-                    }
+                // SAFETY: `k0..k0 + k_len` × columns `n0..n0 + n_len` are inside B; the
+                // `n_tiles` panels of depth `k_pad` fit the scratch sized for depth `kc`.
+                unsafe {
+                    K::pack_b_panels(b_panel_src(b, k0, n0), n_len, k_len, b_local, nr * k_pad);
                 }
                 b_local
             }
@@ -859,19 +851,18 @@ pub(crate) unsafe fn pack_b_panels_copying<K: MicroKernel>(
             }
             None => shared.b,
         };
-        for panel_idx in first..last {
-            let col = panel_idx * K::NR;
-            // SAFETY: columns `col..col + cols` × k `0..k` are inside the source; the panel
-            // is inside the buffer sized above, and each panel index belongs to one group.
-            unsafe {
-                K::pack_b(
-                    b_panel_src(source, 0, col),
-                    K::NR.min(n - col),
-                    k,
-                    shared.dst.add(panel_idx * panel_elems),
-                )
-            };
-        }
+        let col0 = first * K::NR;
+        // SAFETY: columns `col0..` of the group × k `0..k` are inside the source; its panels
+        // are inside the buffer sized above, and each panel index belongs to one group.
+        unsafe {
+            K::pack_b_panels(
+                b_panel_src(source, 0, col0),
+                (last * K::NR).min(n) - col0,
+                k,
+                shared.dst.add(first * panel_elems),
+                panel_elems,
+            )
+        };
     });
 }
 

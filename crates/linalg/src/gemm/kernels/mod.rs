@@ -47,6 +47,18 @@ pub(crate) struct PanelSrc {
 }
 
 impl PanelSrc {
+    /// The same view starting `mn` lines further along M (A) or N (B). Only an address
+    /// computation: the result is used under the same contract as `self`.
+    #[inline(always)]
+    pub(crate) fn shift_mn(self, mn: usize) -> PanelSrc {
+        let offset = mn as isize * self.mn_stride;
+        let ptr = match self.ptr {
+            ElemPtr::F32(ptr) => ElemPtr::F32(ptr.wrapping_offset(offset)),
+            ElemPtr::F16(ptr) => ElemPtr::F16(ptr.wrapping_offset(offset)),
+        };
+        PanelSrc { ptr, ..self }
+    }
+
     /// Reads element (`mn`, `k`) widened to f32.
     ///
     /// # Safety
@@ -112,6 +124,38 @@ pub(crate) trait MicroKernel: 'static {
     /// # Safety
     /// As for [`MicroKernel::pack_a`].
     unsafe fn pack_b(src: PanelSrc, cols: usize, kc: usize, dst: *mut Self::Elem);
+
+    /// Packs columns `0..cols` (any number) and k `0..kc` of `src` into `cols.div_ceil(NR)`
+    /// B panels, panel `j` (columns `j·NR..`) at `dst + j · panel_stride`, each as
+    /// [`MicroKernel::pack_b`] would. The default packs panel by panel; a kernel may override
+    /// it to sweep the source in longer runs (a row-major B is then read row by row across
+    /// all the panels instead of one narrow strip per panel, which defeats the prefetchers
+    /// and touches a new page per row).
+    ///
+    /// # Safety
+    /// As for [`MicroKernel::pack_b`] for every panel; `panel_stride` ≥ `NR × round_up(kc,
+    /// KU)`.
+    unsafe fn pack_b_panels(
+        src: PanelSrc,
+        cols: usize,
+        kc: usize,
+        dst: *mut Self::Elem,
+        panel_stride: usize,
+    ) {
+        for panel in 0..cols.div_ceil(Self::NR) {
+            let col = panel * Self::NR;
+            // SAFETY: columns `col..col + NR.min(cols - col)` are inside the caller's region;
+            // panel `panel` lies at `panel · panel_stride`, inside the caller's buffer.
+            unsafe {
+                Self::pack_b(
+                    src.shift_mn(col),
+                    Self::NR.min(cols - col),
+                    kc,
+                    dst.add(panel * panel_stride),
+                )
+            };
+        }
+    }
 
     /// `C[MR × NR] (+)= A_panel · B_panel` over `kc_pad` (a positive multiple of `KU`),
     /// prefetching `kc_pad / KU × PREFETCH_PER_STEP` elements from `prefetch` on the way.
