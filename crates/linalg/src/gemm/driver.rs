@@ -124,6 +124,9 @@ thread_local! {
     static SHARED_A: Cell<AlignedBuf> = Cell::new(AlignedBuf::default());
     /// The dispatching thread's shared packed-B buffer (a raw B used by several row blocks).
     static SHARED_B: Cell<AlignedBuf> = Cell::new(AlignedBuf::default());
+    /// Products run on this thread that packed B from a raw view (see
+    /// [`raw_b_products_on_this_thread`](crate::gemm::raw_b_products_on_this_thread)).
+    pub(crate) static RAW_B_PRODUCTS: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Blocking of one problem.
@@ -291,6 +294,9 @@ pub(crate) unsafe fn run<K: MicroKernel>(pool: &Pool, problem: &Problem<'_>) {
             }
         }
         return;
+    }
+    if matches!(problem.b, BSource::Raw { .. }) {
+        RAW_B_PRODUCTS.with(|count| count.set(count.get() + 1));
     }
     let plan = plan::<K>(problem.batch, m, n, k, pool.n_threads());
     let items_per_batch = plan.m_blocks * plan.n_blocks;
