@@ -56,6 +56,9 @@ enum BenchCommand {
     Gemm(bench::gemm::GemmBenchArgs),
     /// Weight update (f32 -> f16 + panel repack) against a memcpy of the weight.
     Repack(bench::repack::RepackBenchArgs),
+    /// The bridge's write_weight_f32 end to end (panels packed on write) against a memcpy, and
+    /// eval with prepacked weights against packing them per eval.
+    WriteWeight(bench::write_weight::WriteWeightBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +76,9 @@ fn main() -> ExitCode {
             BenchCommand::Jitter(args) => tools::bench_jitter(&args),
             BenchCommand::Gemm(args) => bench::gemm::run(&args).map(|()| ExitCode::SUCCESS),
             BenchCommand::Repack(args) => bench::repack::run(&args).map(|()| ExitCode::SUCCESS),
+            BenchCommand::WriteWeight(args) => {
+                bench::write_weight::run(&args).map(|()| ExitCode::SUCCESS)
+            }
         },
     };
     match result {
