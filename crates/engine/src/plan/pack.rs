@@ -199,7 +199,7 @@ impl Plan {
             });
         }
         let align = Ty::from_dtype(desc.ty.dtype).map_or(1, Ty::size);
-        if addr % align != 0 && len > 0 {
+        if !addr.is_multiple_of(align) && len > 0 {
             return Err(Error::BufferAlignment {
                 what: "input",
                 name: desc.name.clone(),
