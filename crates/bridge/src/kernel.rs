@@ -24,7 +24,7 @@
 //!
 //! # Prepacked weights (issue #5)
 //!
-//! A weight that a matmul multiplies (directly or through folded views) is kept twice: in its
+//! A weight that is a matmul's right operand (directly or through folded views) is kept twice: in its
 //! surface, and as GEMM panels in the plan's layout ([`PackedInput`], the engine's
 //! `Plan::pack_input`), which every kernel instance owns for itself (also those sharing a plan
 //! through [`Kernel::from_plan`]). The panels are rebuilt when the weight is written
@@ -35,6 +35,9 @@
 //! generation, and the next eval repacks once. Writes that bump nothing (raw pointer, file
 //! descriptor, another process) need [`Kernel::share_surface`] (panels off: the weight is
 //! packed at every eval, as before) or [`Kernel::mark_weight_written`].
+//! A weight that is a matmul's *left* operand (maderix/ANE's `y = matmul(W, x)`) is not
+//! prepacked: the engine can do it (as the B of `Cᵀ = xᵀ·Wᵀ`, bit-for-bit equal), but that
+//! product measured slower per eval than packing W as A each time.
 //!
 //! # Cross-process use
 //!
@@ -48,7 +51,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use half::f16;
-use milbridge_engine::plan::pack::PackedInput;
+use milbridge_engine::plan::pack::{PackSide, PackedInput};
 use milbridge_engine::{CompileOptions, IoDesc, Plan, Precision, Workspace};
 use milbridge_linalg::cpu::{self, Isa};
 use milbridge_mil::diag::{self, Diagnostic};
@@ -565,13 +568,19 @@ impl Kernel {
         let workspace = plan.workspace();
         let panels = (n_inputs..n_params)
             .map(|param| {
-                let packed = if plan.weight_gemm_uses(param).is_empty() {
-                    None
-                } else {
-                    let guard = params[param].lock_read();
-                    let bytes = &rt::read_view(&guard)[..plan.inputs()[param].byte_len];
-                    Some(plan.pack_input(param, bytes)?)
-                };
+                let sites = plan.weight_gemm_uses(param);
+                // Left-operand weights (`y = matmul(W, x)`) would run as the transposed product
+                // `Cᵀ = xᵀ·Wᵀ`, which measured 25–50% slower per eval than packing W as A on
+                // every eval (`milbridge bench write-weight`): they stay unpacked until linalg
+                // can take prepacked A panels.
+                let packed =
+                    if sites.is_empty() || sites.iter().any(|site| site.side == PackSide::A) {
+                        None
+                    } else {
+                        let guard = params[param].lock_read();
+                        let bytes = &rt::read_view(&guard)[..plan.inputs()[param].byte_len];
+                        Some(plan.pack_input(param, bytes)?)
+                    };
                 Ok(Mutex::new(WeightPanels {
                     packed,
                     generation: params[param].generation(),

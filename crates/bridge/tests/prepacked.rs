@@ -22,12 +22,13 @@ fn options(isa: Isa, precision: Precision) -> KernelOptions {
     }
 }
 
+/// `out [1, M, N] = x [1, M, K] · W [1, K, N]`: the weight is the GEMM's B.
 fn compile(options: &KernelOptions) -> Kernel {
     Kernel::compile_dyn(
-        &samples::dyn_matmul(N, K, M),
-        &[2 * K * M],
-        &[2 * N * K],
-        &[2 * N * M],
+        &samples::dyn_matmul_right(M, K, N),
+        &[2 * M * K],
+        &[2 * K * N],
+        &[2 * M * N],
         options,
     )
     .expect("dynamic matmul compiles")
@@ -120,27 +121,30 @@ fn prepacked_results_equal_per_eval_packing_bit_for_bit() {
                 } else {
                     0.02
                 };
-                for (o, d) in out.iter().zip(&direct) {
-                    assert!((o - d).abs() <= tol, "{what}: {o} vs {d}");
+                for (idx, (o, d)) in out.iter().zip(&direct).enumerate() {
+                    assert!(
+                        (o - d).abs() <= tol,
+                        "{what} round {round} elem {idx}: {o} vs {d}"
+                    );
                 }
             }
         }
     }
 }
 
-/// `W (N×K) · x (K×M)` in f64 from the fp16 weight and the fp16-rounded activations.
+/// `x (M×K) · W (K×N)` in f64 from the fp16 weight and the fp16-rounded activations.
 fn direct_product(w: &[f16], x: &[f32]) -> Vec<f32> {
     let x16: Vec<f64> = x
         .iter()
         .map(|&v| f64::from(f16::from_f32(v).to_f32()))
         .collect();
-    let mut out = vec![0f32; N * M];
-    for row in 0..N {
-        for col in 0..M {
+    let mut out = vec![0f32; M * N];
+    for row in 0..M {
+        for col in 0..N {
             let acc: f64 = (0..K)
-                .map(|k| f64::from(w[row * K + k].to_f32()) * x16[k * M + col])
+                .map(|k| x16[row * K + k] * f64::from(w[k * N + col].to_f32()))
                 .sum();
-            out[row * M + col] = acc as f32;
+            out[row * N + col] = acc as f32;
         }
     }
     out
@@ -224,6 +228,39 @@ fn kernels_sharing_a_plan_have_their_own_panels() {
         assert_eq!(&bits(&mut alone), out, "instance {idx}");
     }
     assert_ne!(outputs[0], outputs[1]);
+}
+
+#[test]
+fn left_operand_weights_are_not_prepacked_and_stay_correct() {
+    // maderix/ANE's `y = matmul(W, x)`: the transposed prepacked product measured slower than
+    // packing W per eval, so the bridge leaves it unpacked.
+    let opts = options(cpu::selected_isa(), Precision::Exact);
+    let mut kernel = Kernel::compile_dyn(
+        &samples::dyn_matmul(N, K, M),
+        &[2 * K * M],
+        &[2 * N * K],
+        &[2 * N * M],
+        &opts,
+    )
+    .expect("compile");
+    assert!(!kernel.weight_is_prepacked(0));
+    assert!(
+        !kernel.plan().weight_gemm_uses(1).is_empty(),
+        "the engine could pack it"
+    );
+    kernel.write_input_f32(0, &vec![1.0; K * M]).expect("x");
+    for scale in [0.5f32, 2.0] {
+        kernel.write_weight_f32(0, &vec![scale; N * K]).expect("w");
+        kernel.eval().expect("eval");
+        let expected = scale * K as f32;
+        assert!(
+            kernel
+                .output_f32(0)
+                .expect("out")
+                .iter()
+                .all(|&v| v == expected)
+        );
+    }
 }
 
 #[test]

@@ -199,12 +199,26 @@ static void blobfile_compiles(void) {
     free(named);
 }
 
+/* out[1, m, n] = x[1, m, k] @ W[1, k, n]: the weight is the GEMM's right operand, which the
+ * library keeps prepacked. */
+static char *mil_matmul_right(int m, int k, int n) {
+    char *text = malloc(2048);
+    snprintf(text, 2048,
+             MIL_HEADER
+             "    func main<ios18>(tensor<fp16, [1, %d, %d]> x, tensor<fp16, [1, %d, %d]> W) {\n"
+             "        bool bF = const()[name = string(\"bF\"), val = bool(false)];\n"
+             "        tensor<fp16, [1, %d, %d]> out = matmul(transpose_x = bF, transpose_y = bF, x = x, y = W)[name = string(\"mm\")];\n"
+             "    } -> (out);\n}\n",
+             m, k, k, n, m, n);
+    return text;
+}
+
 /* Weights are packed for the GEMM when written (issue #5): every rewrite, through the write
  * functions or through the surface's descriptor, must be seen by the next eval. */
 static void rewritten_weights(void) {
     printf("[6] dynamic weights: rewrites through write_weight* and through the surface fd\n");
     enum { N = 24, K = 40, M = 16 };
-    char *mil = mil_dyn_matmul(N, K, M);
+    char *mil = mil_matmul_right(M, K, N);
     size_t x_bytes = K * M * 2, w_bytes = N * K * 2, out_bytes = N * M * 2;
     ANEKernelHandle *k = ane_bridge_compile_dyn(mil, strlen(mil), 1, &x_bytes, 1, &w_bytes,
                                                 out_bytes);

@@ -6,8 +6,8 @@
 //! The issue's target: the write within 2 × the memcpy.
 //!
 //! Two kernels per tier: `W·x` (maderix/ANE's params orientation, `y = matmul(W, x)`: the
-//! weight is the GEMM's A and is packed as the B of the transposed product) and `x·W` (the
-//! weight is B).
+//! weight is the GEMM's A, which the bridge does not prepack, so both columns show per-eval
+//! packing there) and `x·W` (the weight is B, prepacked).
 
 use std::hint::black_box;
 use std::io::Write as _;
@@ -52,6 +52,7 @@ struct Row {
     tier: &'static str,
     precision: &'static str,
     kernel: &'static str,
+    prepacked: bool,
     k: usize,
     n: usize,
     seq: usize,
@@ -64,17 +65,6 @@ struct Row {
     eval_packed_median_ms: f64,
     eval_per_eval_packing_median_ms: f64,
     load_average: Option<f64>,
-}
-
-/// `x [1, seq, k] · W [1, k, n]`: the weight is the GEMM's B.
-fn weight_right(k: usize, n: usize, seq: usize) -> String {
-    format!(
-        "{}    func main<ios18>(tensor<fp16, [1, {seq}, {k}]> x, tensor<fp16, [1, {k}, {n}]> W) {{\n\
-         \x20       bool bF = const()[name = string(\"bF\"), val = bool(false)];\n\
-         \x20       tensor<fp16, [1, {seq}, {n}]> out = matmul(transpose_x = bF, transpose_y = bF, x = x, y = W)[name = string(\"mm\")];\n\
-         \x20   }} -> (out);\n}}\n",
-        samples::HEADER
-    )
 }
 
 /// Seconds of each of `reps` runs of `run`, after one warm-up run.
@@ -125,7 +115,7 @@ pub fn run(args: &WriteWeightBenchArgs) -> Result<()> {
             };
             for (label, text) in [
                 ("W.x (weight is A)", samples::dyn_matmul(n, k, seq)),
-                ("x.W (weight is B)", weight_right(k, n, seq)),
+                ("x.W (weight is B)", samples::dyn_matmul_right(seq, k, n)),
             ] {
                 let compile = || -> Result<Kernel> {
                     let kernel = Kernel::compile_dyn(
@@ -142,10 +132,7 @@ pub fn run(args: &WriteWeightBenchArgs) -> Result<()> {
                 let mut packed = compile()?;
                 let mut unpacked = compile()?;
                 unpacked.share_surface(Slot::Weight, 0)?;
-                ensure!(
-                    packed.weight_is_prepacked(0),
-                    "internal: the weight of {label} is not prepacked"
-                );
+                let prepacked = packed.weight_is_prepacked(0);
                 let memcpy = time(args.reps, || {
                     memcpy_dst.copy_from_slice(black_box(&values));
                     black_box(&memcpy_dst);
@@ -169,6 +156,7 @@ pub fn run(args: &WriteWeightBenchArgs) -> Result<()> {
                         Precision::Fast => "fast",
                     },
                     kernel: label,
+                    prepacked,
                     k,
                     n,
                     seq,
@@ -194,10 +182,11 @@ pub fn run(args: &WriteWeightBenchArgs) -> Result<()> {
     writeln!(out, "{}", load_note(load_before, load_after))?;
     writeln!(
         out,
-        "{:<7} {:<6} {:<18} {:>15} {:>15} {:>9} {:>9} {:>9} {:>9}",
+        "{:<7} {:<6} {:<18} {:<4} {:>15} {:>15} {:>9} {:>9} {:>9} {:>9}",
         "tier",
         "prec",
         "kernel",
+        "pkd",
         "memcpy min/med",
         "write min/med",
         "wr/memcpy",
@@ -208,10 +197,11 @@ pub fn run(args: &WriteWeightBenchArgs) -> Result<()> {
     for row in &rows {
         writeln!(
             out,
-            "{:<7} {:<6} {:<18} {:>7.3}/{:<7.3} {:>7.3}/{:<7.3} {:>9.2} {:>9.3} {:>9.3} {:>9.3}",
+            "{:<7} {:<6} {:<18} {:<4} {:>7.3}/{:<7.3} {:>7.3}/{:<7.3} {:>9.2} {:>9.3} {:>9.3} {:>9.3}",
             row.tier,
             row.precision,
             row.kernel,
+            if row.prepacked { "yes" } else { "no" },
             row.memcpy_min_ms,
             row.memcpy_median_ms,
             row.write_min_ms,
@@ -227,7 +217,8 @@ pub fn run(args: &WriteWeightBenchArgs) -> Result<()> {
         "memcpy: the f32 values into another buffer (1 thread); write: Kernel::write_weight_f32 \
          with the panels repacked (issue #5); wr-nopack: the same write into a kernel whose \
          weight surface is shared (no panels: conversion only); eval pkd / eval raw: median \
-         eval with the prepacked weight / packing it on every eval"
+         eval with the prepacked weight / packing it on every eval; pkd: whether the bridge \
+         prepacks the weight (left-operand weights are not prepacked)"
     )?;
     drop(out);
     if let Some(path) = &args.json {
