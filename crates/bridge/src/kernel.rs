@@ -22,6 +22,23 @@
 //! `Arc`), so a chain evaluates without any copy; [`Kernel::copy_input_from`] is the copying
 //! variant (`ane_bridge_copy_io`). Writes to a bound input slot go to the shared surface.
 //!
+//! # Prepacked weights (issue #5)
+//!
+//! A weight that is a matmul's right operand (directly or through folded views) is kept twice: in its
+//! surface, and as GEMM panels in the plan's layout ([`PackedInput`], the engine's
+//! `Plan::pack_input`), which every kernel instance owns for itself (also those sharing a plan
+//! through [`Kernel::from_plan`]). The panels are rebuilt when the weight is written
+//! ([`Kernel::write_weight`], [`Kernel::write_weight_f32`] — converted and packed in one
+//! sweep —, [`Kernel::write_weight_bytes`]), never per eval: eval hands them to the engine
+//! (`Plan::eval_with_packed`), whose matmul then packs nothing. Each panel set remembers the
+//! surface generation it reflects; a write through [`Kernel::surface`]'s buffer bumps the
+//! generation, and the next eval repacks once. Writes that bump nothing (raw pointer, file
+//! descriptor, another process) need [`Kernel::share_surface`] (panels off: the weight is
+//! packed at every eval, as before) or [`Kernel::mark_weight_written`].
+//! A weight that is a matmul's *left* operand (maderix/ANE's `y = matmul(W, x)`) is not
+//! prepacked: the engine can do it (as the B of `Cᵀ = xᵀ·Wᵀ`, bit-for-bit equal), but that
+//! product measured slower per eval than packing W as A each time.
+//!
 //! # Cross-process use
 //!
 //! [`Kernel::surface`] exposes each surface (file descriptor and size) for sharing with another
@@ -30,10 +47,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use half::f16;
+use milbridge_engine::plan::pack::{PackSide, PackedInput};
 use milbridge_engine::{CompileOptions, IoDesc, Plan, Precision, Workspace};
 use milbridge_linalg::cpu::{self, Isa};
 use milbridge_mil::diag::{self, Diagnostic};
@@ -244,12 +262,42 @@ pub struct Kernel {
     lock_output: Vec<usize>,
     source: CompileSource,
     key: Option<CacheKey>,
+    /// Packed GEMM panels of each weight (one entry per weight; see [`WeightPanels`]).
+    panels: Vec<Mutex<WeightPanels>>,
     // Reused allocations for eval (always empty between calls; see `recycle_*`).
     scratch_locks: rt::SpareVec<Lock<'static>>,
     scratch_inputs: Vec<&'static [u8]>,
     scratch_views: Vec<&'static [u8]>,
     scratch_outputs: Vec<Option<&'static mut [u8]>>,
     scratch_outputs2: Vec<&'static mut [u8]>,
+    scratch_packed: Vec<Option<&'static PackedInput>>,
+}
+
+/// The generation of panels that reflect no surface contents (never a real generation: a
+/// surface would need 2⁶⁴ writes).
+const STALE: u64 = u64::MAX;
+
+/// One weight's prepacked GEMM panels (issue #5): built when the weight is written, used by
+/// every eval while the weight surface's generation still equals the one they were built from.
+#[derive(Debug)]
+struct WeightPanels {
+    /// `None` for a weight that feeds no GEMM (nothing to pack).
+    packed: Option<PackedInput>,
+    /// The surface generation the panels reflect ([`STALE`]: none).
+    generation: u64,
+    /// The surface was shared for writes the kernel cannot see ([`Kernel::share_surface`]):
+    /// the panels are not used, and each eval packs the weight itself.
+    shared: bool,
+}
+
+impl WeightPanels {
+    /// The panels, if they may be used with a surface now at `generation`.
+    fn current(&self, generation: u64) -> Option<&PackedInput> {
+        match &self.packed {
+            Some(packed) if !self.shared && self.generation == generation => Some(packed),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Kernel {
@@ -518,6 +566,28 @@ impl Kernel {
             .map(surface)
             .collect::<Result<Vec<_>, _>>()?;
         let workspace = plan.workspace();
+        let panels = (n_inputs..n_params)
+            .map(|param| {
+                let sites = plan.weight_gemm_uses(param);
+                // Left-operand weights (`y = matmul(W, x)`) would run as the transposed product
+                // `Cᵀ = xᵀ·Wᵀ`, which measured 25–50% slower per eval than packing W as A on
+                // every eval (`milbridge bench write-weight`): they stay unpacked until linalg
+                // can take prepacked A panels.
+                let packed =
+                    if sites.is_empty() || sites.iter().any(|site| site.side == PackSide::A) {
+                        None
+                    } else {
+                        let guard = params[param].lock_read();
+                        let bytes = &rt::read_view(&guard)[..plan.inputs()[param].byte_len];
+                        Some(plan.pack_input(param, bytes)?)
+                    };
+                Ok(Mutex::new(WeightPanels {
+                    packed,
+                    generation: params[param].generation(),
+                    shared: false,
+                }))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut kernel = Kernel {
             plan,
             workspace,
@@ -529,11 +599,13 @@ impl Kernel {
             lock_output: Vec::new(),
             source,
             key,
+            panels,
             scratch_locks: rt::SpareVec::new(),
             scratch_inputs: Vec::new(),
             scratch_views: Vec::new(),
             scratch_outputs: Vec::new(),
             scratch_outputs2: Vec::new(),
+            scratch_packed: Vec::new(),
         };
         kernel.plan_locks();
         Ok(kernel)
@@ -573,6 +645,7 @@ impl Kernel {
     ///
     /// Engine run-time errors (R002–R004).
     pub fn eval(&mut self) -> Result<()> {
+        self.refresh_panels()?;
         let mut locks = recycle_locks(self.scratch_locks.take());
         for &(is_output, idx) in &self.lock_order {
             locks.push(if is_output {
@@ -601,13 +674,150 @@ impl Kernel {
                 .iter_mut()
                 .map(|slot| slot.take().expect("every output surface is write-locked")),
         );
-        let result = self.plan.eval(&mut self.workspace, &inputs, &mut outputs);
+        // Each weight's panels, if they reflect the surface as it is now (its generation is
+        // read under the eval's read lock, so it cannot change before the eval ends).
+        let mut packed = recycle_packed(std::mem::take(&mut self.scratch_packed));
+        packed.resize(self.n_inputs, None);
+        for (weight, panels) in self.panels.iter_mut().enumerate() {
+            let panels = panels.get_mut().unwrap_or_else(PoisonError::into_inner);
+            packed.push(panels.current(self.params[self.n_inputs + weight].generation()));
+        }
+        let result =
+            self.plan
+                .eval_with_packed(&mut self.workspace, &inputs, &packed, &mut outputs);
+        self.scratch_packed = recycle_packed(packed);
         self.scratch_outputs2 = recycle_outputs2(outputs);
         self.scratch_outputs = recycle_outputs(by_output);
         self.scratch_inputs = recycle_inputs(inputs);
         self.scratch_views = recycle_inputs(read_views);
         self.scratch_locks.put(recycle_locks(locks));
         result.map_err(Error::from)
+    }
+
+    /// Repacks the panels of every weight whose surface changed since they were built (a
+    /// write through [`Kernel::surface`]'s buffer, or [`Kernel::mark_weight_written`]), once.
+    fn refresh_panels(&mut self) -> Result<()> {
+        for (weight, panels) in self.panels.iter_mut().enumerate() {
+            let panels = panels.get_mut().unwrap_or_else(PoisonError::into_inner);
+            let param = self.n_inputs + weight;
+            let buffer = &self.params[param];
+            if panels.shared || buffer.generation() == panels.generation {
+                continue;
+            }
+            let Some(packed) = panels.packed.as_mut() else {
+                continue;
+            };
+            let guard = buffer.lock_read();
+            // Read under the lock: no write can land between it and the repack.
+            let generation = buffer.generation();
+            let len = self.plan.inputs()[param].byte_len;
+            panels.generation = STALE;
+            self.plan
+                .repack_input(packed, &rt::read_view(&guard)[..len])?;
+            panels.generation = generation;
+        }
+        Ok(())
+    }
+
+    /// Stores `data` into weight `index` (size and dtype already checked) and refreshes its
+    /// panels from the stored bytes under the same write lock: one pass for f32 values into an
+    /// fp16 weight (converted and packed block by block), a copy then a repack otherwise.
+    fn write_weight_data(&self, index: usize, data: WeightData<'_>) -> Result<()> {
+        let buffer = self.buffer(Slot::Weight, index)?;
+        let len = self.desc(Slot::Weight, index)?.byte_len;
+        let dtype = self.dtype_of(Slot::Weight, index)?;
+        let mut panels = self.panels[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let panels = &mut *panels;
+        let mut guard = buffer.lock_write();
+        // No other write can bump the generation while this guard is held; its release adds 1.
+        let generation = buffer.generation();
+        panels.generation = STALE;
+        let packed = if panels.shared {
+            None
+        } else {
+            panels.packed.as_mut()
+        };
+        let result = match (data, packed) {
+            (WeightData::F32(values), Some(packed)) => {
+                let bytes = &mut rt::write_view(&mut guard)[..len];
+                self.plan
+                    .repack_input_f32(packed, values, bytes)
+                    .map_err(Error::from)
+            }
+            (WeightData::F32(values), None) if dtype == DType::Fp16 => {
+                milbridge_linalg::convert::f32_to_f16(values, rt::write_view_f16(&mut guard));
+                Ok(())
+            }
+            (data, packed) => {
+                let stored = match data {
+                    WeightData::Bytes(bytes) => guard.write_bytes(0, bytes),
+                    WeightData::F16(values) => guard.write_slice(0, values),
+                    WeightData::F32(values) => guard.write_slice(0, values),
+                };
+                match (stored, packed) {
+                    (Err(err), _) => Err(Error::from(err)),
+                    (Ok(()), None) => Ok(()),
+                    (Ok(()), Some(packed)) => {
+                        let bytes = &rt::write_view(&mut guard)[..len];
+                        self.plan.repack_input(packed, bytes).map_err(Error::from)
+                    }
+                }
+            }
+        };
+        drop(guard);
+        if result.is_ok() && !panels.shared {
+            panels.generation = generation + 1;
+        }
+        result
+    }
+
+    /// The surface of a slot, for writes the kernel cannot see: through its file descriptor
+    /// (another process, `mmap`, `pwrite`) or its raw pointer. For a weight this turns its
+    /// prepacked panels off for good: from now on every eval packs the weight from the surface
+    /// itself (the cost before issue #5), since such writes bump no generation. Writes through
+    /// the buffer's safe methods need no such care (see [`Kernel::surface`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Index`] when out of range.
+    pub fn share_surface(&self, slot: Slot, index: usize) -> Result<Surface<'_>> {
+        let surface = self.surface(slot, index)?;
+        if slot == Slot::Weight {
+            self.panels[index]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .shared = true;
+        }
+        Ok(surface)
+    }
+
+    /// Tells the kernel that weight `index` was written behind its back (through the raw
+    /// pointer of [`Kernel::surface`]'s buffer, say): its panels are repacked once, at the next
+    /// eval.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Index`] when out of range.
+    pub fn mark_weight_written(&self, index: usize) -> Result<()> {
+        self.check_index(Slot::Weight, index)?;
+        self.panels[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .generation = STALE;
+        Ok(())
+    }
+
+    /// Whether weight `index` has prepacked GEMM panels that the next eval will use (after
+    /// repacking them if the surface changed). `false` for a weight that feeds no GEMM, for a
+    /// shared surface ([`Kernel::share_surface`]), for a portable plan, and for an index out of
+    /// range.
+    pub fn weight_is_prepacked(&self, index: usize) -> bool {
+        self.panels.get(index).is_some_and(|panels| {
+            let panels = panels.lock().unwrap_or_else(PoisonError::into_inner);
+            panels.packed.is_some() && !panels.shared
+        })
     }
 
     // ----- shape of the kernel -----
@@ -701,6 +911,12 @@ impl Kernel {
 
     /// A surface (its buffer and what it holds), to share its file descriptor and size.
     ///
+    /// Writing a weight through the buffer's safe methods (`write_bytes`, `write_f16`,
+    /// `copy_to`, a write guard, ...) bumps its generation, and the next eval repacks the
+    /// weight's GEMM panels once. Writes the kernel cannot see (the buffer's raw pointer or
+    /// file descriptor) need [`Kernel::share_surface`] first, or
+    /// [`Kernel::mark_weight_written`] after each one.
+    ///
     /// # Errors
     ///
     /// [`Error::Index`] when out of range.
@@ -770,8 +986,11 @@ impl Kernel {
                 "output {index} cannot be written, only read"
             )));
         }
-        self.exact_size(slot, index, bytes.len())?
-            .write_bytes(0, bytes)?;
+        let buffer = self.exact_size(slot, index, bytes.len())?;
+        if slot == Slot::Weight {
+            return self.write_weight_data(index, WeightData::Bytes(bytes));
+        }
+        buffer.write_bytes(0, bytes)?;
         Ok(())
     }
 
@@ -820,14 +1039,26 @@ impl Kernel {
         if self.dtype_of(slot, index)? != DType::Fp16 {
             return Err(self.dtype_error(slot, index, "an fp16 write", "fp16"));
         }
-        self.exact_size(slot, index, values.len() * 2)?
-            .write_f16(0, values)?;
+        let buffer = self.exact_size(slot, index, values.len() * 2)?;
+        if slot == Slot::Weight {
+            return self.write_weight_data(index, WeightData::F16(values));
+        }
+        buffer.write_f16(0, values)?;
         Ok(())
     }
 
     /// f32 values into an fp32 tensor (copied) or an fp16 tensor (converted, round to nearest
     /// even, at memory bandwidth with F16C / AVX-512 where present).
     fn write_f32_slot(&self, slot: Slot, index: usize, values: &[f32]) -> Result<()> {
+        if slot == Slot::Weight {
+            let elem = match self.dtype_of(slot, index)? {
+                DType::Fp32 => 4,
+                DType::Fp16 => 2,
+                _ => return Err(self.dtype_error(slot, index, "an f32 write", "fp16 or fp32")),
+            };
+            self.exact_size(slot, index, values.len() * elem)?;
+            return self.write_weight_data(index, WeightData::F32(values));
+        }
         match self.dtype_of(slot, index)? {
             DType::Fp32 => {
                 self.exact_size(slot, index, values.len() * 4)?
@@ -1069,6 +1300,17 @@ impl Kernel {
     }
 }
 
+/// What a weight write stores.
+#[derive(Clone, Copy)]
+enum WeightData<'v> {
+    /// Raw bytes in the declared dtype.
+    Bytes(&'v [u8]),
+    /// fp16 values (an fp16 weight).
+    F16(&'v [f16]),
+    /// f32 values: copied into an fp32 weight, converted into an fp16 one.
+    F32(&'v [f32]),
+}
+
 fn type_text(desc: &IoDesc) -> String {
     let dims: Vec<String> = desc.ty.shape.iter().map(ToString::to_string).collect();
     format!("tensor<{}, [{}]>", desc.ty.dtype.name(), dims.join(", "))
@@ -1095,6 +1337,14 @@ fn recycle_inputs<'b>(mut views: Vec<&[u8]>) -> Vec<&'b [u8]> {
 }
 
 fn recycle_outputs<'b>(mut views: Vec<Option<&mut [u8]>>) -> Vec<Option<&'b mut [u8]>> {
+    views.clear();
+    views
+        .into_iter()
+        .map(|_| unreachable!("the vector was cleared"))
+        .collect()
+}
+
+fn recycle_packed<'b>(mut views: Vec<Option<&PackedInput>>) -> Vec<Option<&'b PackedInput>> {
     views.clear();
     views
         .into_iter()

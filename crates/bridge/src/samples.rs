@@ -18,6 +18,18 @@ pub fn dyn_matmul(n: usize, k: usize, m: usize) -> String {
     )
 }
 
+/// A dynamic-weight matmul with the weight on the right: `out[1, m, n] = x[1, m, k] @ W[1, k,
+/// n]` (activation first, then weight). The weight is the GEMM's B, so the bridge keeps it
+/// prepacked (issue #5). Sizes in bytes (fp16): x `2·m·k`, W `2·k·n`, out `2·m·n`.
+pub fn dyn_matmul_right(m: usize, k: usize, n: usize) -> String {
+    format!(
+        "{HEADER}    func main<ios18>(tensor<fp16, [1, {m}, {k}]> x, tensor<fp16, [1, {k}, {n}]> W) {{\n\
+         \x20       bool bF = const()[name = string(\"bF\"), val = bool(false)];\n\
+         \x20       tensor<fp16, [1, {m}, {n}]> out = matmul(transpose_x = bF, transpose_y = bF, x = x, y = W)[name = string(\"mm\")];\n\
+         \x20   }} -> (out);\n}}\n"
+    )
+}
+
 /// `out = x + x` over `x: [1, rows, 1, cols]` fp16: no weights, one input, one output.
 pub fn scale2(rows: usize, cols: usize) -> String {
     format!(

@@ -188,13 +188,16 @@ ANEKernelHandle *ane_bridge_compile_dyn(const char *mil_text, size_t mil_len,
                                         size_t output_size);
 
 /* Copies `bytes` bytes (the weight's size, fp16 data for an fp16 weight) into weight `idx`
- * (0 .. n_weights-1). */
+ * (0 .. n_weights-1). A weight that is a matmul's right operand (x @ W) is also repacked here,
+ * once, into the GEMM's panel layout (milbridge issue #5): evals then use the panels and never
+ * pack it. (A left-operand weight, W @ x, is packed by each eval as before.) */
 void ane_bridge_write_weight(ANEKernelHandle *kernel, int idx, const void *fp16_data,
                              size_t bytes);
 
 /* Writes `count` floats (the weight's element count) into weight `idx`: converted to fp16 at
  * memory bandwidth (F16C / AVX-512 where present, round to nearest even) for an fp16 weight,
- * copied for an fp32 weight. */
+ * copied for an fp32 weight. The GEMM panels of the weight are packed in the same sweep as the
+ * conversion (see ane_bridge_write_weight). */
 void ane_bridge_write_weight_f32(ANEKernelHandle *kernel, int idx, const float *fp32_data,
                                  size_t count);
 
@@ -269,7 +272,12 @@ int ane_bridge_io_counts(const ANEKernelHandle *kernel, int *n_inputs, int *n_we
  * sharing it with another process as IOSurface allows: send it over a Unix socket or map
  * /proc/<pid>/fd/<fd> (open it O_RDWR without O_TRUNC). The descriptor stays owned by the
  * library (close-on-exec); dup() it to keep it beyond ane_bridge_free. The other process must
- * not write the surface while a kernel evaluates over it. */
+ * not write the surface while a kernel evaluates over it.
+ * Writes through the descriptor (mmap, pwrite, another process) are invisible to the library,
+ * so asking for a WEIGHT surface's descriptor turns that weight's prepacked GEMM panels off
+ * for the kernel's lifetime: every later eval reads the surface as it is and packs the weight
+ * itself (correct whenever the weight is written, at the per-eval cost of packing it). Weights
+ * written only with ane_bridge_write_weight* keep their panels. */
 int ane_bridge_surface_fd(const ANEKernelHandle *kernel, int kind, int idx, int *out_fd);
 
 /* The size in bytes of a surface (the tensor's byte size). */

@@ -548,6 +548,9 @@ pub unsafe extern "C" fn ane_bridge_io_counts(
 }
 
 /// The file descriptor of a surface (owned by the kernel, or by the kernel it is bound to).
+/// A weight's surface shared this way is packed at every eval from then on
+/// ([`Kernel::share_surface`](milbridge_bridge::Kernel::share_surface)), since writes through
+/// the descriptor are invisible to the kernel.
 ///
 /// # Safety
 ///
@@ -565,7 +568,7 @@ pub unsafe extern "C" fn ane_bridge_surface_fd(
         let kernel = unsafe { kernel_ref(kernel, "kernel") }?;
         let slot = slot_of(kind)?;
         let idx = boundary::index(kernel, slot, idx)?;
-        let fd = kernel.surface(slot, idx)?.buffer.fd().as_raw_fd();
+        let fd = kernel.share_surface(slot, idx)?.buffer.fd().as_raw_fd();
         // SAFETY: the caller guarantees `out_fd` is NULL (rejected) or writable.
         unsafe { boundary::out(out_fd, fd, "out_fd") }
     })

@@ -60,6 +60,9 @@ enum BenchCommand {
     Repack(bench::repack::RepackBenchArgs),
     /// Training ms/step in both weight modes (the seed's table), with a time breakdown.
     Train(bench::train::TrainBenchArgs),
+    /// The bridge's write_weight_f32 end to end (panels packed on write) against a memcpy, and
+    /// eval with prepacked weights against packing them per eval.
+    WriteWeight(bench::write_weight::WriteWeightBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +82,9 @@ fn main() -> ExitCode {
             BenchCommand::Gemm(args) => bench::gemm::run(&args).map(|()| ExitCode::SUCCESS),
             BenchCommand::Repack(args) => bench::repack::run(&args).map(|()| ExitCode::SUCCESS),
             BenchCommand::Train(args) => bench::train::run(&args).map(|()| ExitCode::SUCCESS),
+            BenchCommand::WriteWeight(args) => {
+                bench::write_weight::run(&args).map(|()| ExitCode::SUCCESS)
+            }
         },
     };
     match result {

@@ -65,10 +65,16 @@ pub struct KernelBenchArgs {
     /// Precision profile: exact or fast.
     #[arg(long, default_value = "exact")]
     pub precision: String,
+    /// Parameters from this index on are weights (PR #22: activations first): also time the
+    /// eval with every weight that feeds a GEMM prepacked (issue #5), as the bridge runs it.
+    #[arg(long, value_name = "N")]
+    pub weights_from: Option<usize>,
 }
 
 /// Evaluates `plan` `iterations` times on zeroed buffers; returns per-eval durations, sorted.
-fn time_plan(plan: &Plan, iterations: usize) -> Result<Vec<Duration>> {
+/// With `weights_from`, the parameters from that index on that feed a GEMM are packed once
+/// first and every eval uses the panels.
+fn time_plan(plan: &Plan, iterations: usize, weights_from: Option<usize>) -> Result<Vec<Duration>> {
     let inputs: Vec<Vec<u64>> = plan
         .inputs()
         .iter()
@@ -90,13 +96,28 @@ fn time_plan(plan: &Plan, iterations: usize) -> Result<Vec<Duration>> {
         .map(|(buf, desc)| &mut bytemuck_bytes_mut(buf)[..desc.byte_len])
         .collect();
     let mut workspace = plan.workspace();
+    let packed = input_slices
+        .iter()
+        .enumerate()
+        .map(|(idx, bytes)| match weights_from {
+            Some(first) if idx >= first && !plan.weight_gemm_uses(idx).is_empty() => {
+                plan.pack_input(idx, bytes).map(Some)
+            }
+            _ => Ok(None),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let packed_refs: Vec<_> = packed.iter().map(Option::as_ref).collect();
+    let mut eval = |outputs: &mut [&mut [u8]]| match weights_from {
+        Some(_) => plan.eval_with_packed(&mut workspace, &input_slices, &packed_refs, outputs),
+        None => plan.eval(&mut workspace, &input_slices, outputs),
+    };
     for _ in 0..iterations.clamp(1, 20) {
-        plan.eval(&mut workspace, &input_slices, &mut output_slices)?;
+        eval(&mut output_slices)?;
     }
     let mut times = Vec::with_capacity(iterations);
     for _ in 0..iterations {
         let start = Instant::now();
-        plan.eval(&mut workspace, &input_slices, &mut output_slices)?;
+        eval(&mut output_slices)?;
         times.push(start.elapsed());
     }
     times.sort_unstable();
@@ -159,8 +180,12 @@ pub fn bench_kernel(args: &KernelBenchArgs) -> Result<ExitCode> {
         .map_err(|_| anyhow::anyhow!("internal: the trivial kernel does not verify"))?;
     let trivial_plan = milbridge_engine::compile(&trivial, &compile_options)?;
 
-    let times = time_plan(&plan, args.iterations)?;
-    let trivial_times = time_plan(&trivial_plan, args.iterations.max(1000))?;
+    let times = time_plan(&plan, args.iterations, None)?;
+    let packed_times = match args.weights_from {
+        Some(first) => Some(time_plan(&plan, args.iterations, Some(first))?),
+        None => None,
+    };
+    let trivial_times = time_plan(&trivial_plan, args.iterations.max(1000), None)?;
     let stats = plan.stats();
     println!(
         "{}: {} steps, kernels {:?}",
@@ -182,6 +207,18 @@ pub fn bench_kernel(args: &KernelBenchArgs) -> Result<ExitCode> {
         us(percentile(&times, 0.5)),
         us(percentile(&times, 0.99))
     );
+    if let (Some(packed), Some(first)) = (&packed_times, args.weights_from) {
+        let prepacked: Vec<usize> = (first..plan.inputs().len())
+            .filter(|&idx| !plan.weight_gemm_uses(idx).is_empty())
+            .collect();
+        println!(
+            "eval, weights {prepacked:?} prepacked ({} runs): min {:.1} us  median {:.1} us  p99 {:.1} us",
+            packed.len(),
+            us(packed[0]),
+            us(percentile(packed, 0.5)),
+            us(percentile(packed, 0.99))
+        );
+    }
     println!(
         "trivial kernel dispatch overhead ({} runs): min {:.2} us  median {:.2} us  p99 {:.2} us",
         trivial_times.len(),

@@ -103,6 +103,13 @@ pub enum Error {
         /// The value being computed.
         value: String,
     },
+    /// Prepacked panels ([`crate::plan::pack::PackedInput`]) that do not fit the plan or the
+    /// input they are used for.
+    #[error("prepacked input: {reason}")]
+    Packed {
+        /// What does not fit.
+        reason: String,
+    },
     /// A serialised plan was written by another format version.
     #[error("plan format version {found} is not the supported version {expected}")]
     PlanVersion {

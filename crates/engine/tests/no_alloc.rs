@@ -96,6 +96,24 @@ fn eval_does_not_allocate() {
             "{tier:?}: eval allocated {} times",
             after - before
         );
+        // The same with the matmul's weight (a slice of input 0) prepacked.
+        let packed_x = plan.pack_input(0, input_slices[0]).unwrap();
+        let mut packed = vec![None; input_slices.len()];
+        packed[0] = Some(&packed_x);
+        plan.eval_with_packed(&mut ws, &input_slices, &packed, &mut out_slices)
+            .unwrap();
+        let before = ALLOCATOR.allocations();
+        for _ in 0..3 {
+            plan.eval_with_packed(&mut ws, &input_slices, &packed, &mut out_slices)
+                .unwrap();
+        }
+        let after = ALLOCATOR.allocations();
+        assert_eq!(
+            after - before,
+            0,
+            "{tier:?}: a prepacked eval allocated {} times",
+            after - before
+        );
         assert!(plan.stats().steps >= 8, "{:#?}", plan.stats());
     }
 }

@@ -70,6 +70,6 @@ pub mod pool;
 pub use cpu::{Caps, Isa, KNOBS, caps, host_isa, isa_available, selected_isa, thread_count};
 pub use gemm::{
     ElemPtr, GemmSpec, MatMut, MatRef, OutPtr, PackedB, Precision, gemm, gemm_batched,
-    gemm_packed_b, kernel_name, kernel_name_for,
+    gemm_batched_packed_b, gemm_packed_b, kernel_name, kernel_name_for,
 };
 pub use pool::Pool;

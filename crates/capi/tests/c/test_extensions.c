@@ -199,6 +199,65 @@ static void blobfile_compiles(void) {
     free(named);
 }
 
+/* out[1, m, n] = x[1, m, k] @ W[1, k, n]: the weight is the GEMM's right operand, which the
+ * library keeps prepacked. */
+static char *mil_matmul_right(int m, int k, int n) {
+    char *text = malloc(2048);
+    snprintf(text, 2048,
+             MIL_HEADER
+             "    func main<ios18>(tensor<fp16, [1, %d, %d]> x, tensor<fp16, [1, %d, %d]> W) {\n"
+             "        bool bF = const()[name = string(\"bF\"), val = bool(false)];\n"
+             "        tensor<fp16, [1, %d, %d]> out = matmul(transpose_x = bF, transpose_y = bF, x = x, y = W)[name = string(\"mm\")];\n"
+             "    } -> (out);\n}\n",
+             m, k, k, n, m, n);
+    return text;
+}
+
+/* Weights are packed for the GEMM when written (issue #5): every rewrite, through the write
+ * functions or through the surface's descriptor, must be seen by the next eval. */
+static void rewritten_weights(void) {
+    printf("[6] dynamic weights: rewrites through write_weight* and through the surface fd\n");
+    enum { N = 24, K = 40, M = 16 };
+    char *mil = mil_matmul_right(M, K, N);
+    size_t x_bytes = K * M * 2, w_bytes = N * K * 2, out_bytes = N * M * 2;
+    ANEKernelHandle *k = ane_bridge_compile_dyn(mil, strlen(mil), 1, &x_bytes, 1, &w_bytes,
+                                                out_bytes);
+    CHECK(k != NULL, "compile_dyn matmul");
+    uint16_t x[K * M], w[N * K], out[N * M];
+    fill_half(x, 1.0f, K * M);
+    ane_bridge_write_input(k, 0, x, sizeof x);
+    float wf[N * K];
+    for (int round = 1; round <= 3; round++) {
+        for (int i = 0; i < N * K; i++) wf[i] = 0.25f * (float)round;
+        ane_bridge_write_weight_f32(k, 0, wf, N * K);
+        int ok = ane_bridge_eval(k);
+        ane_bridge_read_output(k, 0, out, sizeof out);
+        char what[80];
+        snprintf(what, sizeof what, "write_weight_f32 round %d: every output is %g", round,
+                 0.25 * round * K);
+        CHECK(ok && sum_half(out, N * M) == 0.25 * round * K * N * M, what);
+    }
+    fill_half(w, 2.0f, N * K);
+    ane_bridge_write_weight(k, 0, w, sizeof w);
+    CHECK(ane_bridge_eval(k), "eval after write_weight");
+    ane_bridge_read_output(k, 0, out, sizeof out);
+    CHECK(sum_half(out, N * M) == 2.0 * K * N * M, "write_weight (fp16 bytes) is seen");
+
+    int fd = -1;
+    CHECK(ane_bridge_surface_fd(k, ANE_BRIDGE_SURFACE_WEIGHT, 0, &fd) == ANE_BRIDGE_OK && fd >= 0,
+          "weight surface fd");
+    for (int round = 1; round <= 2; round++) {
+        fill_half(w, -0.5f * (float)round, N * K);
+        CHECK(pwrite(fd, w, sizeof w, 0) == (ssize_t)sizeof w, "pwrite through the fd");
+        CHECK(ane_bridge_eval(k), "eval after the raw write");
+        ane_bridge_read_output(k, 0, out, sizeof out);
+        CHECK(sum_half(out, N * M) == -0.5 * round * K * N * M,
+              "a write through the descriptor is seen by the next eval");
+    }
+    ane_bridge_free(k);
+    free(mil);
+}
+
 int main(void) {
     setenv("ANE_BRIDGE_CACHE", "0", 1);
     zero_copy_chain();
@@ -206,5 +265,6 @@ int main(void) {
     shared_with_a_child();
     blob_layouts();
     blobfile_compiles();
+    rewritten_weights();
     return finish("test_extensions");
 }

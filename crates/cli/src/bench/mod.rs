@@ -6,6 +6,9 @@
 //! * [`train::run`] (`bench train`): the seed's params-vs-packed training comparison.
 //! * [`repack::run`] (`bench repack`): a weight update (f32 → f16 + panel repack) against a
 //!   plain `memcpy` of the weight.
+//! * [`write_weight::run`] (`bench write-weight`): the bridge's `write_weight_f32` end to end,
+//!   panels packed on write, against a `memcpy`; eval with prepacked weights against per-eval
+//!   packing.
 //!
 //! Benchmarks are never tests or CI gates: the machines are small and shared. Every table
 //! states the load average it ran under.
@@ -13,6 +16,7 @@
 pub mod gemm;
 pub mod repack;
 pub mod train;
+pub mod write_weight;
 
 /// The 1-minute load average from `/proc/loadavg` (`None` where it can't be read).
 pub(crate) fn load_average() -> Option<f64> {

@@ -140,6 +140,37 @@ impl Plan {
         inputs: &[&[u8]],
         outputs: &mut [&mut [u8]],
     ) -> Result<()> {
+        self.eval_inner(ws, inputs, &[], outputs)
+    }
+
+    /// [`Plan::eval`] with prepacked GEMM operands: `packed[k]` (one entry per input, `None`
+    /// for inputs not prepacked) holds panels of input `k` built by [`Plan::pack_input`] from
+    /// the bytes now in `inputs[k]`. The matmul steps of those panels' sites read them instead
+    /// of packing the input; the results are bit-for-bit those of [`Plan::eval`] (when the
+    /// panels are current). Does not allocate.
+    ///
+    /// # Errors
+    ///
+    /// As [`Plan::eval`]; [`Error::Packed`] when `packed` has the wrong length or an entry
+    /// belongs to another plan or input.
+    pub fn eval_with_packed(
+        &self,
+        ws: &mut Workspace,
+        inputs: &[&[u8]],
+        packed: &[Option<&crate::plan::pack::PackedInput>],
+        outputs: &mut [&mut [u8]],
+    ) -> Result<()> {
+        self.check_packed_all(packed)?;
+        self.eval_inner(ws, inputs, packed, outputs)
+    }
+
+    fn eval_inner(
+        &self,
+        ws: &mut Workspace,
+        inputs: &[&[u8]],
+        packed: &[Option<&crate::plan::pack::PackedInput>],
+        outputs: &mut [&mut [u8]],
+    ) -> Result<()> {
         check_buffers(
             "input",
             &self.inputs,
@@ -157,8 +188,9 @@ impl Plan {
             });
         }
         let arena = ws.arena.as_mut_slice();
-        for (step, kernel) in self.steps.iter().zip(&self.kernels) {
-            self.run_step(step, kernel.run, inputs, outputs, arena)
+        for (idx, (step, kernel)) in self.steps.iter().zip(&self.kernels).enumerate() {
+            let panels = packed_for_step(packed, step, idx);
+            self.run_step(step, kernel.run, inputs, outputs, arena, panels)
                 .map_err(|error| Error::Runtime {
                     code: error.code(),
                     kernel: error,
@@ -175,6 +207,10 @@ impl Plan {
         inputs: &[&[u8]],
         outputs: &mut [&mut [u8]],
         arena: &mut [u8],
+        packed: Option<(
+            &milbridge_linalg::gemm::PackedB,
+            crate::plan::pack::PackSide,
+        )>,
     ) -> Result<(), crate::error::KernelError> {
         let dst_arena = (step.dst.buf == BufId::Arena).then(|| step.dst.range.clone());
         let (arena_dst, scratch, arena_split) =
@@ -235,6 +271,7 @@ impl Plan {
             threads: self.threads,
             isa: self.isa,
             precision: self.precision,
+            packed,
         };
         run(&mut ctx)
     }
@@ -249,6 +286,31 @@ impl Plan {
     pub fn from_bytes(bytes: &[u8]) -> Result<Plan> {
         crate::plan::serial::read_plan(bytes)
     }
+}
+
+/// The prepacked panels step `idx` uses: those of its B input if packed for it, else those of
+/// its A input.
+fn packed_for_step<'p>(
+    packed: &[Option<&'p crate::plan::pack::PackedInput>],
+    step: &Step,
+    idx: usize,
+) -> Option<(
+    &'p milbridge_linalg::gemm::PackedB,
+    crate::plan::pack::PackSide,
+)> {
+    if packed.is_empty() || !matches!(step.op, crate::plan::step::StepOp::Matmul { .. }) {
+        return None;
+    }
+    [1, 0]
+        .into_iter()
+        .find_map(|src| match step.srcs.get(src)?.buf {
+            BufId::Input(k) => packed
+                .get(k as usize)
+                .copied()
+                .flatten()
+                .and_then(|entry| entry.for_step(idx)),
+            _ => None,
+        })
 }
 
 #[cfg(test)]

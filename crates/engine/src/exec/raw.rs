@@ -16,7 +16,7 @@ use std::ops::Range;
 use std::sync::Mutex;
 
 use half::f16;
-use milbridge_linalg::gemm::{self, ElemPtr, GemmSpec, MatMut, MatRef, OutPtr};
+use milbridge_linalg::gemm::{self, ElemPtr, GemmSpec, MatMut, MatRef, OutPtr, PackedB};
 use milbridge_linalg::pool::Pool;
 
 use crate::error::KernelError;
@@ -372,6 +372,17 @@ pub struct Mat3 {
 }
 
 impl Mat3 {
+    /// The transposed matrices (rows and columns, and their strides, swapped).
+    pub fn t(self) -> Mat3 {
+        Mat3 {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
     fn dims(&self) -> [(usize, usize); 3] {
         [
             (self.batch, self.batch_stride),
@@ -395,7 +406,7 @@ impl Mat3 {
             + 1
     }
 
-    fn is_injective(&self) -> bool {
+    pub(crate) fn is_injective(&self) -> bool {
         let mut dims = self.dims();
         dims.sort_unstable_by_key(|&(_, s)| s);
         let mut span = 0usize;
@@ -494,6 +505,150 @@ pub fn gemm(
             a_mat.batch_stride as isize,
             b_ref,
             b_mat.batch_stride as isize,
+            c_mut,
+            c_mat.batch_stride as isize,
+        )
+    }
+}
+
+fn src_len(src: GemmSrc<'_>) -> usize {
+    match src {
+        GemmSrc::F32(data) => data.len(),
+        GemmSrc::F16(data) => data.len(),
+    }
+}
+
+/// The single matrix `mat` (its batch is ignored) of `src` as a linalg view, after checking
+/// its footprint against the slice.
+fn matrix_view(src: GemmSrc<'_>, mat: Mat3) -> MatRef {
+    let len = src_len(src);
+    let single = Mat3 { batch: 1, ..mat };
+    assert!(
+        single.numel() == 0 || single.end() <= len,
+        "packed operand {mat:?} reaches past its {len} elements"
+    );
+    let ptr = match src {
+        // In bounds (`offset < end <= len`, checked above), or an empty view whose pointer is
+        // never read through; `wrapping_add` keeps the latter a plain value.
+        GemmSrc::F32(data) => ElemPtr::F32(data.as_ptr().wrapping_add(mat.offset)),
+        GemmSrc::F16(data) => ElemPtr::F16(data.as_ptr().wrapping_add(mat.offset)),
+    };
+    MatRef {
+        ptr,
+        rows: mat.rows,
+        cols: mat.cols,
+        row_stride: mat.row_stride as isize,
+        col_stride: mat.col_stride as isize,
+    }
+}
+
+/// Packs the matrix `mat` of `src` (one matrix: `mat.batch` is ignored) into the panel layout
+/// of `spec`'s kernel, on `pool`. Panics if the view reaches past `src` or the host lacks the
+/// tier (planner and caller invariants).
+pub fn pack_b(spec: &GemmSpec, pool: &Pool, src: GemmSrc<'_>, mat: Mat3) -> PackedB {
+    let view = matrix_view(src, mat);
+    // SAFETY: every element of the view lies inside `src` (checked by `matrix_view`), which is
+    // borrowed shared for the whole call, so nobody writes it meanwhile.
+    unsafe { PackedB::pack_with(spec, pool, view) }
+}
+
+/// Repacks `packed` from the matrix `mat` of `src` (same shape as packed). Panics as
+/// [`pack_b`] does, and when the shape differs.
+pub fn repack_b(packed: &mut PackedB, pool: &Pool, src: GemmSrc<'_>, mat: Mat3) {
+    let view = matrix_view(src, mat);
+    // SAFETY: as in `pack_b`.
+    unsafe { packed.repack_with(pool, view) }
+}
+
+/// Converts the matrix `mat` of the f32 `values` into the same positions of the fp16 `copy`
+/// (round to nearest even) and repacks `packed` from the copy, in one parallel sweep
+/// (linalg's `repack_converting_with`). Panics if `mat` reaches past either slice, is not
+/// injective, or its shape differs from the packed one.
+pub fn repack_b_converting(
+    packed: &mut PackedB,
+    pool: &Pool,
+    values: &[f32],
+    copy: &mut [f16],
+    mat: Mat3,
+) {
+    let single = Mat3 { batch: 1, ..mat };
+    assert!(
+        single.is_injective(),
+        "converting repack: the view {mat:?} overlaps itself"
+    );
+    let view = matrix_view(GemmSrc::F32(values), mat);
+    let copy_ref = matrix_view(GemmSrc::F16(copy), mat);
+    let ElemPtr::F16(copy_ptr) = copy_ref.ptr else {
+        unreachable!("an f16 source gives an f16 view")
+    };
+    let copy_view = MatMut {
+        ptr: OutPtr::F16(copy_ptr.cast_mut()),
+        rows: copy_ref.rows,
+        cols: copy_ref.cols,
+        row_stride: copy_ref.row_stride,
+        col_stride: copy_ref.col_stride,
+    };
+    // SAFETY: both views lie inside their slices (checked by `matrix_view`); `copy` is
+    // uniquely borrowed (so distinct from `values` and untouched by anyone else) and its view
+    // is injective (checked above), so its elements are distinct.
+    unsafe { packed.repack_converting_with(pool, view, copy_view) }
+}
+
+/// `C[i] (+)= A[i] · B` for `i` in the batch, with B already packed ([`pack_b`]) for `spec`'s
+/// kernel. Checks A's and C's footprints and C's injectivity as [`gemm()`] does. Panics on a
+/// violated planner invariant (including B packed for another kernel or shape).
+pub fn gemm_packed(
+    spec: &GemmSpec,
+    pool: &Pool,
+    a: GemmSrc<'_>,
+    a_mat: Mat3,
+    b: &PackedB,
+    c: GemmDst<'_>,
+    c_mat: Mat3,
+) {
+    assert!(a_mat.batch == c_mat.batch, "gemm batch sizes differ");
+    assert!(c_mat.is_injective(), "gemm destination overlaps itself");
+    if c_mat.numel() == 0 {
+        return;
+    }
+    let a_len = src_len(a);
+    assert!(
+        a_mat.numel() == 0 || a_mat.end() <= a_len,
+        "gemm operand {a_mat:?} reaches past its {a_len} elements"
+    );
+    let a_ref = matrix_view(a, a_mat);
+    let c_len = match &c {
+        GemmDst::F32(data) => data.len(),
+        GemmDst::F16(data) => data.len(),
+    };
+    assert!(
+        c_mat.end() <= c_len,
+        "gemm destination {c_mat:?} reaches past its {c_len} elements"
+    );
+    let c_ptr = match c {
+        // SAFETY: in bounds as checked above.
+        GemmDst::F32(data) => OutPtr::F32(unsafe { data.as_mut_ptr().add(c_mat.offset) }),
+        // SAFETY: in bounds as checked above.
+        GemmDst::F16(data) => OutPtr::F16(unsafe { data.as_mut_ptr().add(c_mat.offset) }),
+    };
+    let c_mut = MatMut {
+        ptr: c_ptr,
+        rows: c_mat.rows,
+        cols: c_mat.cols,
+        row_stride: c_mat.row_stride as isize,
+        col_stride: c_mat.col_stride as isize,
+    };
+    // SAFETY: every element of every batch entry of A (read) and C (read/write) lies inside
+    // its slice (footprints checked above); C is injective and uniquely borrowed, so it
+    // overlaps neither A nor the panels (shared borrows) and nobody else touches it.
+    unsafe {
+        gemm::gemm_batched_packed_b(
+            spec,
+            pool,
+            c_mat.batch,
+            a_ref,
+            a_mat.batch_stride as isize,
+            b,
             c_mut,
             c_mat.batch_stride as isize,
         )

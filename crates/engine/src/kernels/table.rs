@@ -18,6 +18,7 @@ use crate::exec::raw::{self, DstTiles, GemmDst, GemmSrc, Mat3};
 use crate::kernels::generic::{elementwise as ew, linalg as la, movement as mv, reduce as rd};
 use crate::kernels::{Kernel, KernelCtx};
 use crate::layout::MAX_RANK;
+use crate::plan::pack::PackSide;
 use crate::plan::step::{BinaryOp, N_BINARY, N_REDUCE, N_UNARY, ReduceOp, StepOp};
 
 /// Float element types with their own slots: fp16 and fp32.
@@ -633,6 +634,18 @@ fn matmul_gemm(ctx: &mut KernelCtx<'_>) -> Result<(), KernelError> {
     let rank = c_layout.rank();
     let n_prefix = rank.saturating_sub(3);
     let n_outer: usize = c_layout.shape[..n_prefix].iter().product();
+    let (a_src, b_src) = match ctx.dst_ty {
+        Ty::F16 => (
+            GemmSrc::F16(bytemuck::cast_slice::<u8, f16>(ctx.srcs[0].bytes)),
+            GemmSrc::F16(bytemuck::cast_slice::<u8, f16>(ctx.srcs[1].bytes)),
+        ),
+        Ty::F32 => (
+            GemmSrc::F32(bytemuck::cast_slice::<u8, f32>(ctx.srcs[0].bytes)),
+            GemmSrc::F32(bytemuck::cast_slice::<u8, f32>(ctx.srcs[1].bytes)),
+        ),
+        other => panic!("gemm matmul for {other:?} (kernel table invariant)"),
+    };
+    let packed = ctx.packed;
     let mut idx = [0usize; MAX_RANK];
     for _ in 0..n_outer {
         let prefix = &idx[..n_prefix];
@@ -642,28 +655,22 @@ fn matmul_gemm(ctx: &mut KernelCtx<'_>) -> Result<(), KernelError> {
             mat3(c_layout, prefix),
         );
         let pool = ctx.pool;
-        match ctx.dst_ty {
-            Ty::F16 => raw::gemm(
-                &spec,
-                pool,
-                GemmSrc::F16(bytemuck::cast_slice::<u8, f16>(ctx.srcs[0].bytes)),
-                a_mat,
-                GemmSrc::F16(bytemuck::cast_slice::<u8, f16>(ctx.srcs[1].bytes)),
-                b_mat,
-                GemmDst::F16(bytemuck::cast_slice_mut::<u8, f16>(&mut *ctx.dst)),
-                c_mat,
-            ),
-            Ty::F32 => raw::gemm(
-                &spec,
-                pool,
-                GemmSrc::F32(bytemuck::cast_slice::<u8, f32>(ctx.srcs[0].bytes)),
-                a_mat,
-                GemmSrc::F32(bytemuck::cast_slice::<u8, f32>(ctx.srcs[1].bytes)),
-                b_mat,
-                GemmDst::F32(bytemuck::cast_slice_mut::<u8, f32>(&mut *ctx.dst)),
-                c_mat,
-            ),
-            other => panic!("gemm matmul for {other:?} (kernel table invariant)"),
+        let c = match ctx.dst_ty {
+            Ty::F16 => GemmDst::F16(bytemuck::cast_slice_mut::<u8, f16>(&mut *ctx.dst)),
+            _ => GemmDst::F32(bytemuck::cast_slice_mut::<u8, f32>(&mut *ctx.dst)),
+        };
+        match packed {
+            None => raw::gemm(&spec, pool, a_src, a_mat, b_src, b_mat, c, c_mat),
+            // B (the prepacked input) is the same matrix for every batch entry (the planner
+            // only prepacks such operands).
+            Some((panels, PackSide::B)) => {
+                raw::gemm_packed(&spec, pool, a_src, a_mat, panels, c, c_mat);
+            }
+            // The prepacked input is A: `Cᵀ = Bᵀ·Aᵀ`, the same products summed in the same
+            // order, so the result is bit-for-bit that of the plain product.
+            Some((panels, PackSide::A)) => {
+                raw::gemm_packed(&spec, pool, b_src, b_mat.t(), panels, c, c_mat.t());
+            }
         }
         for d in (0..n_prefix).rev() {
             idx[d] += 1;

@@ -636,6 +636,7 @@ impl<'a> Lowerer<'a> {
                 threads: 1,
                 isa: self.isa,
                 precision: self.precision,
+                packed: None,
             };
             (kernel.run)(&mut ctx).map_err(|error| Error::Fold {
                 op: OpKind::Const,

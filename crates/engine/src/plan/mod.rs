@@ -7,6 +7,7 @@
 
 pub mod lower;
 pub mod memory;
+pub mod pack;
 pub mod serial;
 pub mod step;
 

@@ -124,6 +124,9 @@ thread_local! {
     static SHARED_A: Cell<AlignedBuf> = Cell::new(AlignedBuf::default());
     /// The dispatching thread's shared packed-B buffer (a raw B used by several row blocks).
     static SHARED_B: Cell<AlignedBuf> = Cell::new(AlignedBuf::default());
+    /// Products run on this thread that packed B from a raw view (see
+    /// [`raw_b_products_on_this_thread`](crate::gemm::raw_b_products_on_this_thread)).
+    pub(crate) static RAW_B_PRODUCTS: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Blocking of one problem.
@@ -291,6 +294,9 @@ pub(crate) unsafe fn run<K: MicroKernel>(pool: &Pool, problem: &Problem<'_>) {
             }
         }
         return;
+    }
+    if matches!(problem.b, BSource::Raw { .. }) {
+        RAW_B_PRODUCTS.with(|count| count.set(count.get() + 1));
     }
     let plan = plan::<K>(problem.batch, m, n, k, pool.n_threads());
     let items_per_batch = plan.m_blocks * plan.n_blocks;
@@ -505,6 +511,29 @@ unsafe fn run_item_b_outer<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, i
         }
     }
     drop(session);
+    if c.row_stride == 1 && c.col_stride != 1 {
+        // A transposed C (columns contiguous, e.g. the engine's Cᵀ = Bᵀ·Aᵀ form): merge each
+        // strip column by column, so C is written in contiguous runs.
+        for tile_n in 0..n_tiles {
+            let cols = nr.min(n_len - tile_n * nr);
+            // SAFETY: strip `tile_n` holds `m_len` rows of `cols` valid values (row pitch NR)
+            // that map into C at (m0, n0 + tile_n·NR).
+            unsafe {
+                merge_tile::<K>(
+                    c_block.add(tile_n * m_rows * nr),
+                    nr,
+                    m_len,
+                    cols,
+                    c,
+                    m0,
+                    n0 + tile_n * nr,
+                    problem.accumulate,
+                )
+            };
+        }
+        SCRATCH.set(scratch);
+        return;
+    }
     for row in 0..m_len {
         for tile_n in 0..n_tiles {
             let cols = nr.min(n_len - tile_n * nr);
@@ -716,6 +745,11 @@ unsafe fn merge_tile<K: MicroKernel>(
     col: usize,
     accumulate: bool,
 ) {
+    if c.row_stride == 1 && c.col_stride != 1 && rows > 1 {
+        // SAFETY: forwarded (same tile and C region).
+        unsafe { merge_tile_by_columns::<K>(tile, ld, rows, cols, c, row, col, accumulate) };
+        return;
+    }
     for row_idx in 0..rows {
         // SAFETY: row `row_idx` of the tile has `cols` readable values.
         let values = unsafe { std::slice::from_raw_parts(tile.add(row_idx * ld), cols) };
@@ -755,6 +789,62 @@ unsafe fn merge_tile<K: MicroKernel>(
                     };
                 }
             }
+        }
+    }
+}
+
+/// [`merge_tile`] for a C whose columns are contiguous (row stride 1): each tile column is
+/// gathered into a stack buffer and stored as one contiguous run (converted with the tier's
+/// f32 → f16 conversion for an f16 C, the same rounding as the row path).
+///
+/// # Safety
+/// As for [`merge_tile`]; `c.row_stride == 1`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one tile's coordinates and destination"
+)]
+unsafe fn merge_tile_by_columns<K: MicroKernel>(
+    tile: *const f32,
+    ld: usize,
+    rows: usize,
+    cols: usize,
+    c: MatMut,
+    row: usize,
+    col: usize,
+    accumulate: bool,
+) {
+    const CHUNK: usize = 64;
+    let mut values = [0f32; CHUNK];
+    for col_idx in 0..cols {
+        let mut row0 = 0;
+        while row0 < rows {
+            let n = CHUNK.min(rows - row0);
+            for (i, value) in values[..n].iter_mut().enumerate() {
+                // SAFETY: element (row0 + i, col_idx) of the tile is readable.
+                *value = unsafe { *tile.add((row0 + i) * ld + col_idx) };
+            }
+            let offset = (row + row0) as isize + (col + col_idx) as isize * c.col_stride;
+            match c.ptr {
+                OutPtr::F32(ptr) => {
+                    // SAFETY: `n` contiguous elements (row stride 1) of column col + col_idx
+                    // of C, disjoint from the tile.
+                    let out = unsafe { std::slice::from_raw_parts_mut(ptr.offset(offset), n) };
+                    if accumulate {
+                        for (out, &value) in out.iter_mut().zip(&values[..n]) {
+                            *out += value;
+                        }
+                    } else {
+                        out.copy_from_slice(&values[..n]);
+                    }
+                }
+                OutPtr::F16(ptr) => {
+                    // SAFETY: as above, for an f16 C; the host supports K's tier.
+                    unsafe {
+                        convert::f32_to_f16_raw_with(K::ISA, values.as_ptr(), ptr.offset(offset), n)
+                    };
+                }
+            }
+            row0 += n;
         }
     }
 }

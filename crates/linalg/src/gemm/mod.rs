@@ -611,5 +611,70 @@ pub unsafe fn gemm_packed_b(spec: &GemmSpec, pool: &Pool, a: MatRef, b: &PackedB
     unsafe { with_kernel!(kernel, K => driver::run::<K>(pool, &problem)) }
 }
 
+/// `batch` products `C_i (+)= A_i · B` with one B, already packed for `spec`'s kernel, shared
+/// by every entry (the batched form of [`gemm_packed_b`]: `X_i` is the view `x` moved by
+/// `i * x_batch_stride` elements). Blocking and arithmetic are those of [`gemm_batched`] with a
+/// broadcast B (batch stride 0), so the results are bit-for-bit the same.
+///
+/// Panics as [`gemm_packed_b`] does, and on a zero `c_batch_stride` with `batch > 1`.
+///
+/// # Safety
+/// As for [`gemm()`] (for `a` and `c`), for every batch entry; the C views of different entries
+/// don't overlap.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the batched signature of gemm_batched with B replaced by its panels"
+)]
+pub unsafe fn gemm_batched_packed_b(
+    spec: &GemmSpec,
+    pool: &Pool,
+    batch: usize,
+    a: MatRef,
+    a_batch_stride: isize,
+    b: &PackedB,
+    c: MatMut,
+    c_batch_stride: isize,
+) {
+    let kernel = check_spec(spec, b.k);
+    assert_eq!(
+        kernel,
+        b.kernel,
+        "gemm_batched_packed_b: B was packed for {}, the spec runs {}",
+        b.kernel.name(),
+        kernel.name()
+    );
+    check_shapes("gemm_batched_packed_b", a.rows, a.cols, b.k, b.n, &c);
+    assert!(
+        batch <= 1 || c_batch_stride != 0,
+        "gemm_batched_packed_b: batched C needs a nonzero batch stride"
+    );
+    assert!(
+        !spec.accumulate || matches!(c.ptr, OutPtr::F32(_)),
+        "gemm_batched_packed_b: accumulate needs an f32 C"
+    );
+    let problem = Problem {
+        batch,
+        a,
+        a_batch_stride,
+        b: BSource::Packed {
+            data: &b.data,
+            k_pad: b.k_pad,
+        },
+        c,
+        c_batch_stride,
+        accumulate: spec.accumulate,
+    };
+    // SAFETY: shapes, tier and layout validated above; pointers per the caller's contract.
+    unsafe { with_kernel!(kernel, K => driver::run::<K>(pool, &problem)) }
+}
+
+/// How many products this thread has run that packed B from a raw (strided) view, i.e. every
+/// [`gemm`] / [`gemm_batched`] call with a non-empty C and k, and none of [`gemm_packed_b`] /
+/// [`gemm_batched_packed_b`]. A test hook: the engine's tests read it before and after an
+/// evaluation to check that prepacked weights are not packed again.
+pub fn raw_b_products_on_this_thread() -> u64 {
+    driver::RAW_B_PRODUCTS.with(std::cell::Cell::get)
+}
+
 #[cfg(test)]
 mod tests;

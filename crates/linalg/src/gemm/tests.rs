@@ -965,3 +965,67 @@ fn safe_slice_gemm_matches_naive_in_every_layout() {
         }
     }
 }
+
+#[test]
+fn batched_packed_b_equals_batched_broadcast_bit_for_bit() {
+    let pool = Pool::new(2);
+    for isa in Isa::ALL.into_iter().filter_map(tier) {
+        for spec in specs(isa) {
+            for (batch, m, n, k) in [(1, 1, 1, 1), (3, 37, 70, 45), (2, 64, 96, 800)] {
+                let mut rng = Rng((batch * 1000 + m * 31 + n + k) as u64);
+                let a: Vec<f32> = (0..batch * m * k).map(|_| rng.next()).collect();
+                let b: Vec<f16> = (0..k * n).map(|_| f16::from_f32(rng.next())).collect();
+                // A transposed B view (column-major storage), as the engine's weights often are.
+                let b_view = MatRef::f16_row_major(b.as_ptr(), n, k).t();
+                let a_view = MatRef::f32_row_major(a.as_ptr(), m, k);
+                let mut c_raw = vec![0f32; batch * m * n];
+                let mut c_packed = vec![1f32; batch * m * n];
+                let (mn, mk) = ((m * n) as isize, (m * k) as isize);
+                let before = raw_b_products_on_this_thread();
+                // SAFETY: every view covers a live buffer of the stated shape; the C buffers
+                // are distinct from A and B and from each other.
+                unsafe {
+                    gemm_batched(
+                        &spec,
+                        &pool,
+                        batch,
+                        a_view,
+                        mk,
+                        b_view,
+                        0,
+                        MatMut::f32_row_major(c_raw.as_mut_ptr(), m, n),
+                        mn,
+                    );
+                }
+                assert_eq!(raw_b_products_on_this_thread(), before + 1);
+                // SAFETY: as above.
+                unsafe {
+                    let packed = PackedB::pack_with(&spec, &pool, b_view);
+                    gemm_batched_packed_b(
+                        &spec,
+                        &pool,
+                        batch,
+                        a_view,
+                        mk,
+                        &packed,
+                        MatMut::f32_row_major(c_packed.as_mut_ptr(), m, n),
+                        mn,
+                    );
+                }
+                assert_eq!(
+                    raw_b_products_on_this_thread(),
+                    before + 1,
+                    "a packed B is not packed again"
+                );
+                assert!(
+                    c_raw
+                        .iter()
+                        .zip(&c_packed)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{isa} {:?} batch {batch} m {m} n {n} k {k}",
+                    spec.precision
+                );
+            }
+        }
+    }
+}
