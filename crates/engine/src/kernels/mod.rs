@@ -1,9 +1,11 @@
 //! Kernels: the code that computes one step, picked from a [`table::KernelTable`] at compile
 //! time. Every kernel has the same signature ([`KernelFn`]) and reads its parameters from the
-//! step; [`generic`] holds the portable kernel for every slot.
+//! step; [`generic`] holds the portable kernel for every slot, [`tiered`] the vectorised
+//! elementwise, softmax and reduction kernels that `KernelTable::for_isa` plugs in.
 
 pub mod generic;
 pub mod table;
+pub mod tiered;
 
 use bytemuck::Pod;
 use milbridge_linalg::cpu::Isa;

@@ -369,6 +369,7 @@ impl KernelTable {
             table.precision = precision;
             plug_gemm(&mut table, isa, precision);
             plug_convert(&mut table, isa);
+            crate::kernels::tiered::plug(&mut table, isa);
             table
         })
     }

@@ -443,6 +443,36 @@ unsafe fn fill_tail<S: Simd>(value: S::V, valid: usize, fill: f32) -> S::V {
     }
 }
 
+/// Lanes `at..at + LANES` of one softmax row's logits, `scale·x (+ mask)`, with lanes at or
+/// past `valid` set to -inf. A function rather than a closure in [`softmax_rows`] so that it
+/// is inlined with the caller's `#[target_feature]`s (a closure is compiled without them, and
+/// its intrinsics became calls).
+///
+/// # Safety
+/// `x_row` (and `mask_row`) hold `valid` readable values from `at`'s row start; tier supported.
+#[inline(always)]
+unsafe fn softmax_logits<S: Simd, T: Storage>(
+    x_row: *const T,
+    mask_row: Option<*const f32>,
+    scale_v: S::V,
+    valid: usize,
+    at: usize,
+) -> S::V {
+    // SAFETY: `load_at` reads only elements below `valid`; the rest is register arithmetic.
+    unsafe {
+        let value = S::mul(load_at::<S, T>(x_row, at, valid, 0.0), scale_v);
+        let value = match mask_row {
+            Some(mask_row) => S::add(value, load_at::<S, f32>(mask_row, at, valid, 0.0)),
+            None => value,
+        };
+        if at + S::LANES > valid {
+            fill_tail::<S>(value, valid - at, f32::NEG_INFINITY)
+        } else {
+            value
+        }
+    }
+}
+
 /// Softmax of `rows` rows of `n` along the row: `z = scale·x (+ mask)`,
 /// `out = exp(z − max z) / Σ exp(z − max z)`. Masked columns (causal: past `r + offset`; or
 /// additive -inf) get exactly 0; a row with nothing left gets all zeros. Three reads of the
@@ -472,21 +502,12 @@ pub(crate) unsafe fn softmax_rows<S: Simd, T: Storage>(
                 RawMask::Causal { offset } => ((row + offset + 1).min(n), None),
                 RawMask::Additive { values, row_stride } => (n, Some(values.add(row * row_stride))),
             };
-            let logits = |at: usize| -> S::V {
-                let value = S::mul(load_at::<S, T>(x_row, at, valid, 0.0), scale_v);
-                let value = match mask_row {
-                    Some(mask_row) => S::add(value, load_at::<S, f32>(mask_row, at, valid, 0.0)),
-                    None => value,
-                };
-                if at + S::LANES > valid {
-                    fill_tail::<S>(value, valid - at, f32::NEG_INFINITY)
-                } else {
-                    value
-                }
-            };
             let mut max = S::splat(f32::NEG_INFINITY);
             for at in (0..valid).step_by(S::LANES) {
-                max = S::max(max, logits(at));
+                max = S::max(
+                    max,
+                    softmax_logits::<S, T>(x_row, mask_row, scale_v, valid, at),
+                );
             }
             let max = S::reduce_max(max);
             if max == f32::NEG_INFINITY || max.is_nan() {
@@ -498,11 +519,23 @@ pub(crate) unsafe fn softmax_rows<S: Simd, T: Storage>(
             let max = S::splat(max);
             let mut sum = S::splat(0.0);
             for at in (0..valid).step_by(S::LANES) {
-                sum = S::add(sum, exp::<S>(S::sub(logits(at), max)));
+                sum = S::add(
+                    sum,
+                    exp::<S>(S::sub(
+                        softmax_logits::<S, T>(x_row, mask_row, scale_v, valid, at),
+                        max,
+                    )),
+                );
             }
             let inv = S::splat(1.0 / S::reduce_add(sum));
             for at in (0..valid).step_by(S::LANES) {
-                let prob = S::mul(exp::<S>(S::sub(logits(at), max)), inv);
+                let prob = S::mul(
+                    exp::<S>(S::sub(
+                        softmax_logits::<S, T>(x_row, mask_row, scale_v, valid, at),
+                        max,
+                    )),
+                    inv,
+                );
                 store_at::<S, T>(out_row, at, valid, prob);
             }
             for at in (valid..n).step_by(S::LANES) {
