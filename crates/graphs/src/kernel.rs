@@ -365,17 +365,24 @@ pub fn write_section(layout: &PackLayout, index: usize, data: &[f32], buf: &mut 
     };
     match section.content {
         SectionContent::Activation | SectionContent::Weight(Orientation::Natural) => {
+            // Row r of the section is contiguous in both layouts.
             for r in 0..rows {
-                for c in 0..cols {
-                    buf[dst(r, c)] = data[r * cols + c];
-                }
+                let at = dst(r, 0);
+                buf[at..at + cols].copy_from_slice(&data[r * cols..(r + 1) * cols]);
             }
         }
         SectionContent::Weight(Orientation::Transposed) => {
-            // The model matrix is [cols][rows]; the section holds its transpose.
-            for r in 0..rows {
-                for c in 0..cols {
-                    buf[dst(r, c)] = data[c * rows + r];
+            // The model matrix is [cols][rows]; the section holds its transpose. Blocked, so
+            // both sides stream through cache lines rather than striding a whole matrix.
+            const B: usize = 32;
+            for r0 in (0..rows).step_by(B) {
+                for c0 in (0..cols).step_by(B) {
+                    for r in r0..(r0 + B).min(rows) {
+                        let at = dst(r, 0);
+                        for c in c0..(c0 + B).min(cols) {
+                            buf[at + c] = data[c * rows + r];
+                        }
+                    }
                 }
             }
         }
