@@ -281,29 +281,51 @@ impl Params {
     /// std `0.02 / sqrt(2 n_layers)`, RMSNorm gains (q/k-norm gains too) 1.
     pub fn init(spec: &ModelSpec, seed: u64) -> Params {
         let mut p = Params::zeros(spec);
-        let mut rng = Rng::stream(seed, 0x1417);
         let std = 0.02;
         let res_std = 0.02 / (2.0 * spec.n_layers as f64).sqrt();
-        let mut fill = |v: &mut [f32], s: f64| {
-            for x in v {
-                *x = (rng.normal() * s) as f32;
-            }
-        };
-        fill(&mut p.embed, std);
         p.rms_final.fill(1.0);
+        let mut random: Vec<(&mut [f32], f64)> = vec![(&mut p.embed[..], std)];
         for l in &mut p.layers {
-            fill(&mut l.wq, std);
-            fill(&mut l.wk, std);
-            fill(&mut l.wv, std);
-            fill(&mut l.wo, res_std);
-            fill(&mut l.w1, std);
-            fill(&mut l.w2, res_std);
-            fill(&mut l.w3, std);
             l.rms_att.fill(1.0);
             l.rms_ffn.fill(1.0);
             l.q_norm.fill(1.0);
             l.k_norm.fill(1.0);
+            random.extend([
+                (&mut l.wq[..], std),
+                (&mut l.wk[..], std),
+                (&mut l.wv[..], std),
+                (&mut l.wo[..], res_std),
+                (&mut l.w1[..], std),
+                (&mut l.w2[..], res_std),
+                (&mut l.w3[..], std),
+            ]);
         }
+        // Each INIT_CHUNK-element chunk of each matrix draws from its own stream, so the
+        // values do not depend on how the chunks are spread over threads.
+        const INIT_CHUNK: usize = 1 << 20;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut per_thread: Vec<Vec<(u64, &mut [f32], f64)>> =
+            (0..threads).map(|_| Vec::new()).collect();
+        let mut next = 0usize;
+        for (t, (tensor, s)) in random.into_iter().enumerate() {
+            for (c, chunk) in tensor.chunks_mut(INIT_CHUNK).enumerate() {
+                let stream = 0x1417_0000_0000 ^ ((t as u64) << 24) ^ c as u64;
+                per_thread[next % threads].push((stream, chunk, s));
+                next += 1;
+            }
+        }
+        std::thread::scope(|scope| {
+            for work in per_thread {
+                scope.spawn(move || {
+                    for (stream, chunk, s) in work {
+                        let mut rng = Rng::stream(seed, stream);
+                        for x in chunk {
+                            *x = (rng.normal() * s) as f32;
+                        }
+                    }
+                });
+            }
+        });
         p
     }
 
@@ -463,6 +485,11 @@ mod tests {
         assert!((std(&a.embed) - 0.02).abs() < 0.002);
         assert!((std(&a.layers[0].w2) - 0.01).abs() < 0.001, "0.02/sqrt(4)");
         assert!(a.layers[1].rms_ffn.iter().all(|&g| g == 1.0));
+        assert_ne!(
+            a.layers[0].wq, a.layers[1].wq,
+            "every matrix draws from its own stream"
+        );
+        assert_ne!(a.layers[0].wq, a.layers[0].wk);
         let tensors = a.tensors(&spec);
         assert_eq!(tensors.len(), 2 + 9 * spec.n_layers);
         let total: usize = tensors.iter().map(|t| t.2.len()).sum();
