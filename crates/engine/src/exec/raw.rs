@@ -422,6 +422,32 @@ impl Mat3 {
     }
 }
 
+/// The GEMM destination view of `c_mat` inside `c`; panics (a planner invariant) when the
+/// view reaches past the slice.
+fn destination_view(c: GemmDst<'_>, c_mat: Mat3) -> MatMut {
+    let c_len = match &c {
+        GemmDst::F32(data) => data.len(),
+        GemmDst::F16(data) => data.len(),
+    };
+    assert!(
+        c_mat.end() <= c_len,
+        "gemm destination {c_mat:?} reaches past its {c_len} elements"
+    );
+    let c_ptr = match c {
+        // SAFETY: in bounds as checked above.
+        GemmDst::F32(data) => OutPtr::F32(unsafe { data.as_mut_ptr().add(c_mat.offset) }),
+        // SAFETY: in bounds as checked above.
+        GemmDst::F16(data) => OutPtr::F16(unsafe { data.as_mut_ptr().add(c_mat.offset) }),
+    };
+    MatMut {
+        ptr: c_ptr,
+        rows: c_mat.rows,
+        cols: c_mat.cols,
+        row_stride: c_mat.row_stride as isize,
+        col_stride: c_mat.col_stride as isize,
+    }
+}
+
 /// `C[i] (+)= A[i] · B[i]` for `i` in the batch, each operand a [`Mat3`] into its slice (A's and
 /// B's batch strides may be 0 to broadcast). Checks every footprint and that C is injective,
 /// then calls linalg's GEMM. Panics on a violated planner invariant.
@@ -472,27 +498,7 @@ pub fn gemm(
     };
     let a_ref = view(src_ptr(a, a_mat), a_mat);
     let b_ref = view(src_ptr(b, b_mat), b_mat);
-    let c_len = match &c {
-        GemmDst::F32(data) => data.len(),
-        GemmDst::F16(data) => data.len(),
-    };
-    assert!(
-        c_mat.end() <= c_len,
-        "gemm destination {c_mat:?} reaches past its {c_len} elements"
-    );
-    let c_ptr = match c {
-        // SAFETY: in bounds as checked above.
-        GemmDst::F32(data) => OutPtr::F32(unsafe { data.as_mut_ptr().add(c_mat.offset) }),
-        // SAFETY: in bounds as checked above.
-        GemmDst::F16(data) => OutPtr::F16(unsafe { data.as_mut_ptr().add(c_mat.offset) }),
-    };
-    let c_mut = MatMut {
-        ptr: c_ptr,
-        rows: c_mat.rows,
-        cols: c_mat.cols,
-        row_stride: c_mat.row_stride as isize,
-        col_stride: c_mat.col_stride as isize,
-    };
+    let c_mut = destination_view(c, c_mat);
     // SAFETY: every element of A, B (read) and C (read/write) lies inside its slice (footprints
     // checked above); C is injective and uniquely borrowed, so it overlaps neither A nor B
     // (shared borrows) and no other thread touches it during the call.
@@ -617,27 +623,7 @@ pub fn gemm_packed(
         "gemm operand {a_mat:?} reaches past its {a_len} elements"
     );
     let a_ref = matrix_view(a, a_mat);
-    let c_len = match &c {
-        GemmDst::F32(data) => data.len(),
-        GemmDst::F16(data) => data.len(),
-    };
-    assert!(
-        c_mat.end() <= c_len,
-        "gemm destination {c_mat:?} reaches past its {c_len} elements"
-    );
-    let c_ptr = match c {
-        // SAFETY: in bounds as checked above.
-        GemmDst::F32(data) => OutPtr::F32(unsafe { data.as_mut_ptr().add(c_mat.offset) }),
-        // SAFETY: in bounds as checked above.
-        GemmDst::F16(data) => OutPtr::F16(unsafe { data.as_mut_ptr().add(c_mat.offset) }),
-    };
-    let c_mut = MatMut {
-        ptr: c_ptr,
-        rows: c_mat.rows,
-        cols: c_mat.cols,
-        row_stride: c_mat.row_stride as isize,
-        col_stride: c_mat.col_stride as isize,
-    };
+    let c_mut = destination_view(c, c_mat);
     // SAFETY: every element of every batch entry of A (read) and C (read/write) lies inside
     // its slice (footprints checked above); C is injective and uniquely borrowed, so it
     // overlaps neither A nor the panels (shared borrows) and nobody else touches it.
