@@ -269,8 +269,8 @@ impl Backend for ReferenceBackend {
             cpu::head_rmsnorm(out.q, out.q_raw, &l.q_norm, seq, cpu::QK_NORM_EPS);
             cpu::head_rmsnorm(out.k, out.k_raw, &l.k_norm, seq, cpu::QK_NORM_EPS);
         }
-        cpu::rope(out.q, s.head_dim, seq, false);
-        cpu::rope(out.k, s.head_dim, seq, false);
+        cpu::rope(out.q, s.head_dim, seq, s.rope_theta(), false);
+        cpu::rope(out.k, s.head_dim, seq, s.rope_theta(), false);
         cpu::attention(out.attn, out.q, out.k, out.v, s.n_heads, s.n_kv_heads, seq);
         Ok(())
     }

@@ -24,8 +24,8 @@ pub const ROPE_THETA: f64 = 10000.0;
 
 /// `out[c, t] = x[c, t] * w[c] / sqrt(mean_c x[c, t]^2 + eps)`, on linalg's tiered
 /// channel-first RMSNorm (f32 sums; within `1e-5` relative of exact).
-pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], seq: usize) {
-    ew::rmsnorm_channels(selected_isa(), x, w, seq, NORM_EPS as f32, out);
+pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], seq: usize, eps: f64) {
+    ew::rmsnorm_channels(selected_isa(), x, w, seq, eps as f32, out);
 }
 
 fn inv_rms_eps(x: &[f32], dim: usize, seq: usize, eps: f64) -> Vec<f64> {
@@ -107,24 +107,38 @@ pub fn head_rmsnorm_gain_bwd(dw: &mut [f32], dy: &[f32], x: &[f32], seq: usize, 
 ///
 /// With `r = 1/rms(x)`: `dx[c] = w[c] r dy[c] - x[c] r^3 / D * sum_j dy[j] w[j] x[j]`,
 /// `dw[c] += sum_t dy[c, t] x[c, t] r[t]` (linalg's tiered kernel).
-pub fn rmsnorm_bwd(dx: &mut [f32], dw: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], seq: usize) {
-    ew::rmsnorm_channels_backward(selected_isa(), x, w, dy, seq, NORM_EPS as f32, dx, dw);
+pub fn rmsnorm_bwd(
+    dx: &mut [f32],
+    dw: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    seq: usize,
+    eps: f64,
+) {
+    ew::rmsnorm_channels_backward(selected_isa(), x, w, dy, seq, eps as f32, dx, dw);
 }
 
-/// `cos`/`sin` of RoPE angle `pos * theta^(-2i/head_dim)` for pair `i`.
+/// `cos`/`sin` of RoPE angle `pos * theta^(-2i/head_dim)` for pair `i`, Llama's base
+/// [`ROPE_THETA`] (what llama2.c's run.c uses).
 pub fn rope_angle(pos: usize, pair: usize, head_dim: usize) -> (f64, f64) {
-    let freq = ROPE_THETA.powf(-2.0 * pair as f64 / head_dim as f64);
+    rope_angle_with(ROPE_THETA, pos, pair, head_dim)
+}
+
+/// [`rope_angle`] with base `theta` (Qwen3: 1e6).
+pub fn rope_angle_with(theta: f64, pos: usize, pair: usize, head_dim: usize) -> (f64, f64) {
+    let freq = theta.powf(-2.0 * pair as f64 / head_dim as f64);
     let angle = pos as f64 * freq;
     (angle.cos(), angle.sin())
 }
 
 /// Rotates adjacent pairs `(2i, 2i+1)` of every head of `x` (`[heads*head_dim, S]`) forward
 /// (`inverse == false`) or backward (the transpose rotation, which is the RoPE backward).
-pub fn rope(x: &mut [f32], head_dim: usize, seq: usize, inverse: bool) {
+pub fn rope(x: &mut [f32], head_dim: usize, seq: usize, theta: f64, inverse: bool) {
     let heads = x.len() / (head_dim * seq);
     let pairs = head_dim / 2;
     let table: Vec<(f64, f64)> = (0..pairs * seq)
-        .map(|idx| rope_angle(idx % seq, idx / seq, head_dim))
+        .map(|idx| rope_angle_with(theta, idx % seq, idx / seq, head_dim))
         .collect();
     for h in 0..heads {
         for i in 0..pairs {
@@ -716,10 +730,10 @@ mod tests {
         let r = random(dim * seq, &mut rng); // loss = <r, rmsnorm(x)>
         let mut dx = vec![0.0; dim * seq];
         let mut dw = vec![0.0; dim];
-        rmsnorm_bwd(&mut dx, &mut dw, &r, &x, &w, seq);
+        rmsnorm_bwd(&mut dx, &mut dw, &r, &x, &w, seq, NORM_EPS);
         let loss = |x: &[f32], w: &[f32]| {
             let mut y = vec![0.0; dim * seq];
-            rmsnorm(&mut y, x, w, seq);
+            rmsnorm(&mut y, x, w, seq, NORM_EPS);
             y.iter()
                 .zip(&r)
                 .map(|(a, b)| f64::from(*a) * f64::from(*b))
@@ -769,7 +783,7 @@ mod tests {
         let mut a = vec![0.0; hd * seq];
         let mut b = vec![0.0; hd * seq];
         head_rmsnorm(&mut a, &x[..hd * seq], &w, seq, NORM_EPS);
-        rmsnorm(&mut b, &x[..hd * seq], &w, seq);
+        rmsnorm(&mut b, &x[..hd * seq], &w, seq, NORM_EPS);
         close(&a, &b, 1e-5);
     }
 
@@ -779,12 +793,12 @@ mod tests {
         let (hd, seq) = (8, 5);
         let x = random(2 * hd * seq, &mut rng);
         let mut y = x.clone();
-        rope(&mut y, hd, seq, false);
+        rope(&mut y, hd, seq, ROPE_THETA, false);
         for c in 0..2 * hd {
             assert_eq!(y[c * seq], x[c * seq], "position 0 rotates by 0");
         }
         assert!((y[seq + 1] - x[seq + 1]).abs() > 1e-4, "position 1 rotates");
-        rope(&mut y, hd, seq, true);
+        rope(&mut y, hd, seq, ROPE_THETA, true);
         close(&y, &x, 1e-6);
     }
 

@@ -44,7 +44,8 @@ use crate::model::{Layer, ModelSpec, Params};
 /// The graphs configuration of a trainer model (residual scale 1; q/k norm as the spec says).
 ///
 /// `norm_eps` reaches only the q/k-norm kernels here (the trainer's layer and final RMSNorms
-/// run on the CPU at [`cpu::NORM_EPS`]), so with q/k norm it is Qwen3's [`cpu::QK_NORM_EPS`].
+/// run on the CPU at [`ModelSpec::norm_eps`]), so with q/k norm it is Qwen3's
+/// [`cpu::QK_NORM_EPS`]; the RoPE base is [`ModelSpec::rope_theta`].
 pub fn graphs_config(spec: &ModelSpec) -> ModelConfig {
     ModelConfig {
         dim: spec.dim,
@@ -56,7 +57,7 @@ pub fn graphs_config(spec: &ModelSpec) -> ModelConfig {
         seq: spec.seq,
         vocab: spec.vocab,
         qk_norm: spec.qk_norm,
-        rope_theta: cpu::ROPE_THETA,
+        rope_theta: spec.rope_theta(),
         norm_eps: if spec.qk_norm {
             cpu::QK_NORM_EPS
         } else {

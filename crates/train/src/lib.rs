@@ -120,10 +120,10 @@
 //!   `1/sqrt(2·n_layers)`), and the init is llama2.c's (normal, std 0.02, residual outputs
 //!   scaled by `1/sqrt(2·n_layers)`).
 //! - No vocabulary compaction; the classifier covers the whole vocabulary.
-//! - Qwen3 (`qwen3-0.6b`, `qwen3-tiny`) has its q/k RMSNorm (epsilon 1e-6, as the graphs
-//!   generators get it) but keeps the Llama RoPE base 10000 and layer-RMSNorm epsilon 1e-5
-//!   (Qwen3: 1e6 and 1e-6). Its vocabulary of 151936 is covered by the classifier, but the
-//!   u16 data only reaches ids below 65536 ([`data`]).
+//! - Qwen3 (`qwen3-0.6b`, `qwen3-tiny`) has its q/k RMSNorm, and the q/k-norm family uses
+//!   Qwen3's RoPE base 1e6 and RMSNorm epsilon 1e-6 ([`ModelSpec::rope_theta`],
+//!   [`ModelSpec::norm_eps`]; Llama: 1e4 and 1e-5). Its vocabulary of 151936 is covered by
+//!   the classifier, but the u16 data only reaches ids below 65536 ([`data`]).
 //! - The CPU-side products (dW, and every product of the reference backend) run on linalg's GEMM
 //!   through its safe slice entry point `gemm_f32` ([`cpu::matmul_nt`] and friends).
 #![forbid(unsafe_code)]

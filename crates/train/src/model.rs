@@ -37,6 +37,25 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
+    /// RoPE base: Llama's 10 000, or Qwen3's 1 000 000 for the q/k-norm (Qwen3) family.
+    pub fn rope_theta(&self) -> f64 {
+        if self.qk_norm {
+            1.0e6
+        } else {
+            crate::cpu::ROPE_THETA
+        }
+    }
+
+    /// Epsilon of the layer and final RMSNorms: Llama's 1e-5, or Qwen3's 1e-6 for the q/k-norm
+    /// family.
+    pub fn norm_eps(&self) -> f64 {
+        if self.qk_norm {
+            crate::cpu::QK_NORM_EPS
+        } else {
+            crate::cpu::NORM_EPS
+        }
+    }
+
     /// The test model: llama2.c's stories260K-like size with a byte vocabulary (2 layers,
     /// dim 64, 4 heads over 2 kv heads, hidden 128, seq 32, vocab 256).
     pub fn tiny() -> ModelSpec {

@@ -185,12 +185,13 @@ pub fn forward(
     let (d, s) = (spec.dim, spec.seq);
     assert_eq!(tokens.len(), s, "invariant: a window is seq tokens long");
     let alpha = residual_scale(&spec);
+    let eps = spec.norm_eps();
     let times = &mut ws.times;
     cpu::embed(&mut ws.x, &params.embed, tokens, d);
     for (l, layer) in params.layers.iter().enumerate() {
         let a = &mut ws.acts[l];
         a.x_in.copy_from_slice(&ws.x);
-        cpu::rmsnorm(&mut a.xnorm, &a.x_in, &layer.rms_att, s);
+        cpu::rmsnorm(&mut a.xnorm, &a.x_in, &layer.rms_att, s, eps);
         kcall(backend, times, Bucket::Kernels, |b| {
             b.attn_fwd(
                 l,
@@ -212,7 +213,7 @@ pub fn forward(
         for i in 0..d * s {
             a.x2[i] = a.x_in[i] + alpha * ws.o[i];
         }
-        cpu::rmsnorm(&mut a.x2norm, &a.x2, &layer.rms_ffn, s);
+        cpu::rmsnorm(&mut a.x2norm, &a.x2, &layer.rms_ffn, s, eps);
         kcall(backend, times, Bucket::Kernels, |b| {
             b.ffn_fwd(
                 l,
@@ -227,7 +228,7 @@ pub fn forward(
             )
         })?;
     }
-    cpu::rmsnorm(&mut ws.xf, &ws.x, &params.rms_final, s);
+    cpu::rmsnorm(&mut ws.xf, &ws.x, &params.rms_final, s, eps);
     kcall(backend, times, Bucket::Loss, |b| {
         b.classifier_fwd(&params.embed, &ws.xf, &mut ws.logits, s)
     })?;
@@ -350,6 +351,7 @@ pub fn forward_backward(
         spec.vocab,
     );
     let alpha = residual_scale(&spec);
+    let eps = spec.norm_eps();
     let loss = timed(&mut ws.times.loss, || {
         cpu::cross_entropy(&mut ws.dlogits, &ws.logits, targets, vocab, loss_scale)
     });
@@ -444,7 +446,7 @@ pub fn forward_backward(
                 b.classifier_bwd(&params.embed, dlogits, dx, s)
             })?;
             send(GradSlot::Embed, Operand::Borrowed(dlogits), xf, vocab, d);
-            cpu::rmsnorm_bwd(dy, g_rms_final, dx, x, &params.rms_final, s);
+            cpu::rmsnorm_bwd(dy, g_rms_final, dx, x, &params.rms_final, s, eps);
 
             for l in (0..spec.n_layers).rev() {
                 let a = &acts[l];
@@ -466,7 +468,7 @@ pub fn forward_backward(
                 send(GradSlot::Layer(l, Mat::W1), job, &a.x2norm, h, d);
                 let job = copy(dh3, spare);
                 send(GradSlot::Layer(l, Mat::W3), job, &a.x2norm, h, d);
-                cpu::rmsnorm_bwd(dx2, g_ffn, dx, &a.x2, &w.rms_ffn, s);
+                cpu::rmsnorm_bwd(dx2, g_ffn, dx, &a.x2, &w.rms_ffn, s, eps);
                 for i in 0..d * s {
                     dx2[i] += dy[i];
                     dos[i] = alpha * dx2[i];
@@ -488,8 +490,8 @@ pub fn forward_backward(
                         },
                     )
                 })?;
-                cpu::rope(dq, spec.head_dim, s, true);
-                cpu::rope(dk, spec.head_dim, s, true);
+                cpu::rope(dq, spec.head_dim, s, spec.rope_theta(), true);
+                cpu::rope(dk, spec.head_dim, s, spec.rope_theta(), true);
                 if spec.qk_norm {
                     // Qwen3: gain gradients on the CPU, dx of the norm through the backend.
                     let (g_qn, g_kn) = &mut qk_gains[l];
@@ -512,7 +514,7 @@ pub fn forward_backward(
                 kcall(backend, times, Bucket::Kernels, |b| {
                     b.qkv_bwd(l, dq, dk, dv, dx)
                 })?;
-                cpu::rmsnorm_bwd(dy, g_att, dx, &a.x_in, &w.rms_att, s);
+                cpu::rmsnorm_bwd(dy, g_att, dx, &a.x_in, &w.rms_att, s, eps);
                 for i in 0..d * s {
                     dy[i] += dx2[i];
                 }
