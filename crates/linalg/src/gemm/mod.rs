@@ -669,7 +669,7 @@ pub unsafe fn gemm_batched_packed_b(
 }
 
 /// How many products this thread has run that packed B from a raw (strided) view, i.e. every
-/// [`gemm`] / [`gemm_batched`] call with a non-empty C and k, and none of [`gemm_packed_b`] /
+/// [`gemm()`] / [`gemm_batched`] call with a non-empty C and k, and none of [`gemm_packed_b`] /
 /// [`gemm_batched_packed_b`]. A test hook: the engine's tests read it before and after an
 /// evaluation to check that prepacked weights are not packed again.
 pub fn raw_b_products_on_this_thread() -> u64 {
