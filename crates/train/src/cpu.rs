@@ -10,7 +10,8 @@ use milbridge_linalg::cpu::selected_isa;
 use milbridge_linalg::ew;
 use milbridge_linalg::gemm::{GemmSpec, Precision, SliceLayout, gemm_f32};
 use milbridge_linalg::pool::Pool;
-use std::sync::Mutex;
+
+use crate::par;
 
 /// RMSNorm epsilon (llama2.c and training_dynamic use 1e-5).
 pub const NORM_EPS: f64 = 1e-5;
@@ -189,21 +190,16 @@ pub fn gqa_reduce(out: &mut [f32], full: &[f32], heads: usize, kv_heads: usize) 
 /// kernel, split over the CPU's threads).
 pub fn swiglu_bwd(dh1: &mut [f32], dh3: &mut [f32], dgate: &[f32], h1: &[f32], h3: &[f32]) {
     let isa = selected_isa();
-    let n = dgate.len();
-    let threads = Pool::global()
-        .n_threads()
-        .clamp(1, n.div_ceil(1 << 14).max(1));
-    let per = n.div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        for ((((d1, d3), g), a), u) in dh1
-            .chunks_mut(per)
-            .zip(dh3.chunks_mut(per))
-            .zip(dgate.chunks(per))
-            .zip(h1.chunks(per))
-            .zip(h3.chunks(per))
-        {
-            scope.spawn(move || ew::swiglu_backward(isa, a, u, g, d1, d3));
-        }
+    let per = dgate.len().div_ceil(par::threads()).max(1 << 14);
+    let chunks: Vec<_> = dh1
+        .chunks_mut(per)
+        .zip(dh3.chunks_mut(per))
+        .zip(dgate.chunks(per))
+        .zip(h1.chunks(per))
+        .zip(h3.chunks(per))
+        .collect();
+    par::map(chunks, |((((d1, d3), g), a), u)| {
+        ew::swiglu_backward(isa, a, u, g, d1, d3);
     });
 }
 
@@ -263,44 +259,6 @@ fn exp_neg(x: f32) -> f32 {
     if x < -87.0 { 0.0 } else { p * scale }
 }
 
-/// Runs `f(chunk_index, rows)` over the `CE_ROWS`-row chunks of a `[V, S]` tensor on up to
-/// `threads` scoped threads (chunk `i` on thread `i % threads`), returning the results in
-/// chunk order.
-fn over_row_chunks<T: Send>(
-    n_rows: usize,
-    threads: usize,
-    f: &(dyn Fn(usize, std::ops::Range<usize>) -> T + Sync),
-) -> Vec<T> {
-    let n_chunks = n_rows.div_ceil(CE_ROWS);
-    let threads = threads.clamp(1, n_chunks.max(1));
-    let range = |i: usize| i * CE_ROWS..((i + 1) * CE_ROWS).min(n_rows);
-    if threads == 1 {
-        return (0..n_chunks).map(|i| f(i, range(i))).collect();
-    }
-    let mut per_thread: Vec<Vec<(usize, T)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                scope.spawn(move || {
-                    (t..n_chunks)
-                        .step_by(threads)
-                        .map(|i| (i, f(i, range(i))))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .expect("invariant: cross-entropy chunks do not panic")
-            })
-            .collect()
-    });
-    let mut out: Vec<(usize, T)> = per_thread.drain(..).flatten().collect();
-    out.sort_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, v)| v).collect()
-}
-
 /// Softmax cross-entropy over `logits` (`[V, S]`): returns the mean loss over positions and
 /// writes `dlogits = (softmax - onehot(target)) * grad_scale / S`.
 ///
@@ -320,12 +278,12 @@ pub fn cross_entropy(
         logits.len() == vocab * seq && dlogits.len() == vocab * seq,
         "invariant: logits and dlogits are [vocab, seq]"
     );
-    let threads = Pool::global().n_threads();
-    // Column maxima.
-    let maxima = over_row_chunks(vocab, threads, &|_, rows| {
+    // Column maxima, per chunk of rows.
+    let chunks: Vec<&[f32]> = logits.chunks(CE_ROWS * seq).collect();
+    let maxima = par::map(chunks, |rows| {
         let mut max = vec![f32::NEG_INFINITY; seq];
-        for v in rows {
-            for (m, &x) in max.iter_mut().zip(&logits[v * seq..(v + 1) * seq]) {
+        for row in rows.chunks_exact(seq) {
+            for (m, &x) in max.iter_mut().zip(row) {
                 *m = m.max(x);
             }
         }
@@ -337,26 +295,20 @@ pub fn cross_entropy(
             *m = m.max(x);
         }
     }
-    // Exponentials into dlogits, column sums per chunk. Each chunk of rows is its own cell
-    // (locked once per sweep, never contended).
-    let cells: Vec<Mutex<&mut [f32]>> = dlogits.chunks_mut(CE_ROWS * seq).map(Mutex::new).collect();
-    let lock = |i: usize| {
-        cells[i]
-            .lock()
-            .expect("invariant: cross-entropy chunks do not panic")
-    };
-    let sums = over_row_chunks(vocab, threads, &|i, rows| {
-        let mut cell = lock(i);
+    // Exponentials into dlogits, column sums per chunk.
+    let chunks: Vec<(&mut [f32], &[f32])> = dlogits
+        .chunks_mut(CE_ROWS * seq)
+        .zip(logits.chunks(CE_ROWS * seq))
+        .collect();
+    let sums = par::map(chunks, |(out, rows)| {
         let mut sum = vec![0.0f64; seq];
         let mut lane = vec![0.0f32; seq];
-        for v in rows.clone() {
-            let local = v - rows.start;
-            let out = &mut cell[local * seq..(local + 1) * seq];
-            for ((o, &x), (l, &m)) in out
-                .iter_mut()
-                .zip(&logits[v * seq..(v + 1) * seq])
-                .zip(lane.iter_mut().zip(&max))
-            {
+        for (local, (o_row, x_row)) in out
+            .chunks_exact_mut(seq)
+            .zip(rows.chunks_exact(seq))
+            .enumerate()
+        {
+            for ((o, &x), (l, &m)) in o_row.iter_mut().zip(x_row).zip(lane.iter_mut().zip(&max)) {
                 *o = exp_neg(x - m);
                 *l += *o;
             }
@@ -391,16 +343,14 @@ pub fn cross_entropy(
         loss += total[t].ln() - x;
     }
     // Normalise and subtract the one-hot.
-    over_row_chunks(vocab, threads, &|i, rows| {
-        let mut cell = lock(i);
-        for local in 0..rows.len() {
-            let out = &mut cell[local * seq..(local + 1) * seq];
-            for (o, &f) in out.iter_mut().zip(&factor) {
+    let chunks: Vec<&mut [f32]> = dlogits.chunks_mut(CE_ROWS * seq).collect();
+    par::map(chunks, |out| {
+        for row in out.chunks_exact_mut(seq) {
+            for (o, &f) in row.iter_mut().zip(&factor) {
                 *o *= f;
             }
         }
     });
-    drop(cells);
     for (t, &target) in targets.iter().enumerate() {
         dlogits[usize::from(target) * seq + t] -= k as f32;
     }
@@ -412,6 +362,7 @@ pub fn cross_entropy(
 pub fn matmul_nn(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, acc: bool) {
     check(c.len(), m * n, a.len(), m * k, b.len(), k * n);
     gemm(
+        Precision::Exact,
         c,
         a,
         SliceLayout::Plain,
@@ -426,6 +377,7 @@ pub fn matmul_nn(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usi
 pub fn matmul_tn(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, acc: bool) {
     check(c.len(), m * n, a.len(), k * m, b.len(), k * n);
     gemm(
+        Precision::Exact,
         c,
         a,
         SliceLayout::Transposed,
@@ -439,16 +391,7 @@ pub fn matmul_tn(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usi
 /// `C (m×n) (+)= A · Bᵀ` with `A` stored `m×k` and `B` `n×k`, all row-major (the dW form
 /// `dW += dY · Xᵀ` over the sequence).
 pub fn matmul_nt(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, acc: bool) {
-    check(c.len(), m * n, a.len(), m * k, b.len(), n * k);
-    gemm(
-        c,
-        a,
-        SliceLayout::Plain,
-        b,
-        SliceLayout::Transposed,
-        (m, n, k),
-        acc,
-    );
+    matmul_nt_with(false, c, a, b, (m, n, k), acc);
 }
 
 /// `C (m×n) (+)= A · Bᵀ` like [`matmul_nt`], in linalg's fast profile when `fast` (AMX bf16
@@ -463,28 +406,29 @@ pub fn matmul_nt_with(
     acc: bool,
 ) {
     check(c.len(), m * n, a.len(), m * k, b.len(), n * k);
-    let spec = GemmSpec {
-        isa: selected_isa(),
-        precision: if fast {
-            Precision::Fast
-        } else {
-            Precision::Exact
-        },
-        accumulate: acc,
+    let precision = if fast {
+        Precision::Fast
+    } else {
+        Precision::Exact
     };
-    gemm_f32(
-        &spec,
-        Pool::global(),
-        (m, n, k),
+    gemm(
+        precision,
+        c,
         a,
         SliceLayout::Plain,
         b,
         SliceLayout::Transposed,
-        c,
+        (m, n, k),
+        acc,
     );
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a BLAS-style call: precision, operands with their layouts, sizes"
+)]
 fn gemm(
+    precision: Precision,
     c: &mut [f32],
     a: &[f32],
     a_layout: SliceLayout,
@@ -495,7 +439,7 @@ fn gemm(
 ) {
     let spec = GemmSpec {
         isa: selected_isa(),
-        precision: Precision::Exact,
+        precision,
         accumulate: acc,
     };
     gemm_f32(&spec, Pool::global(), mnk, a, a_layout, b, b_layout, c);

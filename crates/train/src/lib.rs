@@ -140,6 +140,7 @@ pub mod llama2c;
 pub mod model;
 pub mod observer;
 pub mod optim;
+pub mod par;
 pub mod rng;
 pub mod sample;
 pub mod step;

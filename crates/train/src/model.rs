@@ -322,27 +322,17 @@ impl Params {
         // Each INIT_CHUNK-element chunk of each matrix draws from its own stream, so the
         // values do not depend on how the chunks are spread over threads.
         const INIT_CHUNK: usize = 1 << 20;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut per_thread: Vec<Vec<(u64, &mut [f32], f64)>> =
-            (0..threads).map(|_| Vec::new()).collect();
-        let mut next = 0usize;
+        let mut work = Vec::new();
         for (t, (tensor, s)) in random.into_iter().enumerate() {
             for (c, chunk) in tensor.chunks_mut(INIT_CHUNK).enumerate() {
                 let stream = 0x1417_0000_0000 ^ ((t as u64) << 24) ^ c as u64;
-                per_thread[next % threads].push((stream, chunk, s));
-                next += 1;
+                work.push((stream, chunk, s));
             }
         }
-        std::thread::scope(|scope| {
-            for work in per_thread {
-                scope.spawn(move || {
-                    for (stream, chunk, s) in work {
-                        let mut rng = Rng::stream(seed, stream);
-                        for x in chunk {
-                            *x = (rng.normal() * s) as f32;
-                        }
-                    }
-                });
+        crate::par::map(work, |(stream, chunk, s)| {
+            let mut rng = Rng::stream(seed, stream);
+            for x in chunk {
+                *x = (rng.normal() * s) as f32;
             }
         });
         p

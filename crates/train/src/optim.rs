@@ -84,11 +84,6 @@ pub struct AdamJob<'a> {
 /// Elements per parallel optimizer chunk (also the fixed unit of [`sum_squares_all`]).
 const CHUNK: usize = 1 << 16;
 
-/// Threads for the memory-bound optimizer sweeps.
-fn threads() -> usize {
-    milbridge_linalg::pool::Pool::global().n_threads().max(1)
-}
-
 impl AdamW {
     /// One step over every tensor, with the gradient read as `g · g_scale` (the unscale and
     /// clip factors folded in) and reset to zero in the same sweep — one pass over memory
@@ -98,8 +93,7 @@ impl AdamW {
         let t = i32::try_from(t.max(1)).unwrap_or(i32::MAX);
         let bc1 = 1.0 - self.beta1.powi(t);
         let bc2 = 1.0 - self.beta2.powi(t);
-        let mut pieces: Vec<Vec<AdamJob<'_>>> = (0..threads()).map(|_| Vec::new()).collect();
-        let mut next = 0;
+        let mut pieces = Vec::new();
         for job in jobs {
             assert!(
                 job.w.len() == job.g.len()
@@ -114,35 +108,21 @@ impl AdamW {
                 .zip(m.chunks_mut(CHUNK))
                 .zip(v.chunks_mut(CHUNK))
             {
-                let n = pieces.len();
-                pieces[next % n].push(AdamJob { w, g, m, v, decay });
-                next += 1;
+                pieces.push(AdamJob { w, g, m, v, decay });
             }
         }
-        let run = |piece: Vec<AdamJob<'_>>| {
-            for job in piece {
-                let wd = if job.decay { self.weight_decay } else { 0.0 };
-                for i in 0..job.w.len() {
-                    let g = job.g[i] * g_scale;
-                    job.g[i] = 0.0;
-                    let m = self.beta1 * job.m[i] + (1.0 - self.beta1) * g;
-                    let v = self.beta2 * job.v[i] + (1.0 - self.beta2) * g * g;
-                    job.m[i] = m;
-                    job.v[i] = v;
-                    let mh = m / bc1;
-                    let vh = v / bc2;
-                    job.w[i] -= lr * (mh / (vh.sqrt() + self.eps) + wd * job.w[i]);
-                }
-            }
-        };
-        std::thread::scope(|scope| {
-            let mut pieces = pieces.into_iter();
-            let mine = pieces.next();
-            for piece in pieces {
-                scope.spawn(move || run(piece));
-            }
-            if let Some(piece) = mine {
-                run(piece);
+        crate::par::map(pieces, |job| {
+            let wd = if job.decay { self.weight_decay } else { 0.0 };
+            for i in 0..job.w.len() {
+                let g = job.g[i] * g_scale;
+                job.g[i] = 0.0;
+                let m = self.beta1 * job.m[i] + (1.0 - self.beta1) * g;
+                let v = self.beta2 * job.v[i] + (1.0 - self.beta2) * g * g;
+                job.m[i] = m;
+                job.v[i] = v;
+                let mh = m / bc1;
+                let vh = v / bc2;
+                job.w[i] -= lr * (mh / (vh.sqrt() + self.eps) + wd * job.w[i]);
             }
         });
     }
@@ -152,26 +132,7 @@ impl AdamW {
 /// are summed in parallel and combined in order, so the bits do not depend on threads.
 pub fn sum_squares_all(tensors: &[&[f32]]) -> Option<f64> {
     let chunks: Vec<&[f32]> = tensors.iter().flat_map(|t| t.chunks(CHUNK)).collect();
-    let n = threads().min(chunks.len()).max(1);
-    let partial: Vec<Option<f64>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..n)
-            .map(|t| {
-                let chunks = &chunks;
-                scope.spawn(move || {
-                    (t..chunks.len())
-                        .step_by(n)
-                        .map(|i| (i, sum_squares(chunks[i])))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let mut all: Vec<(usize, Option<f64>)> = handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("invariant: sum of squares does not panic"))
-            .collect();
-        all.sort_by_key(|(i, _)| *i);
-        all.into_iter().map(|(_, s)| s).collect()
-    });
+    let partial = crate::par::map(chunks, sum_squares);
     partial.into_iter().sum()
 }
 
