@@ -43,7 +43,7 @@
 //! | exp, erf, tanh, sigmoid, silu, gelu (3 modes), log, rsqrt, inverse, pow | evaluated in f64 from the input, rounded once | ≤ 0.5 ulp + 2⁻⁵² relative (≤ 1 ulp) |
 //! | reduce_sum, reduce_mean | f32 accumulation (in order; on a tier table over a dense box, `4·lanes` interleaved partial sums), rounded once | ≤ 0.5 ulp + n·2⁻²⁴·Σ\|xᵢ\| |
 //! | reduce_max | exact, rounded once (NaN-propagating) | ≤ 0.5 ulp (exact for same-dtype) |
-//! | matmul, linear, conv (and 1×1 conv via GEMM) | f32 products and accumulation (FMA on x86 tiers), rounded once | ≤ 0.5 ulp + k·2⁻²⁴·Σₖ\|aᵢₖ\|\|bₖⱼ\| (k = inner length; conv: C_in/groups · kernel volume) |
+//! | matmul, linear, conv (on the tier tables every conv is a GEMM: 1×1 directly, others over an unfolded im2col block) | f32 products and accumulation (FMA on x86 tiers), rounded once | ≤ 0.5 ulp + k·2⁻²⁴·Σₖ\|aᵢₖ\|\|bₖⱼ\| (k = inner length; conv: C_in/groups · kernel volume) |
 //! | softmax | f32 max-shifted exp (libm f32; on a tier table, contiguous rows use linalg's vector exp, ≤ 2 f32 ulps, and flush results below 2⁻¹²⁶ to 0), f32 sum, rounded once | ≤ 0.5 ulp + (n+4)·2⁻²⁴ relative per element (+ 2⁻¹²⁶ absolute on tiers) |
 //! | layer_norm | f32 two-pass mean/variance, rounded once | ≤ 0.5 ulp + O(n·2⁻²⁴) relative to the normalised value |
 //! | scaled_dot_product_attention | f32 scores, softmax and P·V, rounded once | ≤ 0.5 ulp + (E + S + 4)·2⁻²⁴ relative to Σ\|p\|\|v\| |
@@ -57,7 +57,7 @@
 //! The tests check these bounds against the f64 reference interpreter ([`reference`](mod@reference)), with the
 //! tolerances stated once in `tests/common/mod.rs`.
 //!
-//! [`Precision::Fast`] routes fp16/fp32 matmul (and 1×1 conv) through linalg's AMX bf16 tiles
+//! [`Precision::Fast`] routes fp16/fp32 matmul (and conv) through linalg's AMX bf16 tiles
 //! where the tier has them (operands rounded to bf16, f32 accumulation: bound ≈ 2⁻⁸·Σ|a||b|);
 //! on other tiers it equals `Exact`. Every other op has the same kernel, and so the same
 //! bound, in both profiles (the "fast" column of the table above equals the "exact" one):

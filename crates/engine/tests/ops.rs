@@ -475,6 +475,132 @@ fn conv_padding_strides_dilations_groups() {
     }
 }
 
+/// Convolutions the tier tables run as GEMMs over an unfolded column block: a block split
+/// into several GEMM calls (deep `C_in · kernel`), strides with asymmetric padding, a sliced
+/// (strided) input, and a transposed (strided) weight, which takes the direct fallback.
+#[test]
+fn conv_as_gemm_chunks_strided_views_and_fallback() {
+    for dtype in ["fp16", "fp32"] {
+        // K = 256·9 = 2304 taps: 2304 · 64 columns · 4 bytes per output row exceeds the
+        // 4 MiB block after 7 rows (fp32) or 14 (fp16), so 20 rows take several GEMM calls.
+        let (params, body) = conv_text(
+            dtype,
+            "[1, 256, 20, 64]",
+            "[8, 256, 3, 3]",
+            "[1, 8, 20, 64]",
+            ", pad_type = string(\"same\")",
+            true,
+        );
+        check(
+            &format!("conv deep chunked {dtype}"),
+            "ios18",
+            &params,
+            &body,
+            "z",
+            &[],
+            TOL_ACCUMULATE,
+        );
+        let (params, body) = conv_text(
+            dtype,
+            "[2, 6, 11, 13]",
+            "[4, 3, 3, 4]",
+            "[2, 4, 6, 5]",
+            ", pad_type = string(\"custom\"), pad = tensor<int32, [4]>([2, 1, 0, 3]), strides = tensor<int32, [2]>([2, 3]), groups = int32(2)",
+            true,
+        );
+        check(
+            &format!("conv strided asymmetric pads {dtype}"),
+            "ios18",
+            &params,
+            &body,
+            "z",
+            &[],
+            TOL_ACCUMULATE,
+        );
+        check(
+            &format!("conv sliced input, transposed weight {dtype}"),
+            "ios18",
+            &format!("tensor<{dtype}, [1, 5, 9, 12]> x, tensor<{dtype}, [3, 3, 4, 6]> wt"),
+            &format!(
+                "        tensor<{dtype}, [1, 4, 7, 9]> xs = slice_by_size(x = x, begin = tensor<int32, [4]>([0, 1, 1, 2]), size = tensor<int32, [4]>([1, 4, 7, 9]))[name = string(\"xs\")];\n        tensor<{dtype}, [6, 4, 3, 3]> w = transpose(x = wt, perm = tensor<int32, [4]>([3, 2, 0, 1]))[name = string(\"w\")];\n        tensor<{dtype}, [1, 6, 7, 9]> z = conv(x = xs, weight = w, pad_type = string(\"same\"))[name = string(\"z\")];"
+            ),
+            "z",
+            &[],
+            TOL_ACCUMULATE,
+        );
+    }
+}
+
+/// `Precision::Fast` convolutions (bf16 operands on AMX, f32 accumulation): within
+/// 2⁻⁸·Σ|x||w| of the exact result plus one rounding of the output, the matmul bound of the
+/// engine's precision table; Σ|x||w| is the reference run on the absolute inputs.
+#[test]
+fn fast_conv_stays_within_the_bf16_bound() {
+    use milbridge_engine::{CompileOptions, Precision, compile};
+    use milbridge_linalg::cpu::{self, Isa};
+    use milbridge_mil::ir::Tensor;
+    for dtype in ["fp16", "fp32"] {
+        let (params, body) = conv_text(
+            dtype,
+            "[1, 64, 10, 24]",
+            "[32, 64, 3, 3]",
+            "[1, 32, 10, 24]",
+            ", pad_type = string(\"same\")",
+            false,
+        );
+        let text = program("ios18", &params, &body, "z");
+        let program = common::verified(&text);
+        let mut rng = common::Rng::new(41);
+        let func = program.program().entry().unwrap();
+        let facts = program.facts(func);
+        let inputs: Vec<Tensor> = program.program().functions[func]
+            .params
+            .iter()
+            .map(|&param| {
+                let ty = &facts.types[param];
+                common::random_tensor(&mut rng, ty, Range { lo: -2.0, hi: 2.0 })
+            })
+            .collect();
+        let absolute: Vec<Tensor> = inputs
+            .iter()
+            .map(|t| {
+                let values: Vec<f64> = t.to_f64_vec().unwrap().iter().map(|v| v.abs()).collect();
+                Tensor::from_f64s(t.ty.clone(), &values).unwrap()
+            })
+            .collect();
+        let expected = common::run_reference(&program, &inputs)[0]
+            .to_f64_vec()
+            .unwrap();
+        let magnitude = common::run_reference(&program, &absolute)[0]
+            .to_f64_vec()
+            .unwrap();
+        for isa in Isa::ALL {
+            if !cpu::isa_available(isa) {
+                continue;
+            }
+            let options = CompileOptions {
+                isa,
+                precision: Precision::Fast,
+                ..CompileOptions::default()
+            };
+            let plan = compile(&program, &options).unwrap();
+            let got = common::run_plan(&plan, &inputs)[0].to_f64_vec().unwrap();
+            for (idx, ((&e, &g), &m)) in expected.iter().zip(&got).zip(&magnitude).enumerate() {
+                let rounding = if dtype == "fp16" {
+                    common::f16_ulp(e)
+                } else {
+                    e.abs() * 2f64.powi(-23)
+                };
+                let allowed = 2f64.powi(-8) * m + rounding;
+                assert!(
+                    (e - g).abs() <= allowed,
+                    "fast conv {dtype} on {isa}: element {idx}: expected {e}, got {g} (allowed {allowed:e})"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn layer_norm_axes_gamma_beta() {
     for dtype in ["fp16", "fp32"] {

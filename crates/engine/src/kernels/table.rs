@@ -507,6 +507,17 @@ fn plug_gemm(table: &mut KernelTable, isa: Isa, precision: Precision) {
         name,
         run: matmul_gemm,
     };
+    let [conv_f16_name, conv_f32_name] = crate::kernels::conv::kernel_names(isa);
+    table.conv = [
+        Kernel {
+            name: conv_f16_name,
+            run: crate::kernels::conv::conv_f16,
+        },
+        Kernel {
+            name: conv_f32_name,
+            run: crate::kernels::conv::conv_f32,
+        },
+    ];
 }
 
 fn plug_convert(table: &mut KernelTable, isa: Isa) {

@@ -1458,9 +1458,26 @@ impl<'a> Lowerer<'a> {
             bias: bias.is_some(),
         };
         let ow = *out_shape.last().unwrap_or(&1);
-        let loc = self.emit(result, step, srcs, ty, la::conv_scratch(ow), &|l| {
-            Some(lift(l))
-        })?;
+        // The tier tables run convolutions as GEMMs over an unfolded column block of the
+        // scratch (one block for all threads, so it is spread over the per-thread shares).
+        let lifted_out = lift(&Layout::dense(&out_shape));
+        let gemm_scratch = crate::kernels::conv::conv_gemm_scratch(
+            &srcs[0].layout.shape,
+            &srcs[1].layout.shape,
+            [
+                lifted_out.shape[2],
+                lifted_out.shape[3],
+                lifted_out.shape[4],
+            ],
+            groups,
+            ty.size(),
+        );
+        let per_task = la::conv_scratch(ow).max(
+            gemm_scratch
+                .div_ceil(self.threads.max(1))
+                .next_multiple_of(64),
+        );
+        let loc = self.emit(result, step, srcs, ty, per_task, &|l| Some(lift(l)))?;
         self.set(result, loc);
         Ok(())
     }
