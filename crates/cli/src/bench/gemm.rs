@@ -478,6 +478,8 @@ fn render_table(rows: &[Row]) -> String {
         ));
     }
     text.push_str("GFLOP/s; Bpre = B prepacked once (untimed), Bcall = B packed in every call; ");
+    text.push_str("Wx = the trainer's W·X (W the left operand): Apre = A prepacked once ");
+    text.push_str("(untimed), Acall = A packed in every call; ");
     text.push_str("min/median/best over the repetitions; b/peak = best / peak; ");
     text.push_str(&format!(
         "reference = {REFERENCE}, best of its repetitions; b/ref = best / reference\n"
