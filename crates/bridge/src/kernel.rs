@@ -24,7 +24,7 @@
 //!
 //! # Prepacked weights (issue #5)
 //!
-//! A weight that is a matmul's right operand (directly or through folded views) is kept twice: in its
+//! A weight that is a GEMM operand (directly or through folded views) is kept twice: in its
 //! surface, and as GEMM panels in the plan's layout ([`PackedInput`], the engine's
 //! `Plan::pack_input`), which every kernel instance owns for itself (also those sharing a plan
 //! through [`Kernel::from_plan`]). The panels are rebuilt when the weight is written
@@ -35,9 +35,9 @@
 //! generation, and the next eval repacks once. Writes that bump nothing (raw pointer, file
 //! descriptor, another process) need [`Kernel::share_surface`] (panels off: the weight is
 //! packed at every eval, as before) or [`Kernel::mark_weight_written`].
-//! A weight that is a matmul's *left* operand (maderix/ANE's `y = matmul(W, x)`) is not
-//! prepacked: the engine can do it (as the B of `Cᵀ = xᵀ·Wᵀ`, bit-for-bit equal), but that
-//! product measured slower per eval than packing W as A each time.
+//! Both orientations are prepacked: a right operand (`matmul(x, W)`) as linalg's `PackedB`, a
+//! left operand (maderix/ANE's and the trainer's `y = matmul(W, x)`) as linalg's `PackedA`,
+//! whose panels are exactly those the GEMM would pack from W on every eval.
 //!
 //! # Cross-process use
 //!
@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use half::f16;
-use milbridge_engine::plan::pack::{PackSide, PackedInput};
+use milbridge_engine::plan::pack::PackedInput;
 use milbridge_engine::{CompileOptions, IoDesc, Plan, Precision, Workspace};
 use milbridge_linalg::cpu::{self, Isa};
 use milbridge_mil::diag::{self, Diagnostic};
@@ -568,19 +568,15 @@ impl Kernel {
         let workspace = plan.workspace();
         let panels = (n_inputs..n_params)
             .map(|param| {
-                let sites = plan.weight_gemm_uses(param);
-                // Left-operand weights (`y = matmul(W, x)`) would run as the transposed product
-                // `Cᵀ = xᵀ·Wᵀ`, which measured 25–50% slower per eval than packing W as A on
-                // every eval (`milbridge bench write-weight`): they stay unpacked until linalg
-                // can take prepacked A panels.
-                let packed =
-                    if sites.is_empty() || sites.iter().any(|site| site.side == PackSide::A) {
-                        None
-                    } else {
-                        let guard = params[param].lock_read();
-                        let bytes = &rt::read_view(&guard)[..plan.inputs()[param].byte_len];
-                        Some(plan.pack_input(param, bytes)?)
-                    };
+                // Right operands are packed as `PackedB`, left operands (`y = matmul(W, x)`)
+                // as `PackedA` in their own orientation.
+                let packed = if plan.weight_gemm_uses(param).is_empty() {
+                    None
+                } else {
+                    let guard = params[param].lock_read();
+                    let bytes = &rt::read_view(&guard)[..plan.inputs()[param].byte_len];
+                    Some(plan.pack_input(param, bytes)?)
+                };
                 Ok(Mutex::new(WeightPanels {
                     packed,
                     generation: params[param].generation(),

@@ -1,12 +1,13 @@
 //! Weights packed on write (issue #5): results bit-for-bit those of per-eval packing on every
-//! tier and precision; every kind of rewrite is seen by the next eval; evals pack no weight;
-//! kernels sharing a plan keep their own panels.
+//! tier and precision, for right-operand (`x·W`) and left-operand (`W·x`) weights; every kind of
+//! rewrite is seen by the next eval; evals pack no weight; kernels sharing a plan keep their
+//! own panels.
 
 use half::f16;
 use milbridge_bridge::{CachePolicy, CompileSource, Kernel, KernelOptions, Slot, samples};
 use milbridge_engine::Precision;
 use milbridge_linalg::cpu::{self, Isa};
-use milbridge_linalg::gemm::raw_b_products_on_this_thread;
+use milbridge_linalg::gemm::{raw_a_products_on_this_thread, raw_b_products_on_this_thread};
 use milbridge_surface::SharedBuffer;
 
 const N: usize = 40;
@@ -22,16 +23,29 @@ fn options(isa: Isa, precision: Precision) -> KernelOptions {
     }
 }
 
+/// Which GEMM operand the weight is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    /// `out [1, M, N] = x [1, M, K] · W [1, K, N]`: the weight is B.
+    Right,
+    /// `out [1, N, M] = W [1, N, K] · x [1, K, 1, M]` (maderix/ANE's and the trainer's
+    /// orientation): the weight is A.
+    Left,
+}
+
 /// `out [1, M, N] = x [1, M, K] · W [1, K, N]`: the weight is the GEMM's B.
 fn compile(options: &KernelOptions) -> Kernel {
-    Kernel::compile_dyn(
-        &samples::dyn_matmul_right(M, K, N),
-        &[2 * M * K],
-        &[2 * K * N],
-        &[2 * M * N],
-        options,
-    )
-    .expect("dynamic matmul compiles")
+    compile_side(options, Side::Right)
+}
+
+/// The dynamic matmul with the weight on `side`: x has K·M elements, W has N·K, out N·M.
+fn compile_side(options: &KernelOptions, side: Side) -> Kernel {
+    let text = match side {
+        Side::Right => samples::dyn_matmul_right(M, K, N),
+        Side::Left => samples::dyn_matmul(N, K, M),
+    };
+    Kernel::compile_dyn(&text, &[2 * M * K], &[2 * K * N], &[2 * M * N], options)
+        .expect("dynamic matmul compiles")
 }
 
 /// Deterministic values in [-1, 1).
@@ -48,13 +62,29 @@ fn values(seed: u32, count: usize) -> Vec<f32> {
 }
 
 fn bits(kernel: &mut Kernel) -> Vec<u32> {
-    let before = raw_b_products_on_this_thread();
+    bits_of(kernel, Side::Right)
+}
+
+/// Evaluates and returns the output's bits, checking that the GEMM packed the weight's side
+/// exactly when the weight has no panels.
+fn bits_of(kernel: &mut Kernel, side: Side) -> Vec<u32> {
+    let counter = match side {
+        Side::Right => raw_b_products_on_this_thread,
+        Side::Left => raw_a_products_on_this_thread,
+    };
+    let before = counter();
     kernel.eval().expect("eval");
-    let packed_b = raw_b_products_on_this_thread() - before;
+    let packed_weight = counter() - before;
     if kernel.weight_is_prepacked(0) {
-        assert_eq!(packed_b, 0, "an eval with prepacked weights packed B");
+        assert_eq!(
+            packed_weight, 0,
+            "an eval with a prepacked {side:?} weight packed it"
+        );
     } else {
-        assert_eq!(packed_b, 1, "without panels the GEMM packs its operand");
+        assert_eq!(
+            packed_weight, 1,
+            "without panels the GEMM packs its operand"
+        );
     }
     kernel
         .output_f32(0)
@@ -79,12 +109,15 @@ fn tiers() -> Vec<Isa> {
 
 #[test]
 fn prepacked_results_equal_per_eval_packing_bit_for_bit() {
-    for isa in tiers() {
+    for (isa, side) in tiers()
+        .into_iter()
+        .flat_map(|isa| [(isa, Side::Right), (isa, Side::Left)])
+    {
         for precision in [Precision::Exact, Precision::Fast] {
-            let what = format!("{isa} {precision:?}");
+            let what = format!("{isa} {precision:?} {side:?}");
             let opts = options(isa, precision);
-            let mut packed = compile(&opts);
-            let mut plain = compile(&opts);
+            let mut packed = compile_side(&opts, side);
+            let mut plain = compile_side(&opts, side);
             plain.share_surface(Slot::Weight, 0).expect("share");
             assert!(packed.weight_is_prepacked(0), "{what}");
             assert!(!plain.weight_is_prepacked(0), "{what}");
@@ -111,10 +144,10 @@ fn prepacked_results_equal_per_eval_packing_bit_for_bit() {
                             .expect("surface write"),
                     }
                 }
-                let (got, want) = (bits(&mut packed), bits(&mut plain));
+                let (got, want) = (bits_of(&mut packed, side), bits_of(&mut plain, side));
                 assert_eq!(got, want, "{what}: write path {round}");
                 // The weight really changed the result (the comparison is not vacuous).
-                let direct = direct_product(&w16, &x);
+                let direct = direct_product(&w16, &x, side);
                 let out = packed.output_f32(0).expect("out");
                 let tol = if precision == Precision::Fast {
                     0.15
@@ -132,19 +165,31 @@ fn prepacked_results_equal_per_eval_packing_bit_for_bit() {
     }
 }
 
-/// `x (M×K) · W (K×N)` in f64 from the fp16 weight and the fp16-rounded activations.
-fn direct_product(w: &[f16], x: &[f32]) -> Vec<f32> {
+/// `x (M×K) · W (K×N)` (right) or `W (N×K) · x (K×M)` (left) in f64 from the fp16 weight and
+/// the fp16-rounded activations, row-major.
+fn direct_product(w: &[f16], x: &[f32], side: Side) -> Vec<f32> {
     let x16: Vec<f64> = x
         .iter()
         .map(|&v| f64::from(f16::from_f32(v).to_f32()))
         .collect();
+    let w = |at: usize| f64::from(w[at].to_f32());
     let mut out = vec![0f32; M * N];
-    for row in 0..M {
-        for col in 0..N {
-            let acc: f64 = (0..K)
-                .map(|k| x16[row * K + k] * f64::from(w[k * N + col].to_f32()))
-                .sum();
-            out[row * N + col] = acc as f32;
+    match side {
+        Side::Right => {
+            for row in 0..M {
+                for col in 0..N {
+                    let acc: f64 = (0..K).map(|k| x16[row * K + k] * w(k * N + col)).sum();
+                    out[row * N + col] = acc as f32;
+                }
+            }
+        }
+        Side::Left => {
+            for row in 0..N {
+                for col in 0..M {
+                    let acc: f64 = (0..K).map(|k| w(row * K + k) * x16[k * M + col]).sum();
+                    out[row * M + col] = acc as f32;
+                }
+            }
         }
     }
     out
@@ -152,19 +197,25 @@ fn direct_product(w: &[f16], x: &[f32]) -> Vec<f32> {
 
 #[test]
 fn writes_through_another_handle_need_marking_or_sharing() {
+    for side in [Side::Right, Side::Left] {
+        writes_through_another_handle(side);
+    }
+}
+
+fn writes_through_another_handle(side: Side) {
     let opts = options(cpu::selected_isa(), Precision::Exact);
     let x = values(3, K * M);
     let w1 = values(4, N * K);
     let w2 = values(5, N * K);
     let w2_16: Vec<f16> = w2.iter().copied().map(f16::from_f32).collect();
 
-    let mut reference = compile(&opts);
+    let mut reference = compile_side(&opts, side);
     reference.write_input_f32(0, &x).expect("x");
     reference.write_weight_f32(0, &w2).expect("w2");
-    let want = bits(&mut reference);
+    let want = bits_of(&mut reference, side);
 
     // A second mapping of the weight surface: its writes bump no generation of the kernel's.
-    let mut marked = compile(&opts);
+    let mut marked = compile_side(&opts, side);
     marked.write_input_f32(0, &x).expect("x");
     marked.write_weight_f32(0, &w1).expect("w1");
     marked.eval().expect("eval");
@@ -177,9 +228,13 @@ fn writes_through_another_handle_need_marking_or_sharing() {
     let other = SharedBuffer::from_fd(fd, 2 * N * K).expect("map");
     other.write_f16(0, &w2_16).expect("write");
     marked.mark_weight_written(0).expect("mark");
-    assert_eq!(bits(&mut marked), want, "a marked weight is repacked");
+    assert_eq!(
+        bits_of(&mut marked, side),
+        want,
+        "{side:?}: a marked weight is repacked"
+    );
 
-    let mut shared = compile(&opts);
+    let mut shared = compile_side(&opts, side);
     shared.write_input_f32(0, &x).expect("x");
     shared.write_weight_f32(0, &w1).expect("w1");
     shared.eval().expect("eval");
@@ -193,9 +248,12 @@ fn writes_through_another_handle_need_marking_or_sharing() {
     for (round, weights) in [&w1, &w2].into_iter().enumerate() {
         let w16: Vec<f16> = weights.iter().copied().map(f16::from_f32).collect();
         other.write_f16(0, &w16).expect("write");
-        let got = bits(&mut shared);
+        let got = bits_of(&mut shared, side);
         if round == 1 {
-            assert_eq!(got, want, "a shared weight is read as it is at each eval");
+            assert_eq!(
+                got, want,
+                "{side:?}: a shared weight is read as it is at each eval"
+            );
         }
     }
     assert!(shared.mark_weight_written(3).is_err(), "index checked");
@@ -231,27 +289,23 @@ fn kernels_sharing_a_plan_have_their_own_panels() {
 }
 
 #[test]
-fn left_operand_weights_are_not_prepacked_and_stay_correct() {
-    // maderix/ANE's `y = matmul(W, x)`: the transposed prepacked product measured slower than
-    // packing W per eval, so the bridge leaves it unpacked.
+fn left_operand_weights_are_prepacked_in_their_orientation() {
+    // maderix/ANE's `y = matmul(W, x)`: the weight is the GEMM's A, packed as linalg's PackedA.
     let opts = options(cpu::selected_isa(), Precision::Exact);
-    let mut kernel = Kernel::compile_dyn(
-        &samples::dyn_matmul(N, K, M),
-        &[2 * K * M],
-        &[2 * N * K],
-        &[2 * N * M],
-        &opts,
-    )
-    .expect("compile");
-    assert!(!kernel.weight_is_prepacked(0));
+    let mut kernel = compile_side(&opts, Side::Left);
+    assert!(kernel.weight_is_prepacked(0));
+    let uses = kernel.plan().weight_gemm_uses(1);
     assert!(
-        !kernel.plan().weight_gemm_uses(1).is_empty(),
-        "the engine could pack it"
+        !uses.is_empty()
+            && uses
+                .iter()
+                .all(|site| site.side == milbridge_engine::plan::pack::PackSide::A),
+        "{uses:?}"
     );
     kernel.write_input_f32(0, &vec![1.0; K * M]).expect("x");
     for scale in [0.5f32, 2.0] {
         kernel.write_weight_f32(0, &vec![scale; N * K]).expect("w");
-        kernel.eval().expect("eval");
+        bits_of(&mut kernel, Side::Left);
         let expected = scale * K as f32;
         assert!(
             kernel

@@ -188,9 +188,9 @@ ANEKernelHandle *ane_bridge_compile_dyn(const char *mil_text, size_t mil_len,
                                         size_t output_size);
 
 /* Copies `bytes` bytes (the weight's size, fp16 data for an fp16 weight) into weight `idx`
- * (0 .. n_weights-1). A weight that is a matmul's right operand (x @ W) is also repacked here,
+ * (0 .. n_weights-1). A weight that is a matmul operand (x @ W or W @ x) is also repacked here,
  * once, into the GEMM's panel layout (milbridge issue #5): evals then use the panels and never
- * pack it. (A left-operand weight, W @ x, is packed by each eval as before.) */
+ * pack it. */
 void ane_bridge_write_weight(ANEKernelHandle *kernel, int idx, const void *fp16_data,
                              size_t bytes);
 

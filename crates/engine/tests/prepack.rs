@@ -1,6 +1,7 @@
 //! Prepacked GEMM operands (`Plan::pack_input`, `Plan::eval_with_packed`): bit-for-bit the
-//! results of `Plan::eval`, for exact and fast on every tier the host has; no B packing during
-//! a prepacked eval (linalg's per-thread counter); rewritten inputs are seen after a repack;
+//! results of `Plan::eval`, for exact and fast on every tier the host has; no packing of the
+//! prepacked side (A or B) during a prepacked eval (linalg's per-thread counters); rewritten
+//! inputs are seen after a repack;
 //! panels of another plan or input are a clean error.
 
 mod common;
@@ -11,7 +12,7 @@ use milbridge_engine::{CompileOptions, Error, Plan, Precision, compile, compile_
 use milbridge_graphs::config::WeightMode;
 use milbridge_graphs::dynamic;
 use milbridge_linalg::cpu::{self, Isa};
-use milbridge_linalg::gemm::raw_b_products_on_this_thread;
+use milbridge_linalg::gemm::{raw_a_products_on_this_thread, raw_b_products_on_this_thread};
 use milbridge_mil::facts::VerifiedProgram;
 use milbridge_mil::ir::{DType, Tensor};
 
@@ -94,8 +95,10 @@ fn plans(program: &VerifiedProgram) -> Vec<(String, Plan)> {
     plans
 }
 
-/// Packs every input that feeds a GEMM, checks bit-identity and that nothing packs B, then
-/// rewrites each packed input and checks again.
+/// Packs every input that feeds a GEMM and checks bit-identity; packs the weights of
+/// `expect_sides` and checks bit-identity and that no product packs their side (every GEMM of
+/// the program has such a weight on that side), then rewrites each packed weight and checks
+/// again.
 fn check_program(what: &str, program: &VerifiedProgram, expect_sides: &[(usize, PackSide)]) {
     for (label, plan) in plans(program) {
         for &(input, side) in expect_sides {
@@ -107,20 +110,46 @@ fn check_program(what: &str, program: &VerifiedProgram, expect_sides: &[(usize, 
         }
         let mut buffers = Buffers::random(&plan, 7);
         let plain = run(&plan, &buffers, None);
-        let mut packed: Vec<Option<PackedInput>> = (0..plan.inputs().len())
+        // Every input that feeds a GEMM packed (a step with both operands packed uses its B's
+        // panels): the results are the same.
+        let all: Vec<Option<PackedInput>> = (0..plan.inputs().len())
             .map(|input| {
                 (!plan.weight_gemm_uses(input).is_empty())
                     .then(|| plan.pack_input(input, buffers.input(input)).expect("pack"))
             })
             .collect();
-        let refs: Vec<Option<&PackedInput>> = packed.iter().map(Option::as_ref).collect();
-        let before = raw_b_products_on_this_thread();
-        let prepacked = run(&plan, &buffers, Some(&refs));
+        let refs: Vec<Option<&PackedInput>> = all.iter().map(Option::as_ref).collect();
         assert_eq!(
-            raw_b_products_on_this_thread(),
-            before,
-            "{what} {label}: a prepacked eval packed a B operand"
+            plain,
+            run(&plan, &buffers, Some(&refs)),
+            "{what} {label}: results with every GEMM input packed differ"
         );
+        // The weights of `expect_sides` packed (as the bridge does): their side is never packed
+        // by the eval.
+        let mut packed: Vec<Option<PackedInput>> = (0..plan.inputs().len())
+            .map(|input| {
+                expect_sides
+                    .iter()
+                    .any(|&(weight, _)| weight == input)
+                    .then(|| plan.pack_input(input, buffers.input(input)).expect("pack"))
+            })
+            .collect();
+        let refs: Vec<Option<&PackedInput>> = packed.iter().map(Option::as_ref).collect();
+        let before = (
+            raw_a_products_on_this_thread(),
+            raw_b_products_on_this_thread(),
+        );
+        let prepacked = run(&plan, &buffers, Some(&refs));
+        for &(_, side) in expect_sides {
+            let (counter, was) = match side {
+                PackSide::A => (raw_a_products_on_this_thread(), before.0),
+                PackSide::B => (raw_b_products_on_this_thread(), before.1),
+            };
+            assert_eq!(
+                counter, was,
+                "{what} {label}: a prepacked eval packed an {side:?} operand"
+            );
+        }
         assert_eq!(plain, prepacked, "{what} {label}: prepacked results differ");
 
         // New values: repack (bytes, and f32 values converted on the way), eval again.
@@ -167,13 +196,36 @@ fn generated(kernel: &milbridge_graphs::kernel::GeneratedKernel) -> VerifiedProg
 
 #[test]
 fn params_mode_weights_are_the_left_operand_and_match_bit_for_bit() {
-    // y = matmul(W, x): the weight is A, packed as the B of the transposed product. Sizes
-    // include 1, primes, and a depth above the Amx kernel's 768-deep block.
+    // y = matmul(W, x): the weight is A, packed as a linalg PackedA. Sizes include 1, primes,
+    // and a depth above the Amx kernel's 768-deep block.
     for (ic, oc, seq) in [(1, 1, 1), (17, 33, 20), (64, 48, 32), (800, 40, 37)] {
         let kernel = dynamic::dyn_matmul(ic, oc, seq, WeightMode::Params);
         let program = generated(&kernel);
         check_program(
             &format!("params dyn_matmul {ic}x{oc}x{seq}"),
+            &program,
+            &[(1, PackSide::A)],
+        );
+    }
+}
+
+#[test]
+fn batched_left_operands_through_a_transpose_match_bit_for_bit() {
+    // y = matmul(Wᵀ, x) with W [k, m] an input seen through transpose_x, broadcast over the
+    // batch of x [2, k, s], in fp32 and fp16 (the left operand through a folded view).
+    for dtype in ["fp32", "fp16"] {
+        let (m, k, s) = (37, 45, 70);
+        let text = common::program(
+            "ios18",
+            &format!("tensor<{dtype}, [2, {k}, {s}]> x, tensor<{dtype}, [{k}, {m}]> W"),
+            &format!(
+                "        tensor<{dtype}, [2, {m}, {s}]> y = matmul(x = W, y = x, transpose_x = true, transpose_y = false)[name = string(\"y\")];"
+            ),
+            "y",
+        );
+        let program = verified(&text);
+        check_program(
+            &format!("batched {dtype} left operand"),
             &program,
             &[(1, PackSide::A)],
         );

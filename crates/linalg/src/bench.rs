@@ -19,7 +19,7 @@ use half::f16;
 
 use crate::convert;
 use crate::cpu::{self, Isa};
-use crate::gemm::{self, GemmSpec, MatMut, MatRef, PackedB, Precision};
+use crate::gemm::{self, GemmSpec, MatMut, MatRef, PackedA, PackedB, Precision};
 use crate::pool::Pool;
 
 /// One GEMM benchmark configuration: `C (m × n) = A (m × k) · B (k × n)`, all row-major.
@@ -177,6 +177,9 @@ pub struct GemmCase {
     pub b: Operand,
     /// B is a weight packed once up front ([`PackedB`]); only with `batch == 1`.
     pub packed_b: bool,
+    /// A is a weight packed once up front ([`PackedA`], the trainer's `W·x`); only with
+    /// `batch == 1`, not together with `packed_b`.
+    pub packed_a: bool,
 }
 
 impl GemmCase {
@@ -198,12 +201,16 @@ pub struct GemmTimer {
 impl GemmTimer {
     /// Allocates and fills the operands (deterministic values in [-0.5, 0.5)).
     ///
-    /// Panics if `packed_b` is set with `batch > 1`.
+    /// Panics if `packed_b` or `packed_a` is set with `batch > 1`, or both are set.
     pub fn new(case: GemmCase) -> GemmTimer {
         assert!(
-            !case.packed_b || case.batch == 1,
-            "GemmTimer: a packed B needs batch 1, got {}",
+            !(case.packed_b || case.packed_a) || case.batch == 1,
+            "GemmTimer: a packed operand needs batch 1, got {}",
             case.batch
+        );
+        assert!(
+            !(case.packed_b && case.packed_a),
+            "GemmTimer: pack A or B, not both"
         );
         let GemmCase { batch, m, n, k, .. } = case;
         GemmTimer {
@@ -229,7 +236,7 @@ impl GemmTimer {
     }
 
     /// Seconds per repetition through our GEMM with `isa`/`precision` on `pool` (after one
-    /// untimed warm-up; a packed B is packed once, untimed).
+    /// untimed warm-up; a packed A or B is packed once, untimed).
     ///
     /// Panics if the host lacks `isa`.
     pub fn time(&mut self, isa: Isa, precision: Precision, pool: &Pool, reps: usize) -> Vec<f64> {
@@ -249,11 +256,18 @@ impl GemmTimer {
             .packed_b
             // SAFETY: `b` views the live `self.b`.
             .then(|| unsafe { PackedB::pack_with(&spec, pool, b) });
-        let run = || match &packed {
+        let packed_a = self
+            .case
+            .packed_a
+            // SAFETY: `a` views the live `self.a`.
+            .then(|| unsafe { PackedA::pack_with(&spec, pool, a) });
+        let run = || match (&packed, &packed_a) {
             // SAFETY: the views cover `self`'s live, disjoint buffers.
-            Some(packed) => unsafe { gemm::gemm_packed_b(&spec, pool, a, packed, c) },
+            (Some(packed), _) => unsafe { gemm::gemm_packed_b(&spec, pool, a, packed, c) },
+            // SAFETY: as above.
+            (None, Some(packed)) => unsafe { gemm::gemm_packed_a(&spec, pool, packed, b, c) },
             // SAFETY: as above; batch entries are `m·k`, `k·n` and `m·n` apart.
-            None => unsafe {
+            (None, None) => unsafe {
                 gemm::gemm_batched(
                     &spec,
                     pool,
@@ -470,10 +484,11 @@ mod tests {
                 eprintln!("bench: skipping tier {isa} (not available on this host)");
                 continue;
             }
-            for (a, b, packed_b, batch) in [
-                (Operand::RowMajor, Operand::RowMajor, true, 1),
-                (Operand::Transposed, Operand::RowMajor, false, 1),
-                (Operand::RowMajor, Operand::Transposed, false, 3),
+            for (a, b, packed_b, packed_a, batch) in [
+                (Operand::RowMajor, Operand::RowMajor, true, false, 1),
+                (Operand::RowMajor, Operand::RowMajor, false, true, 1),
+                (Operand::Transposed, Operand::RowMajor, false, false, 1),
+                (Operand::RowMajor, Operand::Transposed, false, false, 3),
             ] {
                 let mut timer = GemmTimer::new(GemmCase {
                     batch,
@@ -483,6 +498,7 @@ mod tests {
                     a,
                     b,
                     packed_b,
+                    packed_a,
                 });
                 let precision = if isa == Isa::Amx {
                     Precision::Fast

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | [`cpu`] | CPUID + AMX permission ([`cpu::caps`]), the [`Isa`] tiers, the `MILBRIDGE_*` knobs ([`cpu::KNOBS`]) |
 //! | [`pool`] | [`Pool`]: persistent workers, allocation-free `run(n_tasks, &f)` |
-//! | [`gemm`](mod@gemm) | the public GEMM API ([`gemm::gemm`], [`gemm::gemm_batched`], [`gemm::PackedB`]) and its blocking driver |
+//! | [`gemm`](mod@gemm) | the public GEMM API ([`gemm::gemm`], [`gemm::gemm_batched`], [`gemm::PackedB`], [`gemm::PackedA`]) and its blocking driver |
 //! | `gemm::kernels` | one microkernel per tier: `generic`, `avx2`, `avx512`, `amx` (tile `asm!`) |
 //! | [`convert`] | f32 ⇄ f16 slice conversion, per tier (and split over a pool) |
 //! | [`ew`] | fused elementwise kernels of the training graphs (RMSNorm, SwiGLU, RoPE, residual, softmax; forward and backward), per tier, f32/f16 storage |
@@ -69,7 +69,8 @@ pub mod pool;
 
 pub use cpu::{Caps, Isa, KNOBS, caps, host_isa, isa_available, selected_isa, thread_count};
 pub use gemm::{
-    ElemPtr, GemmSpec, MatMut, MatRef, OutPtr, PackedB, Precision, gemm, gemm_batched,
-    gemm_batched_packed_b, gemm_packed_b, kernel_name, kernel_name_for,
+    ElemPtr, GemmSpec, MatMut, MatRef, OutPtr, PackedA, PackedB, Precision, gemm, gemm_batched,
+    gemm_batched_packed_a, gemm_batched_packed_b, gemm_packed_a, gemm_packed_b, kernel_name,
+    kernel_name_for,
 };
 pub use pool::Pool;

@@ -11,11 +11,14 @@
 //! | `dX W<in>x<out> Bpre` | `dX = dY·Wᵀ`, Wᵀ a transposed view, prepacked once, untimed | (256, in, out) |
 //! | `dX W<in>x<out> Bcall` | the same, Wᵀ packed inside every timed call | (256, in, out) |
 //! | `dW W<in>x<out>` | `dW = Xᵀ·dY`, Xᵀ a transposed view, B (an activation) packed per call | (in, out, 256) |
+//! | `Wx W<in>x<out> Apre` | `Y = W·X`, the trainer's orientation (W `[out][in]` the left operand, X `[in][256]`), W prepacked once ([`PackedA`](milbridge_linalg::gemm::PackedA), as the engine and bridge do for left-operand weights), untimed | (out, 256, in) |
+//! | `Wx W<in>x<out> Acall` | the same, W packed inside every timed call | (out, 256, in) |
 //! | `attn QKt x12` | 12 × `Q·Kᵀ` (head dim 64), Kᵀ a transposed view | 12 × (256, 256, 64) |
 //! | `attn PV x12` | 12 × `P·V` | 12 × (256, 64, 256) |
 //!
-//! for `W` in 768×768, 768×2048, 2048×768 and 768×32000. The JSON `b_packing` field says which
-//! (`prepacked` or `per call`). Inputs and outputs are f32; the AMX
+//! for `W` in 768×768, 768×2048, 2048×768 and 768×32000 (the `Wx` rows without the
+//! classifier). The JSON `b_packing` / `a_packing` fields say which (`prepacked` or
+//! `per call`). Inputs and outputs are f32; the AMX
 //! tier rounds operands to bf16 (`dtype` bf16), the others compute in f32.
 //!
 //! Per row: GFLOP/s of the slowest, median and fastest repetition (after one warm-up); the
@@ -139,6 +142,7 @@ fn shapes() -> Vec<Shape> {
             a,
             b,
             packed_b,
+            packed_a: false,
         };
         use Operand::{RowMajor, Transposed};
         shapes.push(Shape {
@@ -174,6 +178,7 @@ fn shapes() -> Vec<Shape> {
             a: Operand::RowMajor,
             b: Operand::Transposed,
             packed_b: false,
+            packed_a: false,
         },
     });
     shapes.push(Shape {
@@ -186,8 +191,32 @@ fn shapes() -> Vec<Shape> {
             a: Operand::RowMajor,
             b: Operand::RowMajor,
             packed_b: false,
+            packed_a: false,
         },
     });
+    // The trainer's orientation, `Y [out × 256] = W [out × in] · X [in × 256]`: the weight is
+    // the left operand, prepacked (Apre) or packed per call (Acall), side by side.
+    for (pre, call, inputs, outputs) in [
+        ("Wx W768x768 Apre", "Wx W768x768 Acall", 768, 768),
+        ("Wx W768x2048 Apre", "Wx W768x2048 Acall", 768, 2048),
+        ("Wx W2048x768 Apre", "Wx W2048x768 Acall", 2048, 768),
+    ] {
+        for (label, packed_a) in [(pre, true), (call, false)] {
+            shapes.push(Shape {
+                label,
+                case: GemmCase {
+                    batch: 1,
+                    m: outputs,
+                    n: TOKENS,
+                    k: inputs,
+                    a: Operand::RowMajor,
+                    b: Operand::RowMajor,
+                    packed_b: false,
+                    packed_a,
+                },
+            });
+        }
+    }
     shapes
 }
 
@@ -207,6 +236,9 @@ struct Row {
     batch: usize,
     /// `prepacked` (B packed once, untimed, as the engine packs weights) or `per call`.
     b_packing: &'static str,
+    /// `prepacked` (A packed once, untimed, as the engine packs left-operand weights) or
+    /// `per call`.
+    a_packing: &'static str,
     dtype: &'static str,
     tier: &'static str,
     kernel: &'static str,
@@ -313,7 +345,8 @@ pub fn run(args: &GemmBenchArgs) -> Result<()> {
                     k: shape.case.k,
                 },
                 batch: shape.case.batch,
-                b_packing: b_packing(shape.case),
+                b_packing: packing(shape.case.packed_b),
+                a_packing: packing(shape.case.packed_a),
                 dtype,
                 tier: isa.name(),
                 kernel: kernel_name_for(isa, precision, shape.case.k),
@@ -370,13 +403,9 @@ pub fn run(args: &GemmBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The JSON `b_packing` of a case.
-fn b_packing(case: GemmCase) -> &'static str {
-    if case.packed_b {
-        "prepacked"
-    } else {
-        "per call"
-    }
+/// The JSON `b_packing` / `a_packing` of a case's operand.
+fn packing(packed: bool) -> &'static str {
+    if packed { "prepacked" } else { "per call" }
 }
 
 /// What the peak of a tier measures.
@@ -449,6 +478,8 @@ fn render_table(rows: &[Row]) -> String {
         ));
     }
     text.push_str("GFLOP/s; Bpre = B prepacked once (untimed), Bcall = B packed in every call; ");
+    text.push_str("Wx = the trainer's W·X (W the left operand): Apre = A prepacked once ");
+    text.push_str("(untimed), Acall = A packed in every call; ");
     text.push_str("min/median/best over the repetitions; b/peak = best / peak; ");
     text.push_str(&format!(
         "reference = {REFERENCE}, best of its repetitions; b/ref = best / reference\n"
@@ -463,7 +494,7 @@ mod tests {
     #[test]
     fn shapes_cover_the_training_products() {
         let shapes = shapes();
-        assert_eq!(shapes.len(), 22);
+        assert_eq!(shapes.len(), 28);
         let find = |label: &str| {
             shapes
                 .iter()
@@ -479,8 +510,19 @@ mod tests {
             (256, 2048, 768, false)
         );
         assert_eq!(
-            (b_packing(fwd), b_packing(fwd_call)),
+            (packing(fwd.packed_b), packing(fwd_call.packed_b)),
             ("prepacked", "per call")
+        );
+        // The trainer's `W·x`: out channels × 256 tokens × in channels, A prepacked or not.
+        let wx = find("Wx W768x2048 Apre");
+        assert_eq!(
+            (wx.m, wx.n, wx.k, wx.packed_a, wx.packed_b),
+            (2048, 256, 768, true, false)
+        );
+        let wx_call = find("Wx W2048x768 Acall");
+        assert_eq!(
+            (wx_call.m, wx_call.n, wx_call.k, wx_call.packed_a),
+            (768, 256, 2048, false)
         );
         let dx = find("dX W768x2048 Bpre");
         assert_eq!(
@@ -529,6 +571,7 @@ mod tests {
             },
             batch: 1,
             b_packing: "prepacked",
+            a_packing: "per call",
             dtype: "bf16",
             tier: "amx",
             kernel: "amx_gemm_bf16_32x48",
@@ -563,6 +606,7 @@ mod tests {
             "reference",
             "reference_gflops",
             "b_packing",
+            "a_packing",
         ] {
             assert!(json.get(field).is_some(), "missing {field}");
         }

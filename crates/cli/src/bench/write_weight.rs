@@ -5,9 +5,9 @@
 //! kernel packing the weight on every eval (its surface shared, `Kernel::share_surface`).
 //! The issue's target: the write within 2 × the memcpy.
 //!
-//! Two kernels per tier: `W·x` (maderix/ANE's params orientation, `y = matmul(W, x)`: the
-//! weight is the GEMM's A, which the bridge does not prepack, so both columns show per-eval
-//! packing there) and `x·W` (the weight is B, prepacked).
+//! Two kernels per tier: `W·x` (maderix/ANE's and the trainer's params orientation,
+//! `y = matmul(W, x)`: the weight is the GEMM's A, prepacked as linalg's `PackedA`) and `x·W`
+//! (the weight is B, prepacked as `PackedB`).
 
 use std::hint::black_box;
 use std::io::Write as _;
@@ -218,7 +218,7 @@ pub fn run(args: &WriteWeightBenchArgs) -> Result<()> {
          with the panels repacked (issue #5); wr-nopack: the same write into a kernel whose \
          weight surface is shared (no panels: conversion only); eval pkd / eval raw: median \
          eval with the prepacked weight / packing it on every eval; pkd: whether the bridge \
-         prepacks the weight (left-operand weights are not prepacked)"
+         prepacks the weight (W·x: as the GEMM's A, x·W: as its B)"
     )?;
     drop(out);
     if let Some(path) = &args.json {

@@ -207,10 +207,7 @@ impl Plan {
         inputs: &[&[u8]],
         outputs: &mut [&mut [u8]],
         arena: &mut [u8],
-        packed: Option<(
-            &milbridge_linalg::gemm::PackedB,
-            crate::plan::pack::PackSide,
-        )>,
+        packed: Option<crate::plan::pack::PackedOperand<'_>>,
     ) -> Result<(), crate::error::KernelError> {
         let dst_arena = (step.dst.buf == BufId::Arena).then(|| step.dst.range.clone());
         let (arena_dst, scratch, arena_split) =
@@ -294,10 +291,7 @@ fn packed_for_step<'p>(
     packed: &[Option<&'p crate::plan::pack::PackedInput>],
     step: &Step,
     idx: usize,
-) -> Option<(
-    &'p milbridge_linalg::gemm::PackedB,
-    crate::plan::pack::PackSide,
-)> {
+) -> Option<crate::plan::pack::PackedOperand<'p>> {
     if packed.is_empty() || !matches!(step.op, crate::plan::step::StepOp::Matmul { .. }) {
         return None;
     }

@@ -16,7 +16,7 @@ use std::ops::Range;
 use std::sync::Mutex;
 
 use half::f16;
-use milbridge_linalg::gemm::{self, ElemPtr, GemmSpec, MatMut, MatRef, OutPtr, PackedB};
+use milbridge_linalg::gemm::{self, ElemPtr, GemmSpec, MatMut, MatRef, OutPtr, PackedA, PackedB};
 use milbridge_linalg::pool::Pool;
 
 use crate::error::KernelError;
@@ -577,6 +577,16 @@ pub fn repack_b_converting(
     copy: &mut [f16],
     mat: Mat3,
 ) {
+    let (view, copy_view) = converting_views(values, copy, mat);
+    // SAFETY: both views lie inside their slices (checked by `matrix_view`); `copy` is
+    // uniquely borrowed (so distinct from `values` and untouched by anyone else) and its view
+    // is injective (checked in `converting_views`), so its elements are distinct.
+    unsafe { packed.repack_converting_with(pool, view, copy_view) }
+}
+
+/// The f32 source view and the writable f16 copy view of `mat`, for a converting repack.
+/// Panics if `mat` reaches past either slice or is not injective.
+fn converting_views(values: &[f32], copy: &mut [f16], mat: Mat3) -> (MatRef, MatMut) {
     let single = Mat3 { batch: 1, ..mat };
     assert!(
         single.is_injective(),
@@ -594,10 +604,79 @@ pub fn repack_b_converting(
         row_stride: copy_ref.row_stride,
         col_stride: copy_ref.col_stride,
     };
-    // SAFETY: both views lie inside their slices (checked by `matrix_view`); `copy` is
-    // uniquely borrowed (so distinct from `values` and untouched by anyone else) and its view
-    // is injective (checked above), so its elements are distinct.
+    (view, copy_view)
+}
+
+/// Packs the matrix `mat` of `src` (one matrix: `mat.batch` is ignored) as the left operand
+/// of `spec`'s kernel ([`PackedA`]), on `pool`. Panics as [`pack_b`] does.
+pub fn pack_a(spec: &GemmSpec, pool: &Pool, src: GemmSrc<'_>, mat: Mat3) -> PackedA {
+    let view = matrix_view(src, mat);
+    // SAFETY: every element of the view lies inside `src` (checked by `matrix_view`), which is
+    // borrowed shared for the whole call, so nobody writes it meanwhile.
+    unsafe { PackedA::pack_with(spec, pool, view) }
+}
+
+/// Repacks `packed` from the matrix `mat` of `src` (same shape as packed). Panics as
+/// [`pack_a`] does, and when the shape differs.
+pub fn repack_a(packed: &mut PackedA, pool: &Pool, src: GemmSrc<'_>, mat: Mat3) {
+    let view = matrix_view(src, mat);
+    // SAFETY: as in `pack_a`.
+    unsafe { packed.repack_with(pool, view) }
+}
+
+/// [`repack_b_converting`] for a packed left operand: converts the matrix `mat` of `values`
+/// into the same positions of `copy` and repacks `packed` from the copy in one sweep.
+pub fn repack_a_converting(
+    packed: &mut PackedA,
+    pool: &Pool,
+    values: &[f32],
+    copy: &mut [f16],
+    mat: Mat3,
+) {
+    let (view, copy_view) = converting_views(values, copy, mat);
+    // SAFETY: as in `repack_b_converting`.
     unsafe { packed.repack_converting_with(pool, view, copy_view) }
+}
+
+/// `C[i] (+)= A · B[i]` for `i` in the batch, with A already packed ([`pack_a`]) for `spec`'s
+/// kernel. Checks B's and C's footprints and C's injectivity as [`gemm()`] does. Panics on a
+/// violated planner invariant (including A packed for another kernel or shape).
+pub fn gemm_packed_a(
+    spec: &GemmSpec,
+    pool: &Pool,
+    a: &PackedA,
+    b: GemmSrc<'_>,
+    b_mat: Mat3,
+    c: GemmDst<'_>,
+    c_mat: Mat3,
+) {
+    assert!(b_mat.batch == c_mat.batch, "gemm batch sizes differ");
+    assert!(c_mat.is_injective(), "gemm destination overlaps itself");
+    if c_mat.numel() == 0 {
+        return;
+    }
+    let b_len = src_len(b);
+    assert!(
+        b_mat.numel() == 0 || b_mat.end() <= b_len,
+        "gemm operand {b_mat:?} reaches past its {b_len} elements"
+    );
+    let b_ref = matrix_view(b, b_mat);
+    let c_mut = destination_view(c, c_mat);
+    // SAFETY: every element of every batch entry of B (read) and C (read/write) lies inside
+    // its slice (footprints checked above); C is injective and uniquely borrowed, so it
+    // overlaps neither B nor the panels (shared borrows) and nobody else touches it.
+    unsafe {
+        gemm::gemm_batched_packed_a(
+            spec,
+            pool,
+            c_mat.batch,
+            a,
+            b_ref,
+            b_mat.batch_stride as isize,
+            c_mut,
+            c_mat.batch_stride as isize,
+        )
+    }
 }
 
 /// `C[i] (+)= A[i] · B` for `i` in the batch, with B already packed ([`pack_b`]) for `spec`'s

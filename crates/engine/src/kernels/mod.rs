@@ -10,14 +10,13 @@ pub mod tiered;
 
 use bytemuck::Pod;
 use milbridge_linalg::cpu::Isa;
-use milbridge_linalg::gemm::PackedB;
 use milbridge_linalg::pool::Pool;
 
 use crate::Precision;
 use crate::elem::{Elem, Ty};
 use crate::error::KernelError;
 use crate::layout::{Layout, MAX_RANK};
-use crate::plan::pack::PackSide;
+use crate::plan::pack::PackedOperand;
 use crate::plan::step::{MAX_SRCS, StepOp};
 
 /// A kernel entry point.
@@ -84,7 +83,7 @@ pub struct KernelCtx<'a> {
     pub precision: Precision,
     /// Prepacked GEMM panels of one operand of this step (only for a matmul step with a
     /// prepacked function input; see [`crate::plan::pack`]), and which operand they hold.
-    pub packed: Option<(&'a PackedB, PackSide)>,
+    pub packed: Option<PackedOperand<'a>>,
 }
 
 impl<'a> KernelCtx<'a> {

@@ -18,7 +18,7 @@ use crate::exec::raw::{self, DstTiles, GemmDst, GemmSrc, Mat3};
 use crate::kernels::generic::{elementwise as ew, linalg as la, movement as mv, reduce as rd};
 use crate::kernels::{Kernel, KernelCtx};
 use crate::layout::MAX_RANK;
-use crate::plan::pack::PackSide;
+use crate::plan::pack::PackedOperand;
 use crate::plan::step::{BinaryOp, N_BINARY, N_REDUCE, N_UNARY, ReduceOp, StepOp};
 
 /// Float element types with their own slots: fp16 and fp32.
@@ -675,13 +675,13 @@ fn matmul_gemm(ctx: &mut KernelCtx<'_>) -> Result<(), KernelError> {
             None => raw::gemm(&spec, pool, a_src, a_mat, b_src, b_mat, c, c_mat),
             // B (the prepacked input) is the same matrix for every batch entry (the planner
             // only prepacks such operands).
-            Some((panels, PackSide::B)) => {
+            Some(PackedOperand::B(panels)) => {
                 raw::gemm_packed(&spec, pool, a_src, a_mat, panels, c, c_mat);
             }
-            // The prepacked input is A: `Cᵀ = Bᵀ·Aᵀ`, the same products summed in the same
-            // order, so the result is bit-for-bit that of the plain product.
-            Some((panels, PackSide::A)) => {
-                raw::gemm_packed(&spec, pool, b_src, b_mat.t(), panels, c, c_mat.t());
+            // Likewise for a prepacked A: the panels are what the product would pack itself,
+            // so the result is bit-for-bit that of the plain product.
+            Some(PackedOperand::A(panels)) => {
+                raw::gemm_packed_a(&spec, pool, panels, b_src, b_mat, c, c_mat);
             }
         }
         for d in (0..n_prefix).rev() {

@@ -4,15 +4,17 @@
 //! A *pack site* is a matmul step one of whose operands is a function input seen through a
 //! folded view (reshape, transpose, slice, ...) that is the same matrix for every batch entry.
 //! [`Plan::weight_gemm_uses`] lists an input's sites, [`Plan::pack_input`] builds a
-//! [`PackedInput`] (one linalg [`PackedB`] per site, for the plan's tier and precision),
+//! [`PackedInput`] (one linalg [`PackedB`] or [`PackedA`] per site, for the plan's tier and
+//! precision),
 //! [`Plan::repack_input`] / [`Plan::repack_input_f32`] refresh it after the input changes, and
 //! [`Plan::eval_with_packed`] runs the plan with it: those matmul steps read the panels and
 //! pack nothing.
 //!
-//! * An input that is a matmul's B is packed as it is. An input that is a matmul's A (the
-//!   bridge's `y = matmul(W, x)` orientation) is packed as the B of the transposed product
-//!   `Cᵀ = Bᵀ·Aᵀ`: every element is the same products summed in the same order, so results
-//!   are bit-for-bit those of [`Plan::eval`].
+//! * An input that is a matmul's B is packed as a [`PackedB`]. An input that is a matmul's A
+//!   (the bridge's `y = matmul(W, x)` orientation, the trainer's) is packed as a [`PackedA`],
+//!   keeping its orientation: the panels are exactly what the GEMM driver would pack from it
+//!   on every call, so the product skips all A packing. Either way the blocking and kernel
+//!   are those of the plain product, so results are bit-for-bit those of [`Plan::eval`].
 //! * The panels are built for the plan's tier and precision (bf16 panels for `fast` on the
 //!   Amx tier, f32 panels otherwise), and [`Plan::eval_with_packed`] checks each site's kernel,
 //!   shape and step, so panels of another plan are a clean [`Error::Packed`], never a wrong
@@ -24,7 +26,7 @@
 //! offset and strides, so it is packed straight from the strided view, without a copy step.
 
 use half::f16;
-use milbridge_linalg::gemm::{self as lgemm, GemmSpec, PackedB};
+use milbridge_linalg::gemm::{self as lgemm, GemmSpec, PackedA, PackedB};
 
 use crate::Precision;
 use crate::elem::Ty;
@@ -36,10 +38,44 @@ use crate::plan::step::{BufId, StepOp};
 /// Which operand of a matmul step a packed input is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PackSide {
-    /// The right operand (B of `C = A·B`): packed as it is.
+    /// The right operand (B of `C = A·B`): packed as a [`PackedB`].
     B,
-    /// The left operand (A): packed as the B of the transposed product `Cᵀ = Bᵀ·Aᵀ`.
+    /// The left operand (A): packed as a [`PackedA`].
     A,
+}
+
+/// The panels of one operand of one matmul step, as the step's GEMM kernel takes them.
+#[derive(Clone, Copy, Debug)]
+pub enum PackedOperand<'a> {
+    /// The step's right operand, packed.
+    B(&'a PackedB),
+    /// The step's left operand, packed.
+    A(&'a PackedA),
+}
+
+/// One site's panels, owned.
+#[derive(Debug)]
+enum SitePanels {
+    B(PackedB),
+    A(PackedA),
+}
+
+impl SitePanels {
+    fn as_operand(&self) -> PackedOperand<'_> {
+        match self {
+            SitePanels::B(panels) => PackedOperand::B(panels),
+            SitePanels::A(panels) => PackedOperand::A(panels),
+        }
+    }
+
+    /// (depth, other dimension) of the packed matrix, as [`PackSite::k`] and [`PackSite::n`]
+    /// count them, and the kernel the panels are for.
+    fn dims(&self) -> (usize, usize, &'static str) {
+        match self {
+            SitePanels::B(panels) => (panels.k(), panels.n(), panels.kernel_name()),
+            SitePanels::A(panels) => (panels.k(), panels.m(), panels.kernel_name()),
+        }
+    }
 }
 
 /// One matmul step that can use prepacked panels of an input.
@@ -51,12 +87,14 @@ pub struct PackSite {
     pub side: PackSide,
     /// Depth of the packed matrix (the product's inner length).
     pub k: usize,
-    /// Columns of the packed matrix (of C, or of Cᵀ for [`PackSide::A`]).
+    /// The packed matrix's other dimension: columns of B (and C) for [`PackSide::B`], rows of
+    /// A (and C) for [`PackSide::A`].
     pub n: usize,
     /// Whether the packed matrix addresses every element of the input exactly once (then a
     /// converting write can fill the input and the panels in one pass).
     pub covers_input: bool,
-    /// The packed matrix (`k × n`) in elements of the whole input buffer.
+    /// The packed matrix in elements of the whole input buffer, in the step's orientation:
+    /// `k × n` for [`PackSide::B`], `n × k` for [`PackSide::A`].
     mat: Mat3,
 }
 
@@ -67,7 +105,7 @@ pub struct PackSite {
 pub struct PackedInput {
     input: usize,
     spec: GemmSpec,
-    sites: Vec<(PackSite, PackedB)>,
+    sites: Vec<(PackSite, SitePanels)>,
 }
 
 impl PackedInput {
@@ -82,11 +120,11 @@ impl PackedInput {
     }
 
     /// The panels for step `step`, if this input is packed for it.
-    pub(crate) fn for_step(&self, step: usize) -> Option<(&PackedB, PackSide)> {
+    pub(crate) fn for_step(&self, step: usize) -> Option<PackedOperand<'_>> {
         self.sites
             .iter()
             .find(|(site, _)| site.step == step)
-            .map(|(site, panels)| (panels, site.side))
+            .map(|(_, panels)| panels.as_operand())
     }
 }
 
@@ -154,18 +192,18 @@ impl Plan {
                     row_stride: rs,
                     col_stride: cs,
                 };
-                let mat = match side {
-                    PackSide::B => operand_mat,
-                    PackSide::A => operand_mat.t(),
+                let (k, n) = match side {
+                    PackSide::B => (rows, cols),
+                    PackSide::A => (cols, rows),
                 };
                 let injective = operand_mat.is_injective();
                 Some(PackSite {
                     step,
                     side,
-                    k: mat.rows,
-                    n: mat.cols,
+                    k,
+                    n,
                     covers_input: injective && rows * cols == input_numel,
-                    mat,
+                    mat: operand_mat,
                 })
             })
     }
@@ -233,7 +271,13 @@ impl Plan {
             Some(src) => self
                 .weight_gemm_uses(input)
                 .into_iter()
-                .map(|site| (site, raw::pack_b(&spec, pool, src, site.mat)))
+                .map(|site| {
+                    let panels = match site.side {
+                        PackSide::B => SitePanels::B(raw::pack_b(&spec, pool, src, site.mat)),
+                        PackSide::A => SitePanels::A(raw::pack_a(&spec, pool, src, site.mat)),
+                    };
+                    (site, panels)
+                })
                 .collect(),
             None => Vec::new(),
         };
@@ -253,8 +297,11 @@ impl Plan {
             let expected = kernel_for(self, site.k);
             let valid = site.step < self.steps.len()
                 && self.site_at(site.step, packed.input).as_ref() == Some(site)
-                && (panels.k(), panels.n()) == (site.k, site.n)
-                && panels.kernel_name() == expected;
+                && panels.dims() == (site.k, site.n, expected)
+                && matches!(
+                    (site.side, panels),
+                    (PackSide::B, SitePanels::B(_)) | (PackSide::A, SitePanels::A(_))
+                );
             if !valid {
                 return Err(Error::Packed {
                     reason: format!(
@@ -281,7 +328,7 @@ impl Plan {
         let pool = self.pool.get();
         if let Some(src) = self.input_src(input, bytes) {
             for (site, panels) in &mut packed.sites {
-                raw::repack_b(panels, pool, src, site.mat);
+                repack_site(panels, pool, src, site.mat);
             }
         }
         Ok(())
@@ -321,23 +368,27 @@ impl Plan {
             Some(Ty::F32) => {
                 dst.copy_from_slice(bytemuck::cast_slice(values));
                 for (site, panels) in &mut packed.sites {
-                    raw::repack_b(panels, pool, GemmSrc::F32(values), site.mat);
+                    repack_site(panels, pool, GemmSrc::F32(values), site.mat);
                 }
             }
             Some(Ty::F16) => {
                 let copy: &mut [f16] = bytemuck::cast_slice_mut(dst);
                 let fused = packed.sites.iter().position(|(site, _)| site.covers_input);
                 match fused {
-                    Some(first) => {
-                        let (site, panels) = &mut packed.sites[first];
-                        raw::repack_b_converting(panels, pool, values, copy, site.mat);
-                    }
+                    Some(first) => match &mut packed.sites[first] {
+                        (site, SitePanels::B(panels)) => {
+                            raw::repack_b_converting(panels, pool, values, copy, site.mat);
+                        }
+                        (site, SitePanels::A(panels)) => {
+                            raw::repack_a_converting(panels, pool, values, copy, site.mat);
+                        }
+                    },
                     None => milbridge_linalg::convert::f32_to_f16(values, copy),
                 }
                 let copy: &[f16] = copy;
                 for (idx, (site, panels)) in packed.sites.iter_mut().enumerate() {
                     if Some(idx) != fused {
-                        raw::repack_b(panels, pool, GemmSrc::F16(copy), site.mat);
+                        repack_site(panels, pool, GemmSrc::F16(copy), site.mat);
                     }
                 }
             }
@@ -380,6 +431,19 @@ impl Plan {
             }
         }
         Ok(())
+    }
+}
+
+/// Repacks one site's panels from `mat` of `src`, each as its side is packed.
+fn repack_site(
+    panels: &mut SitePanels,
+    pool: &milbridge_linalg::pool::Pool,
+    src: GemmSrc<'_>,
+    mat: Mat3,
+) {
+    match panels {
+        SitePanels::B(panels) => raw::repack_b(panels, pool, src, mat),
+        SitePanels::A(panels) => raw::repack_a(panels, pool, src, mat),
     }
 }
 

@@ -7,7 +7,10 @@
 //!    items than threads and the product is big enough to be worth a dispatch.
 //! 2. When more than one item shares a row block (several column blocks), A is packed once,
 //!    in parallel, into a shared buffer of full-depth panels (phase A). Otherwise each item
-//!    packs its own A panels per `kc` block into per-thread scratch.
+//!    packs its own A panels per `kc` block into per-thread scratch. A
+//!    [`PackedA`](crate::gemm::PackedA) (`ASource::Packed`) *is* that shared buffer, packed
+//!    beforehand by the same code: phase A and all per-item A packing are skipped, and since
+//!    the blocking is unchanged the result is bit-for-bit that of the raw A.
 //!    Likewise a raw B read by several row blocks is packed once, in parallel, into a shared
 //!    buffer of full-depth panels (as if it were a [`PackedB`](crate::gemm::PackedB)); a
 //!    broadcast operand (batch stride 0) is packed once for all batch entries.
@@ -80,6 +83,41 @@ impl AlignedBuf {
     }
 }
 
+/// Where A comes from.
+#[derive(Clone, Copy)]
+pub(crate) enum ASource<'a> {
+    /// A strided view, packed per call (phase A or per work item).
+    Raw {
+        /// The view of batch entry 0.
+        view: MatRef,
+        /// Elements between batch entries.
+        batch_stride: isize,
+    },
+    /// Full-depth panels packed by `PackedA` (exactly phase A's shared buffer): panel `i`
+    /// holds rows `i*MR..` for all `k_pad`, at `i * MR * k_pad`. One matrix, broadcast to
+    /// every batch entry.
+    Packed {
+        /// The panels.
+        data: &'a AlignedBuf,
+        /// Rows of A.
+        m: usize,
+        /// Columns of A (the shared dimension).
+        k: usize,
+        /// Padded depth of each panel.
+        k_pad: usize,
+    },
+}
+
+impl ASource<'_> {
+    /// Rows and columns of A.
+    pub(crate) fn dims(&self) -> (usize, usize) {
+        match *self {
+            ASource::Raw { view, .. } => (view.rows, view.cols),
+            ASource::Packed { m, k, .. } => (m, k),
+        }
+    }
+}
+
 /// Where B comes from.
 #[derive(Clone, Copy)]
 pub(crate) enum BSource<'a> {
@@ -102,8 +140,7 @@ pub(crate) enum BSource<'a> {
 /// A validated problem.
 pub(crate) struct Problem<'a> {
     pub(crate) batch: usize,
-    pub(crate) a: MatRef,
-    pub(crate) a_batch_stride: isize,
+    pub(crate) a: ASource<'a>,
     pub(crate) b: BSource<'a>,
     pub(crate) c: MatMut,
     pub(crate) c_batch_stride: isize,
@@ -127,6 +164,9 @@ thread_local! {
     /// Products run on this thread that packed B from a raw view (see
     /// [`raw_b_products_on_this_thread`](crate::gemm::raw_b_products_on_this_thread)).
     pub(crate) static RAW_B_PRODUCTS: Cell<u64> = const { Cell::new(0) };
+    /// Products run on this thread that packed A from a raw view (see
+    /// [`raw_a_products_on_this_thread`](crate::gemm::raw_a_products_on_this_thread)).
+    pub(crate) static RAW_A_PRODUCTS: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Blocking of one problem.
@@ -142,6 +182,8 @@ struct Plan {
     nc: usize,
     m_blocks: usize,
     n_blocks: usize,
+    /// Items read full-depth A panels from `Ctx::shared_a` (phase A's output, or a packed A)
+    /// instead of packing their own.
     shared_a: bool,
 }
 
@@ -192,8 +234,9 @@ fn plan<K: MicroKernel>(batch: usize, m: usize, n: usize, k: usize, threads: usi
 struct Ctx<'a, K: MicroKernel> {
     problem: &'a Problem<'a>,
     plan: Plan,
-    /// Phase A output (when `plan.shared_a`): `m_panels` panels of `MR × k_pad`.
-    shared_a: *mut K::Elem,
+    /// Full-depth A panels (when `plan.shared_a`): `m_panels` panels of `MR × k_pad`, phase
+    /// A's output or a [`PackedA`](crate::gemm::PackedA)'s panels.
+    shared_a: *const K::Elem,
     /// Full-depth B panels of the current batch entry, `(base, padded depth)`: a
     /// [`PackedB`](crate::gemm::PackedB), or a raw B packed once for all row blocks. `None`:
     /// each item packs its own panels from the raw view.
@@ -206,6 +249,18 @@ struct Ctx<'a, K: MicroKernel> {
 unsafe impl<K: MicroKernel> Sync for Ctx<'_, K> {}
 
 impl<K: MicroKernel> Ctx<'_, K> {
+    /// The raw A view of batch entry `batch_idx` (only called when `plan.shared_a` is unset).
+    fn raw_a(&self, batch_idx: usize) -> MatRef {
+        match self.problem.a {
+            ASource::Raw { view, batch_stride } => {
+                shift_ref(view, batch_idx as isize * batch_stride)
+            }
+            ASource::Packed { .. } => {
+                unreachable!("invariant: a packed A always sets Plan::shared_a")
+            }
+        }
+    }
+
     /// The raw B view and its batch stride (only called when `packed_b` is `None`).
     fn raw_b(&self) -> (MatRef, isize) {
         match self.problem.b {
@@ -219,23 +274,50 @@ impl<K: MicroKernel> Ctx<'_, K> {
     /// Phase A: packs A panel `panel_idx` of batch entry `batch_idx`, full depth.
     ///
     /// # Safety
-    /// As for [`run`]; `panel_idx` < `m.div_ceil(MR)`; `shared_a` sized for all panels.
+    /// As for [`run`]; `panel_idx` < `m.div_ceil(MR)`; `shared_a` is the (writable) phase A
+    /// buffer sized for all panels.
     unsafe fn pack_shared_panel(&self, batch_idx: usize, panel_idx: usize) {
-        let problem = self.problem;
-        let a = shift_ref(problem.a, batch_idx as isize * problem.a_batch_stride);
-        let row = panel_idx * K::MR;
-        let rows = K::MR.min(self.plan.m - row);
-        let panel_elems = K::MR * self.plan.k_pad;
-        // SAFETY: rows `row..row + rows` × k `0..k` are inside A; the destination panel is
-        // inside the shared buffer; each task writes its own panel.
+        let plan = self.plan;
+        // SAFETY: forwarded; the buffer came from `AlignedBuf::ensure` (writable) in `run`.
         unsafe {
-            K::pack_a(
-                a_panel_src(a, row, 0),
-                rows,
-                self.plan.k,
-                self.shared_a.add(panel_idx * panel_elems),
-            );
+            pack_full_depth_a_panel::<K>(
+                self.raw_a(batch_idx),
+                panel_idx,
+                plan.m,
+                plan.k,
+                plan.k_pad,
+                self.shared_a.cast_mut(),
+            )
         }
+    }
+}
+
+/// Packs A panel `panel_idx` (rows `panel_idx·MR..`, all of k) of `a` (`m × k`) into the
+/// full-depth panel buffer at `dst` (panel `i` at `i · MR · k_pad`): the layout of phase A's
+/// shared buffer and of a [`PackedA`](crate::gemm::PackedA).
+///
+/// # Safety
+/// `a` readable for `m × k`; `panel_idx` < `m.div_ceil(MR)`; `dst` writable for all panels and
+/// no other thread writes panel `panel_idx`; the host supports `K`'s tier.
+unsafe fn pack_full_depth_a_panel<K: MicroKernel>(
+    a: MatRef,
+    panel_idx: usize,
+    m: usize,
+    k: usize,
+    k_pad: usize,
+    dst: *mut K::Elem,
+) {
+    let row = panel_idx * K::MR;
+    let rows = K::MR.min(m - row);
+    // SAFETY: rows `row..row + rows` × k `0..k` are inside A; the destination panel is inside
+    // the buffer; the caller gives each panel to one task.
+    unsafe {
+        K::pack_a(
+            a_panel_src(a, row, 0),
+            rows,
+            k,
+            dst.add(panel_idx * K::MR * k_pad),
+        )
     }
 }
 
@@ -281,7 +363,7 @@ fn b_panel_src(b: MatRef, k: usize, col: usize) -> PanelSrc {
 /// Shapes validated (A `m × k`, B `k × n`, C `m × n`, accumulate ⇒ f32 C); the host supports
 /// `K`'s tier; the views are valid and disjoint as `gemm` requires.
 pub(crate) unsafe fn run<K: MicroKernel>(pool: &Pool, problem: &Problem<'_>) {
-    let (m, k, n) = (problem.a.rows, problem.a.cols, problem.c.cols);
+    let ((m, k), n) = (problem.a.dims(), problem.c.cols);
     if m == 0 || n == 0 || problem.batch == 0 {
         return;
     }
@@ -298,7 +380,20 @@ pub(crate) unsafe fn run<K: MicroKernel>(pool: &Pool, problem: &Problem<'_>) {
     if matches!(problem.b, BSource::Raw { .. }) {
         RAW_B_PRODUCTS.with(|count| count.set(count.get() + 1));
     }
-    let plan = plan::<K>(problem.batch, m, n, k, pool.n_threads());
+    let mut plan = plan::<K>(problem.batch, m, n, k, pool.n_threads());
+    // A packed A is phase A's output, ready: every item reads its full-depth panels.
+    let given_a = match problem.a {
+        ASource::Packed { data, k_pad, .. } => {
+            debug_assert_eq!(k_pad, plan.k_pad);
+            plan.shared_a = true;
+            Some(data.as_ptr::<K::Elem>())
+        }
+        ASource::Raw { .. } => {
+            RAW_A_PRODUCTS.with(|count| count.set(count.get() + 1));
+            None
+        }
+    };
+    let phase_a = plan.shared_a && given_a.is_none();
     let items_per_batch = plan.m_blocks * plan.n_blocks;
     let given_b = match problem.b {
         BSource::Packed { data, k_pad } => Some((data.as_ptr::<K::Elem>(), k_pad)),
@@ -316,11 +411,11 @@ pub(crate) unsafe fn run<K: MicroKernel>(pool: &Pool, problem: &Problem<'_>) {
         }
     );
     let share_b = given_b.is_none() && plan.m_blocks > 1 && (problem.batch == 1 || b_broadcast);
-    if !plan.shared_a && !share_b {
+    if !phase_a && !share_b {
         let ctx = Ctx::<K> {
             problem,
             plan,
-            shared_a: std::ptr::null_mut(),
+            shared_a: given_a.unwrap_or(std::ptr::null()),
             packed_b: given_b,
         };
         pool.run(problem.batch * items_per_batch, &|item| {
@@ -332,11 +427,15 @@ pub(crate) unsafe fn run<K: MicroKernel>(pool: &Pool, problem: &Problem<'_>) {
     let mut shared_a_buf = SHARED_A.take();
     let mut shared_b_buf = SHARED_B.take();
     let m_panels = m.div_ceil(K::MR);
-    let shared_a = if plan.shared_a {
-        let panel_elems = K::MR * plan.k_pad;
-        shared_a_buf.ensure::<K::Elem>(m_panels * panel_elems * size_of::<K::Elem>())
-    } else {
-        std::ptr::null_mut()
+    let shared_a = match given_a {
+        Some(panels) => panels,
+        None if phase_a => {
+            let panel_elems = K::MR * plan.k_pad;
+            shared_a_buf
+                .ensure::<K::Elem>(m_panels * panel_elems * size_of::<K::Elem>())
+                .cast_const()
+        }
+        None => std::ptr::null(),
     };
     for batch_idx in 0..problem.batch {
         let packed_b = match (share_b, problem.b) {
@@ -357,7 +456,11 @@ pub(crate) unsafe fn run<K: MicroKernel>(pool: &Pool, problem: &Problem<'_>) {
             shared_a,
             packed_b,
         };
-        if plan.shared_a && (batch_idx == 0 || problem.a_batch_stride != 0) {
+        let a_entry_differs = match problem.a {
+            ASource::Raw { batch_stride, .. } => batch_idx == 0 || batch_stride != 0,
+            ASource::Packed { .. } => false,
+        };
+        if phase_a && a_entry_differs {
             pool.run(m_panels, &|panel_idx| {
                 // SAFETY: `panel_idx` < m_panels; the contract of `run` holds.
                 unsafe { ctx.pack_shared_panel(batch_idx, panel_idx) }
@@ -402,7 +505,6 @@ unsafe fn run_item_b_outer<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, i
     let problem = ctx.problem;
     let (mr, nr) = (K::MR, K::NR);
     let elem = size_of::<K::Elem>();
-    let a = shift_ref(problem.a, batch_idx as isize * problem.a_batch_stride);
     let c = shift_mut(problem.c, batch_idx as isize * problem.c_batch_stride);
     let m0 = item / plan.n_blocks * plan.mc;
     let n0 = item % plan.n_blocks * plan.nc;
@@ -418,6 +520,7 @@ unsafe fn run_item_b_outer<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, i
         // SAFETY: panel m0 / MR of the shared buffer.
         unsafe { ctx.shared_a.add(m0 / mr * mr * plan.k_pad) }
     } else {
+        let a = ctx.raw_a(batch_idx);
         let local = scratch
             .a
             .ensure::<K::Elem>(m_tiles * mr * plan.k_pad * elem);
@@ -571,7 +674,6 @@ unsafe fn run_item<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, item: usi
     let problem = ctx.problem;
     let (mr, nr) = (K::MR, K::NR);
     let elem = size_of::<K::Elem>();
-    let a = shift_ref(problem.a, batch_idx as isize * problem.a_batch_stride);
     let c = shift_mut(problem.c, batch_idx as isize * problem.c_batch_stride);
     let m0 = item / plan.n_blocks * plan.mc;
     let n0 = item % plan.n_blocks * plan.nc;
@@ -614,6 +716,7 @@ unsafe fn run_item<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, item: usi
         let last = kb + 1 == plan.n_kb;
 
         if !plan.shared_a {
+            let a = ctx.raw_a(batch_idx);
             for tile_m in 0..m_tiles {
                 let row = m0 + tile_m * mr;
                 // SAFETY: rows `row..row + rows` × `k0..k0 + k_len` are inside A; the panel
@@ -953,6 +1056,77 @@ pub(crate) unsafe fn pack_b_panels_copying<K: MicroKernel>(
                 panel_elems,
             )
         };
+    });
+}
+
+/// Packs all of `a` (`m × k`) into full-depth `MR`-row panels of depth `k_pad` in `data`
+/// (panel `i` at `i · MR · k_pad`: phase A's shared-buffer layout, through the same
+/// [`pack_full_depth_a_panel`]), groups of neighbouring panels spread over `pool`. With `copy`,
+/// each task first converts its rows of `a` (f32) into the f16 view `copy` and packs them
+/// from there while they are in its cache, so the source is read from memory once and the
+/// panels hold the f16 values.
+///
+/// # Safety
+/// `a` readable; the host supports `K`'s tier; when `copy` is given, `a` is f32, `copy` is an
+/// f16 `m × k` view whose elements are distinct, writable and overlap nothing else used here.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "source, optional copy, sizes and destination of one packing sweep"
+)]
+pub(crate) unsafe fn pack_a_panels_copying<K: MicroKernel>(
+    pool: &Pool,
+    a: MatRef,
+    copy: Option<MatMut>,
+    m: usize,
+    k: usize,
+    k_pad: usize,
+    data: &mut AlignedBuf,
+) {
+    struct Shared<T> {
+        a: MatRef,
+        copy: Option<MatMut>,
+        dst: *mut T,
+    }
+    // SAFETY: tasks only read A (not written during the call, per the caller), write disjoint
+    // rows of the copy and disjoint panels through `dst` (see below).
+    unsafe impl<T> Sync for Shared<T> {}
+
+    let m_panels = m.div_ceil(K::MR);
+    let panel_elems = K::MR * k_pad;
+    let shared = Shared {
+        a,
+        copy,
+        dst: data.ensure::<K::Elem>(m_panels * panel_elems * size_of::<K::Elem>()),
+    };
+    let bytes = (m * k * size_of::<K::Elem>()) as f64;
+    let groups = if pool.n_threads() > 1 && bytes >= PARALLEL_MIN_PACK_BYTES {
+        (4 * pool.n_threads()).min(m_panels)
+    } else {
+        1
+    };
+    let per_group = m_panels.div_ceil(groups.max(1));
+    let shared = &shared;
+    pool.run(m_panels.div_ceil(per_group.max(1)), &|group| {
+        let first = group * per_group;
+        let last = (first + per_group).min(m_panels);
+        let source = match shared.copy {
+            Some(copy) => {
+                let row0 = first * K::MR;
+                let rows = (last * K::MR).min(m) - row0;
+                // SAFETY: the group's rows of A (f32, readable) and of the copy (f16, distinct
+                // and writable per the caller), as columns of the transposed views; groups own
+                // disjoint rows.
+                unsafe { convert_columns(K::ISA, shared.a.t(), copy.t(), k, row0, rows) };
+                copy.as_ref()
+            }
+            None => shared.a,
+        };
+        for panel_idx in first..last {
+            // SAFETY: `panel_idx` < m_panels; the buffer was sized above for every panel and
+            // each panel belongs to one group; the source is readable (A per the caller, or
+            // the copy rows this task just wrote).
+            unsafe { pack_full_depth_a_panel::<K>(source, panel_idx, m, k, k_pad, shared.dst) };
+        }
     });
 }
 

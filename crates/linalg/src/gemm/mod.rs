@@ -29,7 +29,7 @@ use half::f16;
 
 use crate::cpu::{self, Isa};
 use crate::pool::Pool;
-use driver::{AlignedBuf, BSource, Problem};
+use driver::{ASource, AlignedBuf, BSource, Problem};
 use kernels::MicroKernel;
 
 /// How exactly to multiply.
@@ -435,8 +435,10 @@ pub unsafe fn gemm_batched(
     );
     let problem = Problem {
         batch,
-        a,
-        a_batch_stride,
+        a: ASource::Raw {
+            view: a,
+            batch_stride: a_batch_stride,
+        },
         b: BSource::Raw {
             view: b,
             batch_stride: b_batch_stride,
@@ -597,8 +599,10 @@ pub unsafe fn gemm_packed_b(spec: &GemmSpec, pool: &Pool, a: MatRef, b: &PackedB
     );
     let problem = Problem {
         batch: 1,
-        a,
-        a_batch_stride: 0,
+        a: ASource::Raw {
+            view: a,
+            batch_stride: 0,
+        },
         b: BSource::Packed {
             data: &b.data,
             k_pad: b.k_pad,
@@ -654,8 +658,10 @@ pub unsafe fn gemm_batched_packed_b(
     );
     let problem = Problem {
         batch,
-        a,
-        a_batch_stride,
+        a: ASource::Raw {
+            view: a,
+            batch_stride: a_batch_stride,
+        },
         b: BSource::Packed {
             data: &b.data,
             k_pad: b.k_pad,
@@ -666,6 +672,213 @@ pub unsafe fn gemm_batched_packed_b(
     };
     // SAFETY: shapes, tier and layout validated above; pointers per the caller's contract.
     unsafe { with_kernel!(kernel, K => driver::run::<K>(pool, &problem)) }
+}
+
+/// A packed once into the full-depth panel layout of one kernel (chosen by `(isa, precision)`
+/// and k), for a left operand multiplied many times (a weight `W` in `W·x`). Owns its memory,
+/// which is exactly the driver's phase-A buffer: `m.div_ceil(MR)` panels of `MR × k_pad`,
+/// made by the same packer, so a product with a `PackedA` skips all A packing and gives
+/// bit-for-bit the result of the same product with the raw A.
+#[derive(Debug)]
+pub struct PackedA {
+    kernel: KernelId,
+    m: usize,
+    k: usize,
+    k_pad: usize,
+    data: AlignedBuf,
+}
+
+impl PackedA {
+    /// Packs `a` (m × k) for `spec`'s kernel (the one a product of depth k runs, see
+    /// [`kernel_name_for`]), in parallel on the global pool ([`Pool::global`]).
+    ///
+    /// Panics if the host lacks `spec.isa`.
+    ///
+    /// # Safety
+    /// Every element of the view `a` is readable and not written during the call.
+    pub unsafe fn pack(spec: &GemmSpec, a: MatRef) -> PackedA {
+        // SAFETY: forwarded from the caller.
+        unsafe { PackedA::pack_with(spec, Pool::global(), a) }
+    }
+
+    /// [`PackedA::pack`] on `pool`.
+    ///
+    /// # Safety
+    /// As for [`PackedA::pack`].
+    pub unsafe fn pack_with(spec: &GemmSpec, pool: &Pool, a: MatRef) -> PackedA {
+        let kernel = check_spec(spec, a.cols);
+        let k_pad = with_kernel!(kernel, K => a.cols.next_multiple_of(K::KU));
+        let mut packed = PackedA {
+            kernel,
+            m: a.rows,
+            k: a.cols,
+            k_pad,
+            data: AlignedBuf::default(),
+        };
+        // SAFETY: forwarded from the caller.
+        unsafe { packed.repack_with(pool, a) };
+        packed
+    }
+
+    /// Packs a new `a` of the same shape into the existing memory (no allocation), in
+    /// parallel on the global pool. This is the weight-update path.
+    ///
+    /// Panics if `a`'s shape differs from the packed one.
+    ///
+    /// # Safety
+    /// As for [`PackedA::pack`].
+    pub unsafe fn repack(&mut self, a: MatRef) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.repack_with(Pool::global(), a) }
+    }
+
+    /// [`PackedA::repack`] on `pool`.
+    ///
+    /// # Safety
+    /// As for [`PackedA::pack`].
+    pub unsafe fn repack_with(&mut self, pool: &Pool, a: MatRef) {
+        assert_eq!(
+            (a.rows, a.cols),
+            (self.m, self.k),
+            "PackedA::repack: shape differs"
+        );
+        let (m, k, k_pad) = (self.m, self.k, self.k_pad);
+        let data = &mut self.data;
+        // SAFETY: the kernel's tier was checked in `pack`; `a` readable per the caller; the
+        // buffer is sized for every panel by `pack_a_panels_copying`.
+        unsafe {
+            with_kernel!(self.kernel, K => driver::pack_a_panels_copying::<K>(pool, a, None, m, k, k_pad, data))
+        }
+    }
+
+    /// The weight-update path of an fp16 weight given as f32 (`write_weight_f32`): converts
+    /// `a` (f32) into the f16 view `copy` (the weight's surface) and repacks the panels from
+    /// that copy in the same parallel sweep (each thread converts a block of rows and packs it
+    /// while it is in cache), so `a` is read from memory once. The result equals converting
+    /// and then calling [`PackedA::repack_with`] on `copy`.
+    ///
+    /// Panics if `a` is not f32, `copy` is not f16, either shape differs from the packed one,
+    /// or `copy` has a zero stride.
+    ///
+    /// # Safety
+    /// `a` as for [`PackedA::pack`]; every element of `copy` is writable, distinct, overlaps
+    /// neither `a` nor anything else in use, and no other thread touches it during the call.
+    pub unsafe fn repack_converting_with(&mut self, pool: &Pool, a: MatRef, copy: MatMut) {
+        assert_eq!(
+            (a.rows, a.cols, copy.rows, copy.cols),
+            (self.m, self.k, self.m, self.k),
+            "PackedA::repack_converting_with: shape differs"
+        );
+        assert!(
+            matches!(a.ptr, ElemPtr::F32(_)) && matches!(copy.ptr, OutPtr::F16(_)),
+            "PackedA::repack_converting_with: needs an f32 source and an f16 copy"
+        );
+        assert!(
+            (copy.rows <= 1 || copy.row_stride != 0) && (copy.cols <= 1 || copy.col_stride != 0),
+            "PackedA::repack_converting_with: the copy has a zero stride"
+        );
+        let (m, k, k_pad) = (self.m, self.k, self.k_pad);
+        let data = &mut self.data;
+        // SAFETY: as in `repack_with`, plus the copy contract forwarded from the caller.
+        unsafe {
+            with_kernel!(self.kernel, K => driver::pack_a_panels_copying::<K>(pool, a, Some(copy), m, k, k_pad, data))
+        }
+    }
+
+    /// Rows of A.
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    /// Columns of A (the shared dimension).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Name of the kernel this layout is for.
+    pub fn kernel_name(&self) -> &'static str {
+        self.kernel.name()
+    }
+}
+
+/// `C (+)= A · B` with A already packed for `spec`'s kernel: no A packing at all.
+///
+/// Panics on a shape mismatch, when `a` was packed for another kernel, on `accumulate` with an
+/// f16 C, or a missing tier.
+///
+/// # Safety
+/// As for [`gemm()`] (for `b` and `c`).
+pub unsafe fn gemm_packed_a(spec: &GemmSpec, pool: &Pool, a: &PackedA, b: MatRef, c: MatMut) {
+    // SAFETY: a batch of one; contract forwarded.
+    unsafe { gemm_batched_packed_a(spec, pool, 1, a, b, 0, c, 0) }
+}
+
+/// `batch` products `C_i (+)= A · B_i` with one A, already packed for `spec`'s kernel, shared
+/// by every entry (`X_i` is the view `x` moved by `i * x_batch_stride` elements). Blocking and
+/// arithmetic are those of [`gemm_batched`] with a broadcast A (batch stride 0), so the
+/// results are bit-for-bit the same.
+///
+/// Panics as [`gemm_packed_a`] does, and on a zero `c_batch_stride` with `batch > 1`.
+///
+/// # Safety
+/// As for [`gemm()`] (for `b` and `c`), for every batch entry; the C views of different entries
+/// don't overlap.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the batched signature of gemm_batched with A replaced by its panels"
+)]
+pub unsafe fn gemm_batched_packed_a(
+    spec: &GemmSpec,
+    pool: &Pool,
+    batch: usize,
+    a: &PackedA,
+    b: MatRef,
+    b_batch_stride: isize,
+    c: MatMut,
+    c_batch_stride: isize,
+) {
+    let kernel = check_spec(spec, a.k);
+    assert_eq!(
+        kernel,
+        a.kernel,
+        "gemm_batched_packed_a: A was packed for {}, the spec runs {}",
+        a.kernel.name(),
+        kernel.name()
+    );
+    check_shapes("gemm_batched_packed_a", a.m, a.k, b.rows, b.cols, &c);
+    assert!(
+        batch <= 1 || c_batch_stride != 0,
+        "gemm_batched_packed_a: batched C needs a nonzero batch stride"
+    );
+    assert!(
+        !spec.accumulate || matches!(c.ptr, OutPtr::F32(_)),
+        "gemm_batched_packed_a: accumulate needs an f32 C"
+    );
+    let problem = Problem {
+        batch,
+        a: ASource::Packed {
+            data: &a.data,
+            m: a.m,
+            k: a.k,
+            k_pad: a.k_pad,
+        },
+        b: BSource::Raw {
+            view: b,
+            batch_stride: b_batch_stride,
+        },
+        c,
+        c_batch_stride,
+        accumulate: spec.accumulate,
+    };
+    // SAFETY: shapes, tier and layout validated above; pointers per the caller's contract.
+    unsafe { with_kernel!(kernel, K => driver::run::<K>(pool, &problem)) }
+}
+
+/// How many products this thread has run that packed A from a raw (strided) view, i.e. every
+/// product with a non-empty C and k except those of [`gemm_packed_a`] /
+/// [`gemm_batched_packed_a`]. A test hook, like [`raw_b_products_on_this_thread`].
+pub fn raw_a_products_on_this_thread() -> u64 {
+    driver::RAW_A_PRODUCTS.with(std::cell::Cell::get)
 }
 
 /// How many products this thread has run that packed B from a raw (strided) view, i.e. every

@@ -1029,3 +1029,291 @@ fn batched_packed_b_equals_batched_broadcast_bit_for_bit() {
         }
     }
 }
+
+/// `C (+)= A · B` for a batch with a broadcast A, once from the raw A and once from a
+/// [`PackedA`] (packed from garbage first, then repacked): both must agree bit for bit, the
+/// packed product must pack no A, and the raw one must match the f64 reference.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one case of the packed-A comparison"
+)]
+fn check_packed_a(
+    spec: &GemmSpec,
+    pool: &Pool,
+    batch: usize,
+    (m, n, k): (usize, usize, usize),
+    a_dtype: Dtype,
+    a_layout: Layout,
+    c_dtype: Dtype,
+    seed: u64,
+) {
+    let mut rng = Rng(seed | 1);
+    let a = Input::new(&mut rng, m, k, a_dtype, a_layout);
+    let b_entries: Vec<Input> = (0..batch)
+        .map(|_| Input::new(&mut rng, k, n, Dtype::F16, Layout::RowMajor))
+        .collect();
+    let b_all: Vec<f16> = b_entries
+        .iter()
+        .flat_map(|input| input.f16s.clone())
+        .collect();
+    let initial: Vec<f32> = (0..batch * m * n).map(|_| rng.next()).collect();
+    let (mn, kn) = ((m * n) as isize, (k * n) as isize);
+    let b_view = MatRef::f16_row_major(b_all.as_ptr(), k, n);
+    let label = format!(
+        "packed A {} {spec:?} batch {batch} m {m} n {n} k {k} {a_dtype:?} {a_layout:?} C {c_dtype:?}",
+        kernel_name_for(spec.isa, spec.precision, k)
+    );
+    let run = |packed: Option<&PackedA>| -> (Vec<f32>, Vec<f16>) {
+        let mut c32 = initial.clone();
+        let mut c16: Vec<f16> = initial.iter().map(|&v| f16::from_f32(v)).collect();
+        let c_view = match c_dtype {
+            Dtype::F32 => MatMut::f32_row_major(c32.as_mut_ptr(), m, n),
+            Dtype::F16 => MatMut::f16_row_major(c16.as_mut_ptr(), m, n),
+        };
+        // SAFETY: every view covers a live buffer of the stated shape (batch entries laid end
+        // to end); C is distinct from A and B.
+        unsafe {
+            match packed {
+                Some(packed) => {
+                    gemm_batched_packed_a(spec, pool, batch, packed, b_view, kn, c_view, mn)
+                }
+                None => gemm_batched(spec, pool, batch, a.view(), 0, b_view, kn, c_view, mn),
+            }
+        }
+        (c32, c16)
+    };
+    let raw_before = raw_a_products_on_this_thread();
+    let raw = run(None);
+    let product_ran = m > 0 && n > 0 && k > 0 && batch > 0;
+    assert_eq!(
+        raw_a_products_on_this_thread(),
+        raw_before + u64::from(product_ran),
+        "{label}: the raw product packs A"
+    );
+    let garbage = Input::new(&mut rng, m, k, Dtype::F32, Layout::RowMajor);
+    // SAFETY: views of live buffers, not written during the calls.
+    let packed = unsafe {
+        let mut packed = PackedA::pack_with(spec, pool, garbage.view());
+        packed.repack_with(pool, a.view());
+        packed
+    };
+    assert_eq!((packed.m(), packed.k()), (m, k));
+    assert_eq!(
+        packed.kernel_name(),
+        kernel_name_for(spec.isa, spec.precision, k)
+    );
+    let packed_before = raw_a_products_on_this_thread();
+    let prepacked = run(Some(&packed));
+    assert_eq!(
+        raw_a_products_on_this_thread(),
+        packed_before,
+        "{label}: a packed A is packed again"
+    );
+    let same = match c_dtype {
+        Dtype::F32 => raw
+            .0
+            .iter()
+            .zip(&prepacked.0)
+            .all(|(x, y)| x.to_bits() == y.to_bits()),
+        Dtype::F16 => raw
+            .1
+            .iter()
+            .zip(&prepacked.1)
+            .all(|(x, y)| x.to_bits() == y.to_bits()),
+    };
+    assert!(
+        same,
+        "{label}: the packed-A product differs from the raw one"
+    );
+    // The raw product itself against the f64 reference (entry by entry; small cases only:
+    // the big ones are covered by the suites above, and here only the bit equality matters).
+    if batch * m * n * k > 300_000 {
+        return;
+    }
+    for (entry, b) in b_entries.iter().enumerate() {
+        let mut out = Output::new(&mut rng, m, n, c_dtype, Layout::RowMajor, spec.accumulate);
+        let cells = entry * m * n..(entry + 1) * m * n;
+        out.initial.copy_from_slice(&initial[cells.clone()]);
+        match c_dtype {
+            Dtype::F32 => out.f32s.copy_from_slice(&raw.0[cells]),
+            Dtype::F16 => out.f16s.copy_from_slice(&raw.1[cells]),
+        }
+        let entry_label = format!("{label} entry {entry}");
+        assert_eq!(
+            check_output(spec, &entry_label, &a, b, &out, k),
+            0,
+            "{entry_label} failed"
+        );
+    }
+}
+
+#[test]
+fn packed_a_equals_raw_a_bit_for_bit_on_every_tier() {
+    for threads in [1, 3] {
+        let pool = Pool::new(threads);
+        for isa in Isa::ALL.into_iter().filter_map(tier) {
+            for precision in [Precision::Exact, Precision::Fast] {
+                for accumulate in [false, true] {
+                    let spec = GemmSpec {
+                        isa,
+                        precision,
+                        accumulate,
+                    };
+                    let (mr, nr, _) = geometry(&spec);
+                    for (batch, shape) in [
+                        (1, (1, 1, 1)),
+                        (1, (13, 31, 7)),
+                        (2, (mr + 1, nr - 1, 1)),
+                        (1, (mr, 3 * nr + 5, 64)),
+                        (3, (37, 70, 45)),
+                        (1, (300, 530, 700)),
+                        (2, (40, 100, 2100)),
+                        (1, (0, 4, 9)),
+                        (1, (5, 4, 0)),
+                    ] {
+                        let big = shape.0 * shape.1 * shape.2 > 1_000_000;
+                        let a_forms = [
+                            (Dtype::F32, Layout::RowMajor),
+                            (Dtype::F16, Layout::ColMajor),
+                            (Dtype::F32, Layout::Padded),
+                        ];
+                        // One form for the big shapes keeps the suite quick in debug builds.
+                        for &(a_dtype, a_layout) in &a_forms[..if big { 1 } else { 3 }] {
+                            let c_dtypes: &[Dtype] = if accumulate {
+                                &[Dtype::F32]
+                            } else {
+                                &[Dtype::F32, Dtype::F16]
+                            };
+                            for &c_dtype in c_dtypes {
+                                let seed = (shape.0 * 7919 + shape.1 * 31 + shape.2) as u64;
+                                check_packed_a(
+                                    &spec, &pool, batch, shape, a_dtype, a_layout, c_dtype, seed,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_a_repack_converting_equals_convert_then_repack() {
+    let pool = Pool::new(3);
+    for isa in Isa::ALL.into_iter().filter_map(tier) {
+        for spec in specs(isa) {
+            for (m, k) in [(1, 1), (530, 37), (97, 300), (64, 1000)] {
+                for transposed in [false, true] {
+                    let mut rng = Rng(m as u64 * 31 + k as u64);
+                    let values: Vec<f32> = (0..m * k).map(|_| rng.next() * 3.0).collect();
+                    let mut copy = vec![f16::from_f32(f32::NAN); m * k];
+                    let (a, copy_view) = if transposed {
+                        (
+                            MatRef::f32_row_major(values.as_ptr(), k, m).t(),
+                            MatMut::f16_row_major(copy.as_mut_ptr(), k, m).t(),
+                        )
+                    } else {
+                        (
+                            MatRef::f32_row_major(values.as_ptr(), m, k),
+                            MatMut::f16_row_major(copy.as_mut_ptr(), m, k),
+                        )
+                    };
+                    // SAFETY: the views cover the live, disjoint `values` and `copy`.
+                    let mut fused = unsafe { PackedA::pack_with(&spec, &pool, a) };
+                    // SAFETY: as above.
+                    unsafe { fused.repack_converting_with(&pool, a, copy_view) };
+                    for (got, &value) in copy.iter().zip(&values) {
+                        assert_eq!(got.to_bits(), f16::from_f32(value).to_bits());
+                    }
+                    // SAFETY: `copy` is live and no longer written.
+                    let reference = unsafe { PackedA::pack_with(&spec, &pool, copy_view.as_ref()) };
+                    let n = 19;
+                    let b: Vec<f32> = (0..k * n).map(|_| rng.next()).collect();
+                    let mut c_fused = vec![0f32; m * n];
+                    let mut c_reference = vec![1f32; m * n];
+                    let b_view = MatRef::f32_row_major(b.as_ptr(), k, n);
+                    // SAFETY: the views cover live, disjoint buffers of the stated shapes.
+                    unsafe {
+                        gemm_packed_a(
+                            &spec,
+                            &pool,
+                            &fused,
+                            b_view,
+                            MatMut::f32_row_major(c_fused.as_mut_ptr(), m, n),
+                        );
+                        gemm_packed_a(
+                            &spec,
+                            &pool,
+                            &reference,
+                            b_view,
+                            MatMut::f32_row_major(c_reference.as_mut_ptr(), m, n),
+                        );
+                    }
+                    assert!(
+                        c_fused
+                            .iter()
+                            .zip(&c_reference)
+                            .all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{isa} {:?} m {m} k {k} transposed {transposed}",
+                        spec.precision
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_a_for_another_kernel_or_shape_is_rejected() {
+    let a = [1f32; 6];
+    let b = [1f32; 6];
+    let generic = GemmSpec {
+        isa: Isa::Generic,
+        precision: Precision::Exact,
+        accumulate: false,
+    };
+    // SAFETY: a live 2 × 3 buffer.
+    let packed = unsafe { PackedA::pack(&generic, MatRef::f32_row_major(a.as_ptr(), 2, 3)) };
+    let mut c = [0f32; 4];
+    let wrong_shape = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: live buffers; the call is expected to refuse before touching them (B has 2
+        // rows for A's 3 columns).
+        unsafe {
+            gemm_packed_a(
+                &generic,
+                Pool::global(),
+                &packed,
+                MatRef::f32_row_major(b.as_ptr(), 2, 3),
+                MatMut::f32_row_major(c.as_mut_ptr(), 2, 2),
+            )
+        }
+    }));
+    assert!(wrong_shape.is_err());
+    let available: Vec<Isa> = Isa::ALL
+        .into_iter()
+        .filter(|&isa| cpu::isa_available(isa))
+        .collect();
+    if available.len() < 2 {
+        eprintln!("gemm: skipping the mismatched PackedA kernel check (one tier only)");
+        return;
+    }
+    let other = GemmSpec {
+        isa: available[1],
+        ..generic
+    };
+    let wrong_kernel = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: live buffers; the call is expected to refuse before touching them.
+        unsafe {
+            gemm_packed_a(
+                &other,
+                Pool::global(),
+                &packed,
+                MatRef::f32_row_major(b.as_ptr(), 3, 2),
+                MatMut::f32_row_major(c.as_mut_ptr(), 2, 2),
+            )
+        }
+    }));
+    assert!(wrong_kernel.is_err());
+    assert_eq!(c, [0f32; 4]);
+}
