@@ -3,6 +3,7 @@
 //! step; [`generic`] holds the portable kernel for every slot, [`tiered`] the vectorised
 //! elementwise, softmax and reduction kernels that `KernelTable::for_isa` plugs in.
 
+pub mod fused;
 pub mod generic;
 pub mod table;
 pub mod tiered;
