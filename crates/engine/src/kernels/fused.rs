@@ -83,7 +83,10 @@ enum Plan1 {
 
 fn run<O: Elem<C = f32>>(ctx: &mut KernelCtx<'_>) -> KResult {
     let StepOp::Fused(program) = ctx.op else {
-        panic!("fused kernel called for {:?} (kernel table invariant)", ctx.op)
+        panic!(
+            "fused kernel called for {:?} (kernel table invariant)",
+            ctx.op
+        )
     };
     let program: &FusedProgram = program;
     let n_leaves = usize::from(program.n_leaves);
@@ -111,12 +114,11 @@ fn run<O: Elem<C = f32>>(ctx: &mut KernelCtx<'_>) -> KResult {
         plans[i] = match node.instr {
             FusedInstr::Imm(value) => Plan1::Imm(value),
             FusedInstr::Unary { op, x } => {
-                let f16_exact = reg_ty[usize::from(x)] == FloatTy::F16
-                    && (exact || usize::from(x) < n_leaves);
+                let f16_exact =
+                    reg_ty[usize::from(x)] == FloatTy::F16 && (exact || usize::from(x) < n_leaves);
                 if exact && f16_exact && has_table(op) && op != UnaryOp::Identity {
                     Plan1::Table(unary_table(op), x)
-                } else if !exact && matches!(op, UnaryOp::Exp | UnaryOp::Sigmoid | UnaryOp::Silu)
-                {
+                } else if !exact && matches!(op, UnaryOp::Exp | UnaryOp::Sigmoid | UnaryOp::Silu) {
                     Plan1::Fast(op, x)
                 } else {
                     Plan1::Unary(op, x)
@@ -152,8 +154,12 @@ fn run<O: Elem<C = f32>>(ctx: &mut KernelCtx<'_>) -> KResult {
                 let n = (len - j).min(BLOCK);
                 for (k, leaf) in leaves.iter().enumerate().take(n_leaves) {
                     match leaf {
-                        Some(Leaf::F16(view)) => load_row(view, outer, start + j, &mut regs[k][..n]),
-                        Some(Leaf::F32(view)) => load_row(view, outer, start + j, &mut regs[k][..n]),
+                        Some(Leaf::F16(view)) => {
+                            load_row(view, outer, start + j, &mut regs[k][..n])
+                        }
+                        Some(Leaf::F32(view)) => {
+                            load_row(view, outer, start + j, &mut regs[k][..n])
+                        }
                         None => {}
                     }
                 }
@@ -313,7 +319,10 @@ mod tests {
                 worst = worst.max(ulps(got, exact));
             } else {
                 // Subnormal results: within one subnormal step.
-                assert!((got - exact).abs() <= 2.0 * f32::from_bits(1), "{x}: {got} {exact}");
+                assert!(
+                    (got - exact).abs() <= 2.0 * f32::from_bits(1),
+                    "{x}: {got} {exact}"
+                );
             }
             x += 0.0137;
         }

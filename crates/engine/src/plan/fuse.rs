@@ -186,7 +186,10 @@ impl FusionPlan {
     pub fn is_root(&self, value: Handle<Value>) -> bool {
         !self.member[value]
             && self.fusable[value].is_some_and(|(_, operands)| {
-                operands.iter().flatten().any(|&operand| self.member[operand])
+                operands
+                    .iter()
+                    .flatten()
+                    .any(|&operand| self.member[operand])
             })
     }
 }
@@ -256,7 +259,11 @@ pub fn plan(
         if !needed[op_handle.index()] {
             continue;
         }
-        if op.results.iter().all(|&result| facts.consts[result].is_some()) {
+        if op
+            .results
+            .iter()
+            .all(|&result| facts.consts[result].is_some())
+        {
             continue;
         }
         for arg in &op.args {
@@ -389,7 +396,10 @@ mod tests {
             op: UnaryOp::Exp,
             x: 3,
         };
-        assert!(!forward.is_valid(2), "an operand must be an earlier register");
+        assert!(
+            !forward.is_valid(2),
+            "an operand must be an earlier register"
+        );
         let mut imm_last = good.clone();
         imm_last.nodes.push(node(FusedInstr::Imm(1.0)));
         assert!(!imm_last.is_valid(2));

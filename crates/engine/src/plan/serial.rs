@@ -18,12 +18,12 @@ use milbridge_mil::ir::{DType, TensorType};
 use crate::Precision;
 use crate::elem::Ty;
 use crate::error::{Error, Result};
-use crate::layout::{Layout, MAX_RANK};
 use crate::kernels::table::FloatTy;
+use crate::layout::{Layout, MAX_RANK};
 use crate::plan::fuse::MAX_REGS;
 use crate::plan::step::{
-    BinaryOp, BufId, CmpOp, FusedInstr, FusedNode, FusedProgram, MAX_SRCS, Operand, ReduceOp,
-    Step, StepOp, StepRole, UnaryOp,
+    BinaryOp, BufId, CmpOp, FusedInstr, FusedNode, FusedProgram, MAX_SRCS, Operand, ReduceOp, Step,
+    StepOp, StepRole, UnaryOp,
 };
 use crate::plan::{AlignedBytes, IoDesc, LowerCounts, Plan, PoolRef};
 
