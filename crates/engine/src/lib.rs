@@ -120,20 +120,30 @@ impl Default for CompileOptions {
 }
 
 /// Compiles one function of `program` into a plan using the kernel table of `options.isa`.
+/// Elementwise fusion ([`plan::fuse`]) is on unless the environment sets `MILBRIDGE_FUSE=0`
+/// (for before/after measurements).
 pub fn compile(program: &VerifiedProgram, options: &CompileOptions) -> Result<Plan> {
-    compile_inner(program, options, false)
+    let fuse = std::env::var_os("MILBRIDGE_FUSE").is_none_or(|value| value != "0");
+    compile_inner(program, options, false, fuse)
+}
+
+/// Like [`compile`], but without the fusion pass (every elementwise op its own step): the
+/// baseline fused plans are tested against.
+pub fn compile_unfused(program: &VerifiedProgram, options: &CompileOptions) -> Result<Plan> {
+    compile_inner(program, options, false, false)
 }
 
 /// Like [`compile`], but with the portable table ([`KernelTable::generic`], no plugged
 /// kernels at all): the baseline the tiered tables are tested against.
 pub fn compile_portable(program: &VerifiedProgram, options: &CompileOptions) -> Result<Plan> {
-    compile_inner(program, options, true)
+    compile_inner(program, options, true, true)
 }
 
 fn compile_inner(
     program: &VerifiedProgram,
     options: &CompileOptions,
     portable: bool,
+    fuse: bool,
 ) -> Result<Plan> {
     if !cpu::isa_available(options.isa) {
         return Err(Error::IsaUnavailable(options.isa.name()));
@@ -145,5 +155,5 @@ fn compile_inner(
             .ok_or_else(|| Error::NoSuchFunction(name.clone()))?,
         None => ir.entry().ok_or(Error::NoFunction)?,
     };
-    plan::lower::lower(program, func, options, portable)
+    plan::lower::lower(program, func, options, portable, fuse)
 }

@@ -30,7 +30,10 @@ const PROGRAM: &str = "program(1.3)
         tensor<fp16, [8, 16]> g = gather(x = flat, indices = idx, axis = int32(0))[name = string(\"g\")];
         tensor<fp32, [4, 4, 3, 3]> k = const()[name = string(\"k\"), val = tensor<fp32, [4, 4, 3, 3]>([1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9])];
         tensor<fp32, [1, 4, 9, 9]> cv = conv(x = img, weight = k, pad_type = string(\"same\"))[name = string(\"cv\")];
-    } -> (c32, g, cv);
+        tensor<fp16, [1, 64, 1, 96]> xs = sigmoid(x = x)[name = string(\"xs\")];
+        tensor<fp16, [1, 64, 1, 96]> xg = mul(x = xs, y = x)[name = string(\"xg\")];
+        tensor<fp32, [1, 64, 1, 96]> xr = cast(x = xg, dtype = string(\"fp32\"))[name = string(\"xr\")];
+    } -> (c32, g, cv, xr);
 }
 ";
 
@@ -115,5 +118,6 @@ fn eval_does_not_allocate() {
             after - before
         );
         assert!(plan.stats().steps >= 8, "{:#?}", plan.stats());
+        assert!(plan.stats().fused_steps >= 1, "{:#?}", plan.stats());
     }
 }

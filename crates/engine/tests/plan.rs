@@ -9,7 +9,7 @@ use common::{
     run_plan, run_reference, tiers, verified,
 };
 use milbridge_engine::plan::serial::FORMAT_VERSION;
-use milbridge_engine::{CompileOptions, Error, Plan, compile};
+use milbridge_engine::{CompileOptions, Error, Plan, compile, compile_unfused};
 use milbridge_mil::ir::{DType, Tensor, TensorType};
 
 /// mil-spec 8.5: `y[0,o,0,t] = Σ_i x[0,i,0,t] · x[0,i,0,SEQ+o]` with the weights sliced out of
@@ -110,7 +110,8 @@ fn intermediates_share_the_arena() {
     body += "        tensor<fp32, [64, 64]> y = add(x = h7, y = h0)[name = string(\"y\")];";
     let text = program("ios18", "tensor<fp32, [64, 64]> x", &body, "y");
     let program = verified(&text);
-    let plan = compile(&program, &CompileOptions::default()).unwrap();
+    // Memory planning without fusion (the fused plan has no intermediates left but h0).
+    let plan = compile_unfused(&program, &CompileOptions::default()).unwrap();
     let stats = plan.stats();
     assert_eq!(stats.steps, 9);
     assert_eq!(stats.arena_allocations, 8, "{stats:#?}");
@@ -127,7 +128,19 @@ fn intermediates_share_the_arena() {
     assert_close(
         "chain",
         &expected[0],
-        &run_plan(&plan, &[x])[0],
+        &run_plan(&plan, std::slice::from_ref(&x))[0],
+        TOL_ELEMENTWISE,
+    );
+    // Fused: h0 (two users) is one step, h1..h7 and y are one more; only h0 needs the arena.
+    let fused = compile(&program, &CompileOptions::default()).unwrap();
+    let stats = fused.stats();
+    assert_eq!((stats.steps, stats.fused_steps, stats.fused_ops), (2, 1, 8));
+    assert_eq!(stats.arena_allocations, 1, "{stats:#?}");
+    assert_eq!(stats.arena_bytes, 64 * 64 * 4, "{stats:#?}");
+    assert_close(
+        "fused chain",
+        &expected[0],
+        &run_plan(&fused, &[x])[0],
         TOL_ELEMENTWISE,
     );
 }

@@ -16,7 +16,7 @@ use crate::elem::Ty;
 use crate::error::KernelError;
 use crate::exec::raw::{self, DstTiles, GemmDst, GemmSrc, Mat3};
 use crate::kernels::generic::{elementwise as ew, linalg as la, movement as mv, reduce as rd};
-use crate::kernels::{Kernel, KernelCtx};
+use crate::kernels::{Kernel, KernelCtx, fused};
 use crate::layout::MAX_RANK;
 use crate::plan::pack::PackedOperand;
 use crate::plan::step::{BinaryOp, N_BINARY, N_REDUCE, N_UNARY, ReduceOp, StepOp};
@@ -135,6 +135,8 @@ pub enum KernelId {
     Quantize,
     /// Dequantize.
     Dequantize,
+    /// A fused elementwise program, by destination type.
+    Fused(FloatTy),
 }
 
 /// Per-op, per-dtype kernels. Every field is filled by [`KernelTable::generic`].
@@ -196,6 +198,8 @@ pub struct KernelTable {
     pub quantize: Kernel,
     /// Dequantize (to fp16/fp32).
     pub dequantize: Kernel,
+    /// Fused elementwise programs (f16, f32 destination).
+    pub fused: [Kernel; 2],
 }
 
 macro_rules! k {
@@ -348,6 +352,10 @@ impl KernelTable {
             dyn_slice: by_size!("dynslice", dyn_slice),
             quantize: k!("generic_quantize_any_rows", mv::quantize),
             dequantize: k!("generic_dequantize_any_rows", mv::dequantize),
+            fused: [
+                k!("generic_fused_f16_rows", fused::fused_f16),
+                k!("generic_fused_f32_rows", fused::fused_f32),
+            ],
         }
     }
 
@@ -370,6 +378,7 @@ impl KernelTable {
             plug_gemm(&mut table, isa, precision);
             plug_convert(&mut table, isa);
             crate::kernels::tiered::plug(&mut table, isa);
+            plug_fused(&mut table, isa);
             table
         })
     }
@@ -426,6 +435,7 @@ impl KernelTable {
             KernelId::DynSlice(size) => self.dyn_slice[size.idx()],
             KernelId::Quantize => self.quantize,
             KernelId::Dequantize => self.dequantize,
+            KernelId::Fused(ty) => self.fused[float(ty)],
         })
     }
 
@@ -458,6 +468,7 @@ impl KernelTable {
         all.extend(self.dyn_slice);
         all.push(self.quantize);
         all.push(self.dequantize);
+        all.extend(self.fused);
         all
     }
 }
@@ -490,6 +501,7 @@ pub fn kernel_id(op: &StepOp, src_tys: &[Ty], dst_ty: Ty) -> Option<KernelId> {
         StepOp::DynSlice => KernelId::DynSlice(Size::of(dst_ty)),
         StepOp::Quantize { .. } => KernelId::Quantize,
         StepOp::Dequantize { .. } => KernelId::Dequantize,
+        StepOp::Fused(_) => KernelId::Fused(FloatTy::of(dst_ty)?),
     })
 }
 
@@ -518,6 +530,19 @@ fn plug_gemm(table: &mut KernelTable, isa: Isa, precision: Precision) {
             run: crate::kernels::conv::conv_f32,
         },
     ];
+}
+
+/// The fused kernel is one body for every tier (its fp16 roundings go through linalg's
+/// tiered conversions); the name says which tier's table it sits in.
+fn plug_fused(table: &mut KernelTable, isa: Isa) {
+    let names = match isa {
+        Isa::Generic => ["generic_fused_f16_rows", "generic_fused_f32_rows"],
+        Isa::Avx2 => ["avx2_fused_f16_rows", "avx2_fused_f32_rows"],
+        Isa::Avx512 => ["avx512_fused_f16_rows", "avx512_fused_f32_rows"],
+        Isa::Amx => ["amx_fused_f16_rows", "amx_fused_f32_rows"],
+    };
+    table.fused[0].name = names[0];
+    table.fused[1].name = names[1];
 }
 
 fn plug_convert(table: &mut KernelTable, isa: Isa) {

@@ -16,6 +16,8 @@
 //!    other op becomes a step whose sources are read through their layouts. A view is
 //!    materialised (copied) only when a reshape cannot be expressed as strides. A step whose
 //!    sources are all constants is run once, now, and its result becomes a constant.
+//!    Elementwise trees chosen by the fusion pass ([`super::fuse`]) become one `Fused` step at
+//!    their root; their members get no step and no buffer.
 //! 4. **Outputs** that still are not dense in their buffer get a copy step.
 //! 5. **Memory planning** ([`super::memory`]) assigns arena offsets by liveness.
 
@@ -32,9 +34,10 @@ use milbridge_mil::ops::{self, GeluMode, OpAttrs, Operand as AttrOperand};
 use crate::elem::Ty;
 use crate::error::{Error, Result};
 use crate::kernels::generic::{linalg as la, reduce as rd};
-use crate::kernels::table::{KernelTable, kernel_id};
+use crate::kernels::table::{FloatTy, KernelTable, kernel_id};
 use crate::kernels::{KernelCtx, Src};
 use crate::layout::{Layout, MAX_RANK, coalesce};
+use crate::plan::fuse::{self, FusableOp, FusedInstr, FusedNode, FusedProgram, FusionPlan};
 use crate::plan::memory::{self, Request};
 use crate::plan::step::{
     BinaryOp, BufId, CmpOp, MAX_SRCS, Operand, ReduceOp, Step, StepOp, StepRole, UnaryOp,
@@ -79,6 +82,7 @@ struct Lowerer<'a> {
     alloc_bytes: Vec<usize>,
     steps: Vec<PendingStep>,
     counts: LowerCounts,
+    fusion: Option<FusionPlan>,
 }
 
 /// Compiles `func` of `program` into a plan.
@@ -87,6 +91,7 @@ pub fn lower(
     func_handle: Handle<Function>,
     options: &CompileOptions,
     portable: bool,
+    fuse: bool,
 ) -> Result<Plan> {
     let func = &program.program().functions[func_handle];
     let facts = program.facts(func_handle);
@@ -109,11 +114,18 @@ pub fn lower(
         alloc_bytes: Vec::new(),
         steps: Vec::new(),
         counts: LowerCounts::default(),
+        fusion: None,
     };
     let inputs = lowerer.bind_inputs()?;
     let needed = lowerer.live_ops();
     lowerer.plan_output_homes(&needed);
     lowerer.plan_concat_homes(&needed);
+    if fuse {
+        let homes = &lowerer.homes;
+        lowerer.fusion = Some(fuse::plan(func, facts, &needed, &|value| {
+            homes[value].is_some()
+        }));
+    }
     for (op_handle, op) in func.ops.iter() {
         if !needed[op_handle.index()] {
             continue;
@@ -502,6 +514,7 @@ impl<'a> Lowerer<'a> {
                 | StepOp::Compare(_)
                 | StepOp::Cast
                 | StepOp::Select
+                | StepOp::Fused(_)
         );
         let foldable = !srcs.is_empty()
             && srcs
@@ -685,8 +698,19 @@ impl<'a> Lowerer<'a> {
         for &result in &op.results {
             self.check_rank(result)?;
         }
-        let attrs = ops::attrs(self.func, self.facts, op_handle);
         let result = op.results[0];
+        let (member, root) = match &self.fusion {
+            Some(fusion) => (fusion.member[result], fusion.is_root(result)),
+            None => (false, false),
+        };
+        if member {
+            // Computed inside the fused step of its single consumer.
+            return Ok(());
+        }
+        if root {
+            return self.lower_fused(result);
+        }
+        let attrs = ops::attrs(self.func, self.facts, op_handle);
         let out_ty = self.ty_of(result).clone();
         let out_shape = out_ty.shape.clone();
         let same = |layout: &Layout| Some(layout.clone());
@@ -1482,6 +1506,103 @@ impl<'a> Lowerer<'a> {
         Ok(())
     }
 
+    /// Emits the fused step of the tree rooted at `root` (see [`super::fuse`]).
+    fn lower_fused(&mut self, root: Handle<Value>) -> Result<()> {
+        let shape = self.ty_of(root).shape.clone();
+        let mut tree = FuseTree::default();
+        let top = self.fuse_value(root, root, &mut tree)?;
+        let n_leaves = tree.leaves.len();
+        let reg = |r: FuseRef| -> u8 {
+            match r {
+                FuseRef::Leaf(k) => k as u8,
+                FuseRef::Node(i) => (n_leaves + i) as u8,
+            }
+        };
+        debug_assert_eq!(top, FuseRef::Node(tree.nodes.len() - 1));
+        let nodes = tree
+            .nodes
+            .iter()
+            .map(|&(instr, ty)| FusedNode {
+                instr: match instr {
+                    TreeInstr::Imm(value) => FusedInstr::Imm(value),
+                    TreeInstr::Unary(op, x) => FusedInstr::Unary { op, x: reg(x) },
+                    TreeInstr::Binary(op, x, y) => FusedInstr::Binary {
+                        op,
+                        x: reg(x),
+                        y: reg(y),
+                    },
+                },
+                ty,
+            })
+            .collect();
+        let program = FusedProgram {
+            n_leaves: n_leaves as u8,
+            nodes,
+        };
+        let srcs = tree
+            .leaf_locs
+            .into_iter()
+            .map(|loc| bcast(loc, &shape))
+            .collect();
+        let ty = self.elem(root)?;
+        let loc = self.emit(root, StepOp::Fused(program), srcs, ty, 0, &|l| {
+            Some(l.clone())
+        })?;
+        self.set(root, loc);
+        Ok(())
+    }
+
+    /// Adds `value` to `tree`: a leaf (or an immediate, for a scalar constant) unless it is
+    /// the root or a fusion member, whose op becomes a node after its operands.
+    fn fuse_value(
+        &mut self,
+        value: Handle<Value>,
+        root: Handle<Value>,
+        tree: &mut FuseTree,
+    ) -> Result<FuseRef> {
+        let (inner, fusable) = {
+            let fusion = self.fusion.as_ref().expect("fusing with a fusion plan");
+            (value == root || fusion.member[value], fusion.fusable[value])
+        };
+        if !inner {
+            if let Some(tensor) = &self.facts.consts[value]
+                && tensor.ty.numel() == 1
+                && let Some(scalar) = tensor.get_f64(0)
+            {
+                let ty = self.float_ty(value)?;
+                tree.nodes.push((TreeInstr::Imm(scalar as f32), ty));
+                return Ok(FuseRef::Node(tree.nodes.len() - 1));
+            }
+            if let Some(k) = tree.leaves.iter().position(|&leaf| leaf == value) {
+                return Ok(FuseRef::Leaf(k));
+            }
+            let loc = self.loc(value)?;
+            tree.leaves.push(value);
+            tree.leaf_locs.push(loc);
+            return Ok(FuseRef::Leaf(tree.leaves.len() - 1));
+        }
+        let (op, operands) = fusable.expect("fused values are fusable");
+        let ty = self.float_ty(value)?;
+        let x = self.fuse_value(operands[0].expect("every fusable op has x"), root, tree)?;
+        let instr = match op {
+            FusableOp::Unary(unary) => TreeInstr::Unary(unary, x),
+            FusableOp::Binary(binary) => {
+                let y = self.fuse_value(operands[1].expect("binary ops have y"), root, tree)?;
+                TreeInstr::Binary(binary, x, y)
+            }
+        };
+        tree.nodes.push((instr, ty));
+        Ok(FuseRef::Node(tree.nodes.len() - 1))
+    }
+
+    fn float_ty(&self, value: Handle<Value>) -> Result<FloatTy> {
+        let ty = self.elem(value)?;
+        FloatTy::of(ty).ok_or_else(|| Error::Unsupported {
+            what: format!("fused {ty:?}"),
+            value: self.name(value),
+        })
+    }
+
     fn lower_concat(
         &mut self,
         result: Handle<Value>,
@@ -1707,6 +1828,28 @@ impl<'a> Lowerer<'a> {
         plan.resolve_kernels()?;
         Ok(plan)
     }
+}
+
+/// A register of a tree being fused: a leaf or a node (renumbered once the leaves are known).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FuseRef {
+    Leaf(usize),
+    Node(usize),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum TreeInstr {
+    Imm(f32),
+    Unary(UnaryOp, FuseRef),
+    Binary(BinaryOp, FuseRef, FuseRef),
+}
+
+/// A fused tree under construction.
+#[derive(Default)]
+struct FuseTree {
+    leaves: Vec<Handle<Value>>,
+    leaf_locs: Vec<Loc>,
+    nodes: Vec<(TreeInstr, FloatTy)>,
 }
 
 fn is_view_op(kind: OpKind) -> bool {

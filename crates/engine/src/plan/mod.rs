@@ -2,9 +2,11 @@
 //! range and a strided layout.
 //!
 //! [`crate::compile`] builds a [`Plan`] in [`lower`] (topological order, dead-code
-//! elimination, constants, view folding, kernel choice) and [`memory`] (liveness and arena
+//! elimination, constants, view folding, kernel choice), [`fuse`] (elementwise fusion) and
+//! [`memory`] (liveness and arena
 //! offsets); [`Plan::eval`](crate::Plan::eval) runs it; [`serial`] writes and reads it.
 
+pub mod fuse;
 pub mod lower;
 pub mod memory;
 pub mod pack;
@@ -21,7 +23,7 @@ use crate::Precision;
 use crate::error::{Error, Result};
 use crate::kernels::Kernel;
 use crate::kernels::table::{KernelTable, kernel_id};
-use crate::plan::step::{Step, StepRole};
+use crate::plan::step::{Step, StepOp, StepRole};
 
 /// One function input or output: its name, type and dense byte length.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +110,10 @@ pub struct PlanStats {
     pub materialize_steps: usize,
     /// Steps that copy one `concat` input into place.
     pub concat_steps: usize,
+    /// Fused elementwise steps ([`fuse`]).
+    pub fused_steps: usize,
+    /// MIL ops evaluated inside fused steps (each fused step replaces that many steps by one).
+    pub fused_ops: usize,
     /// Ops turned into strided views (no step).
     pub folded_views: usize,
     /// Ops evaluated at compile time by the plan (beyond what verification folded).
@@ -255,6 +261,19 @@ impl Plan {
                 .iter()
                 .filter(|step| step.role == StepRole::Concat)
                 .count(),
+            fused_steps: self
+                .steps
+                .iter()
+                .filter(|step| matches!(step.op, StepOp::Fused(_)))
+                .count(),
+            fused_ops: self
+                .steps
+                .iter()
+                .map(|step| match &step.op {
+                    StepOp::Fused(program) => program.n_ops(),
+                    _ => 0,
+                })
+                .sum(),
             folded_views: self.counts.folded_views as usize,
             folded_consts: self.counts.folded_consts as usize,
             dead_ops: self.counts.dead_ops as usize,

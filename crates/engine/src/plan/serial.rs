@@ -18,16 +18,29 @@ use milbridge_mil::ir::{DType, TensorType};
 use crate::Precision;
 use crate::elem::Ty;
 use crate::error::{Error, Result};
+use crate::kernels::table::FloatTy;
 use crate::layout::{Layout, MAX_RANK};
+use crate::plan::fuse::MAX_REGS;
 use crate::plan::step::{
-    BinaryOp, BufId, CmpOp, MAX_SRCS, Operand, ReduceOp, Step, StepOp, StepRole, UnaryOp,
+    BinaryOp, BufId, CmpOp, FusedInstr, FusedNode, FusedProgram, MAX_SRCS, Operand, ReduceOp, Step,
+    StepOp, StepRole, UnaryOp,
 };
 use crate::plan::{AlignedBytes, IoDesc, LowerCounts, Plan, PoolRef};
 
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 const MAGIC: &[u8; 8] = b"MILBPLAN";
+
+const BINARY: [BinaryOp; 7] = [
+    BinaryOp::Add,
+    BinaryOp::Sub,
+    BinaryOp::Mul,
+    BinaryOp::RealDiv,
+    BinaryOp::Pow,
+    BinaryOp::Maximum,
+    BinaryOp::Minimum,
+];
 const HEADER: usize = 8 + 4 + 8 + 32;
 
 struct Writer(Vec<u8>);
@@ -92,19 +105,22 @@ impl Writer {
         }
         self.usize(io.byte_len);
     }
+    fn unary(&mut self, unary: UnaryOp) {
+        self.u8(unary.slot() as u8);
+        let (a, b) = match unary {
+            UnaryOp::Rsqrt(eps) | UnaryOp::Log(eps) | UnaryOp::Inverse(eps) => (eps, 0.0),
+            UnaryOp::Clip(alpha, beta) => (alpha, beta),
+            _ => (0.0, 0.0),
+        };
+        self.f32(a);
+        self.f32(b);
+    }
     fn op(&mut self, op: &StepOp) {
         match op {
             StepOp::Copy => self.u8(0),
             StepOp::Unary(unary) => {
                 self.u8(1);
-                self.u8(unary.slot() as u8);
-                let (a, b) = match *unary {
-                    UnaryOp::Rsqrt(eps) | UnaryOp::Log(eps) | UnaryOp::Inverse(eps) => (eps, 0.0),
-                    UnaryOp::Clip(alpha, beta) => (alpha, beta),
-                    _ => (0.0, 0.0),
-                };
-                self.f32(a);
-                self.f32(b);
+                self.unary(*unary);
             }
             StepOp::Binary(binary) => {
                 self.u8(2);
@@ -174,6 +190,31 @@ impl Writer {
             StepOp::Quantize { zero_point } => {
                 self.u8(17);
                 self.u8(u8::from(*zero_point));
+            }
+            StepOp::Fused(program) => {
+                self.u8(20);
+                self.u8(program.n_leaves);
+                self.u8(program.nodes.len() as u8);
+                for node in &program.nodes {
+                    self.u8(node.ty as u8);
+                    match node.instr {
+                        FusedInstr::Imm(value) => {
+                            self.u8(0);
+                            self.f32(value);
+                        }
+                        FusedInstr::Unary { op, x } => {
+                            self.u8(1);
+                            self.unary(op);
+                            self.u8(x);
+                        }
+                        FusedInstr::Binary { op, x, y } => {
+                            self.u8(2);
+                            self.u8(op as u8);
+                            self.u8(x);
+                            self.u8(y);
+                        }
+                    }
+                }
             }
             StepOp::Dequantize { zero_point } => {
                 self.u8(18);
@@ -356,16 +397,31 @@ impl<'a> Reader<'a> {
             byte_len,
         })
     }
+    fn unary(&mut self) -> Result<UnaryOp> {
+        let slot = self.u8()?;
+        let (a, b) = (self.f32()?, self.f32()?);
+        Ok(match slot {
+            0 => UnaryOp::Abs,
+            1 => UnaryOp::Square,
+            2 => UnaryOp::Sqrt,
+            3 => UnaryOp::Exp,
+            4 => UnaryOp::Erf,
+            5 => UnaryOp::Tanh,
+            6 => UnaryOp::Sigmoid,
+            7 => UnaryOp::Relu,
+            8 => UnaryOp::Silu,
+            9 => UnaryOp::Rsqrt(a),
+            10 => UnaryOp::Log(a),
+            11 => UnaryOp::Inverse(a),
+            12 => UnaryOp::GeluExact,
+            13 => UnaryOp::GeluTanh,
+            14 => UnaryOp::GeluSigmoid,
+            15 => UnaryOp::Clip(a, b),
+            16 => UnaryOp::Identity,
+            other => return Err(corrupt(format!("bad unary slot {other}"))),
+        })
+    }
     fn op(&mut self) -> Result<StepOp> {
-        const BINARY: [BinaryOp; 7] = [
-            BinaryOp::Add,
-            BinaryOp::Sub,
-            BinaryOp::Mul,
-            BinaryOp::RealDiv,
-            BinaryOp::Pow,
-            BinaryOp::Maximum,
-            BinaryOp::Minimum,
-        ];
         const CMP: [CmpOp; 6] = [
             CmpOp::Equal,
             CmpOp::NotEqual,
@@ -377,30 +433,7 @@ impl<'a> Reader<'a> {
         const REDUCE: [ReduceOp; 3] = [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max];
         Ok(match self.u8()? {
             0 => StepOp::Copy,
-            1 => {
-                let slot = self.u8()?;
-                let (a, b) = (self.f32()?, self.f32()?);
-                StepOp::Unary(match slot {
-                    0 => UnaryOp::Abs,
-                    1 => UnaryOp::Square,
-                    2 => UnaryOp::Sqrt,
-                    3 => UnaryOp::Exp,
-                    4 => UnaryOp::Erf,
-                    5 => UnaryOp::Tanh,
-                    6 => UnaryOp::Sigmoid,
-                    7 => UnaryOp::Relu,
-                    8 => UnaryOp::Silu,
-                    9 => UnaryOp::Rsqrt(a),
-                    10 => UnaryOp::Log(a),
-                    11 => UnaryOp::Inverse(a),
-                    12 => UnaryOp::GeluExact,
-                    13 => UnaryOp::GeluTanh,
-                    14 => UnaryOp::GeluSigmoid,
-                    15 => UnaryOp::Clip(a, b),
-                    16 => UnaryOp::Identity,
-                    other => return Err(corrupt(format!("bad unary slot {other}"))),
-                })
-            }
+            1 => StepOp::Unary(self.unary()?),
             2 => StepOp::Binary(pick(&BINARY, self.u8()?)?),
             3 => StepOp::Compare(pick(&CMP, self.u8()?)?),
             4 => StepOp::Cast,
@@ -448,6 +481,32 @@ impl<'a> Reader<'a> {
                 zero_point: self.bool()?,
             },
             19 => StepOp::SoftmaxColumns,
+            20 => {
+                let n_leaves = self.u8()?;
+                let n_nodes = usize::from(self.u8()?);
+                if usize::from(n_leaves) + n_nodes > MAX_REGS {
+                    return Err(corrupt(format!("fused program of {n_nodes} nodes")));
+                }
+                let mut nodes = Vec::with_capacity(n_nodes);
+                for _ in 0..n_nodes {
+                    let ty = pick(&[FloatTy::F16, FloatTy::F32], self.u8()?)?;
+                    let instr = match self.u8()? {
+                        0 => FusedInstr::Imm(self.f32()?),
+                        1 => FusedInstr::Unary {
+                            op: self.unary()?,
+                            x: self.u8()?,
+                        },
+                        2 => FusedInstr::Binary {
+                            op: pick(&BINARY, self.u8()?)?,
+                            x: self.u8()?,
+                            y: self.u8()?,
+                        },
+                        other => return Err(corrupt(format!("bad fused instruction {other}"))),
+                    };
+                    nodes.push(FusedNode { instr, ty });
+                }
+                StepOp::Fused(FusedProgram { n_leaves, nodes })
+            }
             other => return Err(corrupt(format!("bad op tag {other}"))),
         })
     }
@@ -652,6 +711,20 @@ fn validate(plan: &Plan) -> Result<()> {
             check(src, false)?;
         }
         check(&step.dst, true)?;
+        if let StepOp::Fused(program) = &step.op {
+            let shapes_agree = step
+                .srcs
+                .iter()
+                .all(|src| src.layout.shape == step.dst.layout.shape);
+            let float = |ty: Ty| matches!(ty, Ty::F16 | Ty::F32);
+            if !program.is_valid(step.srcs.len())
+                || !shapes_agree
+                || !step.srcs.iter().all(|src| float(src.ty))
+                || !float(step.dst.ty)
+            {
+                return Err(corrupt(format!("step {idx} has a malformed fused program")));
+            }
+        }
         let overlaps = |a: &std::ops::Range<usize>, b: &std::ops::Range<usize>| {
             !a.is_empty() && !b.is_empty() && a.start < b.end && b.start < a.end
         };

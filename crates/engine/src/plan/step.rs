@@ -4,9 +4,11 @@ use std::ops::Range;
 
 use crate::elem::Ty;
 use crate::layout::Layout;
+pub use crate::plan::fuse::{FusedInstr, FusedNode, FusedProgram};
 
-/// Maximum number of source operands of one step.
-pub const MAX_SRCS: usize = 4;
+/// Maximum number of source operands of one step (the leaves of a fused step; other steps
+/// use at most 4).
+pub const MAX_SRCS: usize = 8;
 
 /// Which buffer an operand lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -301,6 +303,9 @@ pub enum StepOp {
         /// Whether `srcs[2]` is a zero point.
         zero_point: bool,
     },
+    /// A fused tree of float elementwise ops ([`crate::plan::fuse`]): `dst = program(srcs)`,
+    /// every source broadcast to dst's shape, float dst.
+    Fused(FusedProgram),
 }
 
 /// One kernel call.

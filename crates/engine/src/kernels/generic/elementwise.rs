@@ -245,8 +245,9 @@ pub fn minimum(a: f32, b: f32) -> f32 {
     }
 }
 
+/// Applies a float binary op to one pair (f32; `pow` via f64), as the binary kernels do.
 #[inline]
-fn binary_f(op: BinaryOp, a: f32, b: f32) -> f32 {
+pub fn binary_f(op: BinaryOp, a: f32, b: f32) -> f32 {
     match op {
         BinaryOp::Add => a + b,
         BinaryOp::Sub => a - b,

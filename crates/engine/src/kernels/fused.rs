@@ -1,0 +1,337 @@
+//! The fused elementwise kernel: runs a [`FusedProgram`] (see [`crate::plan::fuse`]) over the
+//! destination in blocks of [`BLOCK`] elements, each source read once into a register, every
+//! node computed over the block in f32, the last node stored once.
+//!
+//! Per node, by profile:
+//!
+//! * exact: exactly what the unfused kernel computes (f32 arithmetic, transcendentals via
+//!   [`unary_f32`], an fp16 input of a parameterless unary op looked up in the same 65 536-entry
+//!   table the tier kernels use), then the result rounded to the node's dtype (nearest-even):
+//!   bit-identical to the unfused steps on every tier.
+//! * fast: no intermediate rounding; `exp`, `sigmoid` and `silu` use a vectorisable f32 `exp`
+//!   (Cody–Waite reduction, Cephes' degree-6 polynomial, ≤ 2 f32 ulps), every other op the
+//!   exact profile's f32 formula.
+
+use half::f16;
+use milbridge_linalg::convert;
+
+use crate::Precision;
+use crate::elem::{Elem, Ty};
+use crate::error::KernelError;
+use crate::exec::raw::DstTiles;
+use crate::kernels::generic::elementwise::{binary_f, load_row, unary_f32};
+use crate::kernels::table::FloatTy;
+use crate::kernels::{BLOCK, KernelCtx, SEG, SrcView};
+use crate::layout::MAX_RANK;
+use crate::plan::fuse::{FusedInstr, FusedProgram, MAX_REGS};
+use crate::plan::step::{MAX_SRCS, N_UNARY, StepOp, UnaryOp};
+
+type KResult = Result<(), KernelError>;
+
+/// Fused program, fp16 destination.
+pub fn fused_f16(ctx: &mut KernelCtx<'_>) -> KResult {
+    run::<f16>(ctx)
+}
+
+/// Fused program, fp32 destination.
+pub fn fused_f32(ctx: &mut KernelCtx<'_>) -> KResult {
+    run::<f32>(ctx)
+}
+
+/// A source of the program, typed.
+#[derive(Clone, Copy)]
+enum Leaf<'a> {
+    F16(SrcView<'a, f16>),
+    F32(SrcView<'a, f32>),
+}
+
+/// The results of the portable unary kernel for every fp16 bit pattern (`None` for ops with
+/// parameters, which have no table).
+type UnaryTable = [f16; 1 << 16];
+
+fn has_table(op: UnaryOp) -> bool {
+    !matches!(
+        op,
+        UnaryOp::Rsqrt(_) | UnaryOp::Log(_) | UnaryOp::Inverse(_) | UnaryOp::Clip(..)
+    )
+}
+
+/// The table of parameterless op `op`, built on first use (the first eval of a plan).
+fn unary_table(op: UnaryOp) -> &'static UnaryTable {
+    static TABLES: [std::sync::OnceLock<Box<UnaryTable>>; N_UNARY] =
+        [const { std::sync::OnceLock::new() }; N_UNARY];
+    TABLES[op.slot()].get_or_init(|| {
+        let mut table = Box::new([f16::ZERO; 1 << 16]);
+        for (bits, entry) in (0..=u16::MAX).zip(table.iter_mut()) {
+            *entry = f16::from_f32(unary_f32(op, f16::from_bits(bits).to_f32()));
+        }
+        table
+    })
+}
+
+/// How each node runs, decided once per step (not per block).
+#[derive(Clone, Copy)]
+enum Plan1 {
+    Imm(f32),
+    /// A table lookup of an fp16-exact register.
+    Table(&'static UnaryTable, u8),
+    /// The fast profile's vector formula.
+    Fast(UnaryOp, u8),
+    Unary(UnaryOp, u8),
+    Binary(crate::plan::step::BinaryOp, u8, u8),
+}
+
+fn run<O: Elem<C = f32>>(ctx: &mut KernelCtx<'_>) -> KResult {
+    let StepOp::Fused(program) = ctx.op else {
+        panic!(
+            "fused kernel called for {:?} (kernel table invariant)",
+            ctx.op
+        )
+    };
+    let program: &FusedProgram = program;
+    let n_leaves = usize::from(program.n_leaves);
+    let exact = ctx.precision == Precision::Exact;
+    let isa = ctx.isa;
+    let mut leaves: [Option<Leaf<'_>>; MAX_SRCS] = [None; MAX_SRCS];
+    // The dtype of each register; in the exact profile every register holds a value exactly
+    // representable in it.
+    let mut reg_ty = [FloatTy::F32; MAX_REGS];
+    for (k, leaf) in leaves.iter_mut().enumerate().take(n_leaves) {
+        *leaf = Some(match ctx.srcs[k].ty {
+            Ty::F16 => {
+                reg_ty[k] = FloatTy::F16;
+                Leaf::F16(ctx.src::<f16>(k))
+            }
+            Ty::F32 => Leaf::F32(ctx.src::<f32>(k)),
+            other => panic!("fused source of type {other:?} (planner invariant)"),
+        });
+    }
+    let mut plans = [Plan1::Imm(0.0); MAX_REGS];
+    let mut round = [false; MAX_REGS];
+    let last = program.nodes.len() - 1;
+    for (i, node) in program.nodes.iter().enumerate() {
+        let reg = n_leaves + i;
+        plans[i] = match node.instr {
+            FusedInstr::Imm(value) => Plan1::Imm(value),
+            FusedInstr::Unary { op, x } => {
+                let f16_exact =
+                    reg_ty[usize::from(x)] == FloatTy::F16 && (exact || usize::from(x) < n_leaves);
+                if exact && f16_exact && has_table(op) && op != UnaryOp::Identity {
+                    Plan1::Table(unary_table(op), x)
+                } else if !exact && matches!(op, UnaryOp::Exp | UnaryOp::Sigmoid | UnaryOp::Silu) {
+                    Plan1::Fast(op, x)
+                } else {
+                    Plan1::Unary(op, x)
+                }
+            }
+            FusedInstr::Binary { op, x, y } => Plan1::Binary(op, x, y),
+        };
+        // A table result is already fp16; the last node is rounded by the store.
+        let tabled = matches!(plans[i], Plan1::Table(..)) && node.ty == FloatTy::F16;
+        round[i] = exact && node.ty == FloatTy::F16 && i != last && !tabled;
+        reg_ty[reg] = node.ty;
+    }
+    let nodes = &plans[..program.nodes.len()];
+    let round = &round[..program.nodes.len()];
+    let layout = ctx.dst_layout;
+    let rank = layout.rank();
+    let n_inner = rank.min(1);
+    let n_tasks = ctx.tasks(layout.numel() * program.nodes.len());
+    let pool = ctx.pool;
+    let tiles = DstTiles::<O>::new(ctx.dst_slice::<O>(), layout, n_inner, SEG);
+    tiles.run(pool, n_tasks, &mut [], &|cursor, _| {
+        // The register file lives for the whole task (on the stack, not per block).
+        let mut idx = [0usize; MAX_RANK];
+        let mut regs = [[0f32; BLOCK]; MAX_REGS];
+        let mut bits = [f16::ZERO; BLOCK];
+        let mut stored = [O::default(); BLOCK];
+        for item in cursor.items() {
+            let mut tile = cursor.tile(item, &mut idx);
+            let outer = &idx[..rank - n_inner];
+            let (start, len) = (tile.start(), tile.len());
+            let mut j = 0;
+            while j < len {
+                let n = (len - j).min(BLOCK);
+                for (k, leaf) in leaves.iter().enumerate().take(n_leaves) {
+                    match leaf {
+                        Some(Leaf::F16(view)) => {
+                            load_row(view, outer, start + j, &mut regs[k][..n])
+                        }
+                        Some(Leaf::F32(view)) => {
+                            load_row(view, outer, start + j, &mut regs[k][..n])
+                        }
+                        None => {}
+                    }
+                }
+                eval_block(nodes, round, n_leaves, isa, &mut regs, &mut bits, n);
+                O::store_slice(&regs[n_leaves + nodes.len() - 1][..n], &mut stored[..n]);
+                tile.write_at(j, &stored[..n]);
+                j += n;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Runs the nodes over the first `n` elements of the registers.
+fn eval_block(
+    nodes: &[Plan1],
+    round: &[bool],
+    n_leaves: usize,
+    isa: milbridge_linalg::cpu::Isa,
+    regs: &mut [[f32; BLOCK]; MAX_REGS],
+    bits: &mut [f16; BLOCK],
+    n: usize,
+) {
+    for (i, (plan, &round)) in nodes.iter().zip(round).enumerate() {
+        let reg = n_leaves + i;
+        let (before, rest) = regs.split_at_mut(reg);
+        let dst = &mut rest[0][..n];
+        match *plan {
+            Plan1::Imm(value) => dst.fill(value),
+            Plan1::Table(table, x) => {
+                convert::f32_to_f16_with(isa, &before[usize::from(x)][..n], &mut bits[..n]);
+                for (value, input) in dst.iter_mut().zip(&bits[..n]) {
+                    *value = table[usize::from(input.to_bits())].to_f32();
+                }
+            }
+            Plan1::Fast(op, x) => {
+                let src = &before[usize::from(x)][..n];
+                match op {
+                    UnaryOp::Exp => {
+                        for (value, &x) in dst.iter_mut().zip(src) {
+                            *value = exp_f32(x);
+                        }
+                    }
+                    UnaryOp::Sigmoid => {
+                        for (value, &x) in dst.iter_mut().zip(src) {
+                            *value = 1.0 / (1.0 + exp_f32(-x));
+                        }
+                    }
+                    _ => {
+                        for (value, &x) in dst.iter_mut().zip(src) {
+                            *value = x / (1.0 + exp_f32(-x));
+                        }
+                    }
+                }
+            }
+            Plan1::Unary(op, x) => {
+                let src = &before[usize::from(x)][..n];
+                if op == UnaryOp::Identity {
+                    dst.copy_from_slice(src);
+                } else {
+                    for (value, &x) in dst.iter_mut().zip(src) {
+                        *value = unary_f32(op, x);
+                    }
+                }
+            }
+            Plan1::Binary(op, x, y) => {
+                let (a, b) = (&before[usize::from(x)][..n], &before[usize::from(y)][..n]);
+                binary_block(op, a, b, dst);
+            }
+        }
+        if round {
+            convert::f32_to_f16_with(isa, dst, &mut bits[..n]);
+            convert::f16_to_f32_with(isa, &bits[..n], dst);
+        }
+    }
+}
+
+/// `dst = a ∘ b` over a block, one loop per op so the common ones vectorise.
+#[inline]
+fn binary_block(op: crate::plan::step::BinaryOp, a: &[f32], b: &[f32], dst: &mut [f32]) {
+    use crate::plan::step::BinaryOp;
+    let each = |f: &dyn Fn(f32, f32) -> f32, dst: &mut [f32]| {
+        for ((value, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+            *value = f(x, y);
+        }
+    };
+    match op {
+        BinaryOp::Add => {
+            for ((value, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+                *value = x + y;
+            }
+        }
+        BinaryOp::Sub => {
+            for ((value, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+                *value = x - y;
+            }
+        }
+        BinaryOp::Mul => {
+            for ((value, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+                *value = x * y;
+            }
+        }
+        BinaryOp::RealDiv => {
+            for ((value, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+                *value = x / y;
+            }
+        }
+        other => each(&|x, y| binary_f(other, x, y), dst),
+    }
+}
+
+/// `eˣ` in f32 without libm, written so that LLVM vectorises loops over it: `x = n·ln2 + r`
+/// (Cody–Waite, two-part ln 2, `n` rounded to nearest by the 1.5·2²³ trick), Cephes' `expf`
+/// polynomial on `|r| ≤ ln2/2`, and `2ⁿ` as two exponent-field factors so that results in the
+/// subnormal range and overflow to +inf come out right. Within 2 f32 ulps; NaN in, NaN out.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-104.0, 89.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let z = r * r;
+    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
+        * r
+        + 1.666_666_5e-1)
+        * r
+        + 5.000_000_1e-1)
+        * z
+        + r
+        + 1.0;
+    let n = n as i32;
+    let half = n >> 1;
+    let s1 = f32::from_bits(((half + 127) as u32) << 23);
+    let s2 = f32::from_bits(((n - half + 127) as u32) << 23);
+    p * s1 * s2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ulps(a: f32, b: f32) -> u32 {
+        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+    }
+
+    #[test]
+    fn exp_f32_is_within_two_ulps() {
+        let mut x = -103.0f32;
+        let mut worst = 0;
+        while x < 88.7 {
+            let exact = f64::from(x).exp() as f32;
+            let got = exp_f32(x);
+            if exact.is_normal() {
+                worst = worst.max(ulps(got, exact));
+            } else {
+                // Subnormal results: within one subnormal step.
+                assert!(
+                    (got - exact).abs() <= 2.0 * f32::from_bits(1),
+                    "{x}: {got} {exact}"
+                );
+            }
+            x += 0.0137;
+        }
+        assert!(worst <= 2, "exp_f32 is {worst} ulps off");
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert_eq!(exp_f32(89.0), f32::INFINITY);
+        assert_eq!(exp_f32(-200.0), 0.0);
+        assert_eq!(exp_f32(f32::INFINITY), f32::INFINITY);
+        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+        assert!(exp_f32(f32::NAN).is_nan());
+    }
+}
