@@ -64,11 +64,10 @@
 //! * The 32 × 32 / 32 × 48 split moved down to k > 384 (the wide kernel wins the bare loop
 //!   at k = 768, but end to end through the driver it did not: C through scratch and the
 //!   merge cost what the loop gains).
-//!
-//! Packing A from f32 (the `Bpre` rows' other big pass) converts with `vcvtne2ps2bf16` when
-//! the host has AVX512-BF16: one instruction per 32 values instead of about 20 vector operations,
-//! falling back to the portable rounding for runs holding a denormal (which the instruction
-//! would flush), so the bits are those of [`bf16_bits`] either way.
+//! * Packing A (256 × 2048 f32) with `vcvtne2ps2bf16` instead of the integer rounding, or
+//!   k step outer (contiguous 2 KiB writes) instead of row outer: all ~14–15 GB/s of f32
+//!   read, the same within noise. The pack is bound by reading A from L3, not by the
+//!   conversion; only not packing (a persistent packed A) removes it.
 //!
 //! Tile instructions are not stable Rust intrinsics, so they are written with `asm!`. The tile
 //! configuration is loaded once per thread and work item by [`TileSession`], whose `Drop`
@@ -491,26 +490,6 @@ unsafe fn narrow_32(low: __m512, high: __m512) -> __m512i {
     }
 }
 
-/// [`narrow_32`] with `vcvtne2ps2bf16` (AVX512-BF16): one instruction for the 32 values,
-/// RNE with quiet NaNs like [`round_bf16`]. The instruction treats denormal inputs as zero,
-/// which [`bf16_bits`] does not, so a pair of runs holding a denormal takes [`narrow_32`]
-/// (one `vfpclassps` per run decides; real data has none, so the branch is predictable).
-///
-/// # Safety
-/// AVX-512 F/BW/DQ and AVX512-BF16 (the calling function enables them).
-#[inline(always)]
-unsafe fn narrow_32_native(low: __m512, high: __m512) -> __m512i {
-    // SAFETY: register-only operations; the caller guarantees the features.
-    unsafe {
-        let denormal = _mm512_fpclass_ps_mask::<0x20>(low) | _mm512_fpclass_ps_mask::<0x20>(high);
-        if denormal != 0 {
-            return narrow_32(low, high);
-        }
-        // The first operand fills the upper 16 bf16, the second the lower.
-        std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low))
-    }
-}
-
 /// Interleaves two runs of 16 into 16 bf16 pairs (`first` in the low half of each u32).
 ///
 /// # Safety
@@ -586,29 +565,6 @@ unsafe fn store_transposed(rows: &[__m512i; 16], dst: *mut u16) {
 /// As for [`MicroKernel::pack_a`], with `src.k_stride == 1`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 unsafe fn pack_a_k_contiguous(src: PanelSrc, rows: usize, kc: usize, dst: *mut u16) {
-    // SAFETY: forwarded; the features of the portable rounding are enabled here.
-    unsafe { pack_a_k_rows::<false>(src, rows, kc, dst) }
-}
-
-/// [`pack_a_k_contiguous`] converting with `vcvtne2ps2bf16` (same bits, see
-/// [`narrow_32_native`]): packing A from f32 is a pass the tile unit waits for, and the
-/// portable rounding costs ~8 vector operations per 16 values against one instruction.
-///
-/// # Safety
-/// As for [`pack_a_k_contiguous`]; the host has AVX512-BF16 and AVX-512 DQ.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,f16c")]
-unsafe fn pack_a_k_contiguous_native(src: PanelSrc, rows: usize, kc: usize, dst: *mut u16) {
-    // SAFETY: forwarded; the features of `vcvtne2ps2bf16` are enabled here.
-    unsafe { pack_a_k_rows::<true>(src, rows, kc, dst) }
-}
-
-/// The body of both k-contiguous A packers (`NATIVE`: convert with [`narrow_32_native`]).
-///
-/// # Safety
-/// As for [`pack_a_k_contiguous`]; inlined only into a function that enables the features
-/// its conversion needs.
-#[inline(always)]
-unsafe fn pack_a_k_rows<const NATIVE: bool>(src: PanelSrc, rows: usize, kc: usize, dst: *mut u16) {
     let steps = kc.div_ceil(K_STEP);
     for row in 0..MR {
         let row_offset = row as isize * src.mn_stride;
@@ -629,12 +585,7 @@ unsafe fn pack_a_k_rows<const NATIVE: bool>(src: PanelSrc, rows: usize, kc: usiz
                     row_offset + k0 as isize + 16,
                     mask16(left.saturating_sub(16)),
                 );
-                let packed = if NATIVE {
-                    narrow_32_native(low, high)
-                } else {
-                    narrow_32(low, high)
-                };
-                _mm512_storeu_si512(out.cast(), packed);
+                _mm512_storeu_si512(out.cast(), narrow_32(low, high));
             }
         }
     }
@@ -837,12 +788,6 @@ unsafe fn pack_b_k_contiguous<const TILES: usize>(
     }
 }
 
-/// Whether the host converts f32 → bf16 natively (AVX512-BF16, with AVX-512 DQ for the
-/// denormal check).
-fn native_bf16() -> bool {
-    crate::cpu::caps().avx512bf16 && std::arch::is_x86_feature_detected!("avx512dq")
-}
-
 /// Packs an A panel (32 rows) for either AMX kernel.
 ///
 /// # Safety
@@ -850,9 +795,7 @@ fn native_bf16() -> bool {
 unsafe fn pack_a_any(src: PanelSrc, rows: usize, kc: usize, dst: *mut u16) {
     // SAFETY: (all arms) forwarded; the Amx tier implies AVX-512 F/BW/VL.
     unsafe {
-        if src.k_stride == 1 && native_bf16() {
-            pack_a_k_contiguous_native(src, rows, kc, dst);
-        } else if src.k_stride == 1 {
+        if src.k_stride == 1 {
             pack_a_k_contiguous(src, rows, kc, dst);
         } else if src.mn_stride == 1 {
             pack_a_m_contiguous(src, rows, kc, dst);
@@ -1134,71 +1077,6 @@ mod tests {
                     check::<AmxBf16>(k_contiguous, n, kc);
                     check::<AmxBf16Wide>(k_contiguous, n, kc);
                 }
-            }
-        }
-    }
-
-    /// The native (`vcvtne2ps2bf16`) A packer gives the bits of [`bf16_bits`] on the awkward
-    /// values: ties (both parities), the largest finite values (round to infinity), infinities,
-    /// quiet and signalling NaNs with payloads, zeros and denormals (which the instruction alone
-    /// would flush), and a panel of ordinary values whose rows end mid-run.
-    #[test]
-    fn native_a_packer_rounds_like_bf16_bits() {
-        if !crate::cpu::isa_available(Isa::Amx) || !native_bf16() {
-            eprintln!("amx native packer: skipping (no Amx tier or no AVX512-BF16 on this host)");
-            return;
-        }
-        let specials: [u32; 16] = [
-            0x3f80_8000, // 1 + 2^-8: tie, even below
-            0x3f81_8000, // tie, odd below: rounds up
-            0x3f80_8001,
-            0x7f7f_ffff, // largest finite: rounds to infinity
-            0xff7f_ffff,
-            0x7f80_0000, // infinities
-            0xff80_0000,
-            0x7fc1_2345, // quiet NaN with payload
-            0x7f80_0001, // signalling NaNs: must come back quiet, payload kept
-            0xff81_0000,
-            0x0000_0000, // zeros
-            0x8000_0000,
-            0x0000_0001, // denormals
-            0x807f_ffff,
-            0x0040_8000,
-            0x0080_0000, // smallest normal
-        ];
-        let (rows, kc) = (29usize, 77usize);
-        let mut data: Vec<f32> = (0..rows * kc)
-            .map(|i| (i as f32 * 0.417).sin() * 7.0)
-            .collect();
-        // Specials in one run (row 3, k 32..48) and scattered singly elsewhere, so both the
-        // native path and its denormal fallback are taken.
-        for (i, &bits) in specials.iter().enumerate() {
-            data[3 * kc + 32 + i] = f32::from_bits(bits);
-            data[(5 + i) * kc + (i * 5) % kc] = f32::from_bits(bits);
-        }
-        let src = PanelSrc {
-            ptr: ElemPtr::F32(data.as_ptr()),
-            mn_stride: kc as isize,
-            k_stride: 1,
-        };
-        let kc_pad = kc.next_multiple_of(K_STEP);
-        let mut native = vec![0xffffu16; MR * kc_pad];
-        let mut portable = vec![0xeeeeu16; MR * kc_pad];
-        // SAFETY: rows × kc lie inside `data`; both buffers hold one panel; Amx and
-        // AVX512-BF16 checked above.
-        unsafe {
-            pack_a_k_contiguous_native(src, rows, kc, native.as_mut_ptr());
-            pack_a_k_contiguous(src, rows, kc, portable.as_mut_ptr());
-        }
-        assert_eq!(native, portable);
-        for row in 0..rows {
-            for k in 0..kc {
-                assert_eq!(
-                    native[a_index(row, k)],
-                    bf16_bits(data[row * kc + k]),
-                    "row {row} k {k}: {:#010x}",
-                    data[row * kc + k].to_bits()
-                );
             }
         }
     }
