@@ -285,6 +285,38 @@ impl GemmTimer {
         time_reps(reps, run)
     }
 
+    /// Seconds per repetition of the kernel loop alone for this case with `isa`/`precision`
+    /// on `pool`: A and B packed once (untimed) into the panels the driver would use, then
+    /// the driver's work items and loop order with C kept in per-item scratch — no A
+    /// packing, no C written back. Against [`GemmTimer::time`] on a prepacked B it separates
+    /// the tile loop from packing A and writing C. Leaves the case's C untouched.
+    ///
+    /// Panics if the host lacks `isa` or the case is batched.
+    pub fn time_tile_loop(
+        &mut self,
+        isa: Isa,
+        precision: Precision,
+        pool: &Pool,
+        reps: usize,
+    ) -> Vec<f64> {
+        assert!(
+            cpu::isa_available(isa),
+            "GemmTimer::time_tile_loop: the host lacks the {isa} tier"
+        );
+        assert_eq!(
+            self.case.batch, 1,
+            "GemmTimer::time_tile_loop: one product, not a batch"
+        );
+        let spec = GemmSpec {
+            isa,
+            precision,
+            accumulate: false,
+        };
+        let (a, b, _) = self.views();
+        // SAFETY: the views cover `self`'s live buffers.
+        unsafe { gemm::time_tile_loop(&spec, pool, a, b, reps) }
+    }
+
     /// Seconds per repetition of the same case through the `gemm` crate (f32, `threads`
     /// threads of rayon's pool; a batch runs its products one after the other).
     #[cfg(feature = "reference")]

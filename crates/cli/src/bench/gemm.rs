@@ -11,14 +11,16 @@
 //! | `dX W<in>x<out> Bpre` | `dX = dY·Wᵀ`, Wᵀ a transposed view, prepacked once, untimed | (256, in, out) |
 //! | `dX W<in>x<out> Bcall` | the same, Wᵀ packed inside every timed call | (256, in, out) |
 //! | `dW W<in>x<out>` | `dW = Xᵀ·dY`, Xᵀ a transposed view, B (an activation) packed per call | (in, out, 256) |
+//! | `fwd W<in>x<out> loop`, `dX W<in>x<out> loop` | the kernel loop alone of the `Bpre` row: A and B packed once (untimed), the driver's work items and loop order, C kept in per-item scratch (no A packing, no C written) | as `Bpre` |
 //! | `Wx W<in>x<out> Apre` | `Y = W·X`, the trainer's orientation (W `[out][in]` the left operand, X `[in][256]`), W prepacked once ([`PackedA`](milbridge_linalg::gemm::PackedA), as the engine and bridge do for left-operand weights), untimed | (out, 256, in) |
 //! | `Wx W<in>x<out> Acall` | the same, W packed inside every timed call | (out, 256, in) |
 //! | `attn QKt x12` | 12 × `Q·Kᵀ` (head dim 64), Kᵀ a transposed view | 12 × (256, 256, 64) |
 //! | `attn PV x12` | 12 × `P·V` | 12 × (256, 64, 256) |
 //!
 //! for `W` in 768×768, 768×2048, 2048×768 and 768×32000 (the `Wx` rows without the
-//! classifier). The JSON `b_packing` / `a_packing` fields say which (`prepacked` or
-//! `per call`). Inputs and outputs are f32; the AMX
+//! classifier). The JSON `b_packing` / `a_packing` fields say which (`prepacked`,
+//! `per call`, or `loop only` for the `loop` rows, which have no reference column: set against
+//! their `Bpre` row they show what packing A and writing C cost). Inputs and outputs are f32; the AMX
 //! tier rounds operands to bf16 (`dtype` bf16), the others compute in f32.
 //!
 //! Per row: GFLOP/s of the slowest, median and fastest repetition (after one warm-up); the
@@ -74,6 +76,8 @@ pub struct GemmBenchArgs {
 struct Shape {
     label: &'static str,
     case: GemmCase,
+    /// Time the kernel loop alone ([`GemmTimer::time_tile_loop`]) instead of the product.
+    loop_only: bool,
 }
 
 /// The training shapes (see the module docs).
@@ -85,6 +89,7 @@ fn shapes() -> Vec<Shape> {
         &'static str,
         &'static str,
         &'static str,
+        [&'static str; 2],
     );
     let weights: [(Labels, usize, usize); 4] = [
         (
@@ -94,6 +99,7 @@ fn shapes() -> Vec<Shape> {
                 "dX W768x768 Bpre",
                 "dX W768x768 Bcall",
                 "dW W768x768",
+                ["fwd W768x768 loop", "dX W768x768 loop"],
             ),
             768,
             768,
@@ -105,6 +111,7 @@ fn shapes() -> Vec<Shape> {
                 "dX W768x2048 Bpre",
                 "dX W768x2048 Bcall",
                 "dW W768x2048",
+                ["fwd W768x2048 loop", "dX W768x2048 loop"],
             ),
             768,
             2048,
@@ -116,6 +123,7 @@ fn shapes() -> Vec<Shape> {
                 "dX W2048x768 Bpre",
                 "dX W2048x768 Bcall",
                 "dW W2048x768",
+                ["fwd W2048x768 loop", "dX W2048x768 loop"],
             ),
             2048,
             768,
@@ -127,13 +135,14 @@ fn shapes() -> Vec<Shape> {
                 "dX W768x32000 Bpre",
                 "dX W768x32000 Bcall",
                 "dW W768x32000",
+                ["fwd W768x32000 loop", "dX W768x32000 loop"],
             ),
             768,
             32000,
         ),
     ];
     let mut shapes = Vec::new();
-    for ((fwd, fwd_call, dx, dx_call, dw), inputs, outputs) in weights {
+    for ((fwd, fwd_call, dx, dx_call, dw, [fwd_loop, dx_loop]), inputs, outputs) in weights {
         let case = |m, n, k, a, b, packed_b| GemmCase {
             batch: 1,
             m,
@@ -148,22 +157,37 @@ fn shapes() -> Vec<Shape> {
         shapes.push(Shape {
             label: fwd,
             case: case(TOKENS, outputs, inputs, RowMajor, RowMajor, true),
+            loop_only: false,
+        });
+        shapes.push(Shape {
+            label: fwd_loop,
+            case: case(TOKENS, outputs, inputs, RowMajor, RowMajor, true),
+            loop_only: true,
         });
         shapes.push(Shape {
             label: fwd_call,
             case: case(TOKENS, outputs, inputs, RowMajor, RowMajor, false),
+            loop_only: false,
         });
         shapes.push(Shape {
             label: dx,
             case: case(TOKENS, inputs, outputs, RowMajor, Transposed, true),
+            loop_only: false,
+        });
+        shapes.push(Shape {
+            label: dx_loop,
+            case: case(TOKENS, inputs, outputs, RowMajor, Transposed, true),
+            loop_only: true,
         });
         shapes.push(Shape {
             label: dx_call,
             case: case(TOKENS, inputs, outputs, RowMajor, Transposed, false),
+            loop_only: false,
         });
         shapes.push(Shape {
             label: dw,
             case: case(inputs, outputs, TOKENS, Transposed, RowMajor, false),
+            loop_only: false,
         });
     }
     const HEADS: usize = 12;
@@ -180,6 +204,7 @@ fn shapes() -> Vec<Shape> {
             packed_b: false,
             packed_a: false,
         },
+        loop_only: false,
     });
     shapes.push(Shape {
         label: "attn PV x12",
@@ -193,6 +218,7 @@ fn shapes() -> Vec<Shape> {
             packed_b: false,
             packed_a: false,
         },
+        loop_only: false,
     });
     // The trainer's orientation, `Y [out × 256] = W [out × in] · X [in × 256]`: the weight is
     // the left operand, prepacked (Apre) or packed per call (Acall), side by side.
@@ -214,6 +240,7 @@ fn shapes() -> Vec<Shape> {
                     packed_b: false,
                     packed_a,
                 },
+                loop_only: false,
             });
         }
     }
@@ -306,7 +333,7 @@ pub fn run(args: &GemmBenchArgs) -> Result<()> {
     for shape in &shapes {
         let mut timer = GemmTimer::new(shape.case);
         let flops = shape.case.flops();
-        let reference = if args.no_reference {
+        let reference = if args.no_reference || shape.loop_only {
             None
         } else {
             let probe = timer.time_reference(threads, 1)[0];
@@ -320,9 +347,15 @@ pub fn run(args: &GemmBenchArgs) -> Result<()> {
             let best_peak = peaks.entry(isa).or_insert(0.0);
             *best_peak = best_peak.max(peak_now);
             let (precision, dtype) = precision_of(isa);
+            // A loop row still runs the product once, so the check below covers its kernel
+            // on this shape.
             let probe = timer.time(isa, precision, &pool, 1)[0];
             let reps = reps_within(args.reps, budget, probe);
-            let times = timer.time(isa, precision, &pool, reps);
+            let times = if shape.loop_only {
+                timer.time_tile_loop(isa, precision, &pool, reps)
+            } else {
+                timer.time(isa, precision, &pool, reps)
+            };
             let error = timer.max_rel_error();
             ensure!(
                 error <= error_bound(precision),
@@ -345,7 +378,11 @@ pub fn run(args: &GemmBenchArgs) -> Result<()> {
                     k: shape.case.k,
                 },
                 batch: shape.case.batch,
-                b_packing: packing(shape.case.packed_b),
+                b_packing: if shape.loop_only {
+                    "loop only"
+                } else {
+                    packing(shape.case.packed_b)
+                },
                 a_packing: packing(shape.case.packed_a),
                 dtype,
                 tier: isa.name(),
@@ -477,7 +514,8 @@ fn render_table(rows: &[Row]) -> String {
             versus
         ));
     }
-    text.push_str("GFLOP/s; Bpre = B prepacked once (untimed), Bcall = B packed in every call; ");
+    text.push_str("GFLOP/s; Bpre = B prepacked once (untimed), Bcall = B packed in every call, ");
+    text.push_str("loop = the Bpre row's kernel loop alone (A, B packed untimed; C not written); ");
     text.push_str("Wx = the trainer's W·X (W the left operand): Apre = A prepacked once ");
     text.push_str("(untimed), Acall = A packed in every call; ");
     text.push_str("min/median/best over the repetitions; b/peak = best / peak; ");
@@ -494,7 +532,7 @@ mod tests {
     #[test]
     fn shapes_cover_the_training_products() {
         let shapes = shapes();
-        assert_eq!(shapes.len(), 28);
+        assert_eq!(shapes.len(), 36);
         let find = |label: &str| {
             shapes
                 .iter()
@@ -523,6 +561,26 @@ mod tests {
         assert_eq!(
             (wx_call.m, wx_call.n, wx_call.k, wx_call.packed_a),
             (768, 256, 2048, false)
+        );
+        // A loop row times the loop of its Bpre row's product.
+        for (row, pre) in [
+            ("fwd W768x2048 loop", "fwd W768x2048 Bpre"),
+            ("dX W2048x768 loop", "dX W2048x768 Bpre"),
+        ] {
+            let looped = shapes.iter().find(|shape| shape.label == row);
+            let looped = looped.unwrap_or_else(|| panic!("missing {row}"));
+            assert!(looped.loop_only, "{row}");
+            let (a, b) = (looped.case, find(pre));
+            assert_eq!(
+                (a.m, a.n, a.k, a.a, a.b),
+                (b.m, b.n, b.k, b.a, b.b),
+                "{row}"
+            );
+        }
+        assert_eq!(
+            shapes.iter().filter(|shape| shape.loop_only).count(),
+            8,
+            "a fwd and a dX loop row per weight"
         );
         let dx = find("dX W768x2048 Bpre");
         assert_eq!(

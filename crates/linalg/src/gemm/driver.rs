@@ -41,6 +41,9 @@ use super::{ElemPtr, MatMut, MatRef, OutPtr};
 use crate::convert;
 use crate::pool::Pool;
 
+mod tile_loop;
+pub(crate) use tile_loop::TileLoop;
+
 /// Products below this many flops are not split to create parallelism.
 const PARALLEL_MIN_FLOPS: f64 = (1 << 21) as f64;
 

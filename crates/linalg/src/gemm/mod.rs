@@ -451,6 +451,29 @@ pub unsafe fn gemm_batched(
     unsafe { with_kernel!(kernel, K => driver::run::<K>(pool, &problem)) }
 }
 
+/// Seconds per repetition (after one untimed warm-up) of the tile loop alone for `C = A · B`
+/// with `spec`'s kernel on `pool`: A and B packed once into full-depth panels (untimed), then
+/// the driver's work items, loop order and `kc` blocks with every C tile kept in per-item
+/// scratch (see `driver::TileLoop`). For benchmarks: it computes no usable C.
+///
+/// # Safety
+/// `a` (`m × k`) and `b` (`k × n`) are readable.
+pub(crate) unsafe fn time_tile_loop(
+    spec: &GemmSpec,
+    pool: &Pool,
+    a: MatRef,
+    b: MatRef,
+    reps: usize,
+) -> Vec<f64> {
+    assert_eq!(a.cols, b.rows, "time_tile_loop: A is m × k and B k × n");
+    let kernel = check_spec(spec, a.cols);
+    if a.rows == 0 || a.cols == 0 || b.cols == 0 {
+        return vec![0.0; reps];
+    }
+    // SAFETY: the tier was checked; the views are readable per the caller.
+    unsafe { with_kernel!(kernel, K => driver::TileLoop::<K>::new(pool, a, b).time(pool, reps)) }
+}
+
 /// B packed once into the panel layout of one kernel (chosen by `(isa, precision)`), for
 /// weights multiplied many times. Owns its memory.
 #[derive(Debug)]

@@ -46,6 +46,29 @@
 //! 256 for the 32 × 32 kernel (partial C through scratch), `prefetcht0` of B two steps ahead,
 //! and plain `tileloadd` for B instead of the T1 hint.
 //!
+//! Issue #5 follow-up (one thread, `milbridge bench gemm`, load ≈ 7 on the 2 vCPUs, best of
+//! 20 repetitions, ratios from one run). The `loop` rows time this loop alone (A and B packed
+//! untimed, the driver's items and order, C left in scratch): 42–51 % of the tile peak against
+//! 31–36 % for the same products end to end (`Bpre`), so the loop is the main limit and
+//! packing A plus writing C cost the other ~25–30 % of the time. On prepacked panels
+//! (interleaved variants, 15 rounds, per-thread items 256 × 384 × 768 / 2048 and
+//! 256 × 1056 × 768): the 32 × 48 kernel B-outer at full depth 50–70 % of the peak, the
+//! 32 × 32 A-outer 38–62 %. Measured no better, kept out:
+//!
+//! * `kc` 128 / 256 / 384 with the 32 × 48 kernel B-outer, so the `kc × 48` B block (≤ 36 KiB)
+//!   stays in L1 while the A panels stream past it (40–58 %): it cuts the L2 traffic per tdp
+//!   but adds a C tile load and store per block, and every call drains the tile pipeline
+//!   (tiles are not renamed: the next call's C loads wait for this call's stores).
+//! * `prefetcht0` of the next k step's A and/or B tiles one or two steps ahead, and the T1
+//!   hint on the B loads of the 32 × 48 kernel (within the noise, mostly below).
+//! * The 32 × 32 / 32 × 48 split moved down to k > 384 (the wide kernel wins the bare loop
+//!   at k = 768, but end to end through the driver it did not: C through scratch and the
+//!   merge cost what the loop gains).
+//! * Packing A (256 × 2048 f32) with `vcvtne2ps2bf16` instead of the integer rounding, or
+//!   k step outer (contiguous 2 KiB writes) instead of row outer: all ~14–15 GB/s of f32
+//!   read, the same within noise. The pack is bound by reading A from L3, not by the
+//!   conversion; only not packing (a persistent packed A) removes it.
+//!
 //! Tile instructions are not stable Rust intrinsics, so they are written with `asm!`. The tile
 //! configuration is loaded once per thread and work item by [`TileSession`], whose `Drop`
 //! issues `tilerelease` on every exit path.
