@@ -27,7 +27,8 @@
 //! A weight that is a GEMM operand (directly or through folded views) is kept twice: in its
 //! surface, and as GEMM panels in the plan's layout ([`PackedInput`], the engine's
 //! `Plan::pack_input`), which every kernel instance owns for itself (also those sharing a plan
-//! through [`Kernel::from_plan`]). The panels are rebuilt when the weight is written
+//! through [`Kernel::from_plan`]). The panels are built by the first write (or eval) and
+//! rebuilt when the weight is written
 //! ([`Kernel::write_weight`], [`Kernel::write_weight_f32`] — converted and packed in one
 //! sweep —, [`Kernel::write_weight_bytes`]), never per eval: eval hands them to the engine
 //! (`Plan::eval_with_packed`), whose matmul then packs nothing. Each panel set remembers the
@@ -277,11 +278,14 @@ pub struct Kernel {
 /// surface would need 2⁶⁴ writes).
 const STALE: u64 = u64::MAX;
 
-/// One weight's prepacked GEMM panels (issue #5): built when the weight is written, used by
-/// every eval while the weight surface's generation still equals the one they were built from.
+/// One weight's prepacked GEMM panels (issue #5): built when the weight is first written (or
+/// at the first eval), repacked by later writes, used by every eval while the weight
+/// surface's generation still equals the one they were built from.
 #[derive(Debug)]
 struct WeightPanels {
-    /// `None` for a weight that feeds no GEMM (nothing to pack).
+    /// The weight feeds a GEMM that can take it prepacked.
+    packable: bool,
+    /// The panels; `None` until first built, and always for a weight that is not packable.
     packed: Option<PackedInput>,
     /// The surface generation the panels reflect ([`STALE`]: none).
     generation: u64,
@@ -569,17 +573,13 @@ impl Kernel {
         let panels = (n_inputs..n_params)
             .map(|param| {
                 // Right operands are packed as `PackedB`, left operands (`y = matmul(W, x)`)
-                // as `PackedA` in their own orientation.
-                let packed = if plan.weight_gemm_uses(param).is_empty() {
-                    None
-                } else {
-                    let guard = params[param].lock_read();
-                    let bytes = &rt::read_view(&guard)[..plan.inputs()[param].byte_len];
-                    Some(plan.pack_input(param, bytes)?)
-                };
+                // as `PackedA` in their own orientation. Lazily: a new surface holds zeros
+                // that the caller is about to overwrite, so the panels are built by the first
+                // write (or the first eval, if that comes first), not here.
                 Ok(Mutex::new(WeightPanels {
-                    packed,
-                    generation: params[param].generation(),
+                    packable: !plan.weight_gemm_uses(param).is_empty(),
+                    packed: None,
+                    generation: STALE,
                     shared: false,
                 }))
             })
@@ -697,19 +697,19 @@ impl Kernel {
             let panels = panels.get_mut().unwrap_or_else(PoisonError::into_inner);
             let param = self.n_inputs + weight;
             let buffer = &self.params[param];
-            if panels.shared || buffer.generation() == panels.generation {
+            if !panels.packable || panels.shared || buffer.generation() == panels.generation {
                 continue;
             }
-            let Some(packed) = panels.packed.as_mut() else {
-                continue;
-            };
             let guard = buffer.lock_read();
             // Read under the lock: no write can land between it and the repack.
             let generation = buffer.generation();
             let len = self.plan.inputs()[param].byte_len;
+            let bytes = &rt::read_view(&guard)[..len];
             panels.generation = STALE;
-            self.plan
-                .repack_input(packed, &rt::read_view(&guard)[..len])?;
+            match panels.packed.as_mut() {
+                Some(packed) => self.plan.repack_input(packed, bytes)?,
+                None => panels.packed = Some(self.plan.pack_input(param, bytes)?),
+            }
             panels.generation = generation;
         }
         Ok(())
@@ -762,6 +762,17 @@ impl Kernel {
                 }
             }
         };
+        // The first write of a packable weight builds its panels from the stored bytes.
+        let result = match result {
+            Ok(()) if panels.packable && !panels.shared && panels.packed.is_none() => {
+                let bytes = &rt::write_view(&mut guard)[..len];
+                self.plan
+                    .pack_input(self.n_inputs + index, bytes)
+                    .map(|packed| panels.packed = Some(packed))
+                    .map_err(Error::from)
+            }
+            result => result,
+        };
         drop(guard);
         if result.is_ok() && !panels.shared {
             panels.generation = generation + 1;
@@ -806,13 +817,13 @@ impl Kernel {
     }
 
     /// Whether weight `index` has prepacked GEMM panels that the next eval will use (after
-    /// repacking them if the surface changed). `false` for a weight that feeds no GEMM, for a
+    /// building or repacking them if the surface changed since the last write). `false` for a weight that feeds no GEMM, for a
     /// shared surface ([`Kernel::share_surface`]), for a portable plan, and for an index out of
     /// range.
     pub fn weight_is_prepacked(&self, index: usize) -> bool {
         self.panels.get(index).is_some_and(|panels| {
             let panels = panels.lock().unwrap_or_else(PoisonError::into_inner);
-            panels.packed.is_some() && !panels.shared
+            panels.packable && !panels.shared
         })
     }
 

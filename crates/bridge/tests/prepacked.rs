@@ -303,6 +303,10 @@ fn left_operand_weights_are_prepacked_in_their_orientation() {
         "{uses:?}"
     );
     kernel.write_input_f32(0, &vec![1.0; K * M]).expect("x");
+    // Never written: the first eval builds the panels (of the zero weight), later evals
+    // pack nothing.
+    kernel.eval().expect("first eval");
+    assert!(bits_of(&mut kernel, Side::Left).iter().all(|&v| v == 0));
     for scale in [0.5f32, 2.0] {
         kernel.write_weight_f32(0, &vec![scale; N * K]).expect("w");
         bits_of(&mut kernel, Side::Left);
