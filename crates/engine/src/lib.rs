@@ -41,7 +41,8 @@
 //! |---|---|---|
 //! | add, sub, mul, real_div, sqrt, square, abs, relu, maximum, minimum, clip, comparisons, select, cast, every view/copy op | one f32 operation, rounded once | ≤ 0.5 ulp (identical to IEEE fp16/fp32 arithmetic; comparisons and moves exact) |
 //! | exp, erf, tanh, sigmoid, silu, gelu (3 modes), log, rsqrt, inverse, pow | evaluated in f64 from the input, rounded once | ≤ 0.5 ulp + 2⁻⁵² relative (≤ 1 ulp) |
-//! | reduce_sum, reduce_mean | f32 accumulation (in order; on a tier table over a dense box, `4·lanes` interleaved partial sums), rounded once | ≤ 0.5 ulp + n·2⁻²⁴·Σ\|xᵢ\| |
+//! | on a tier table: fp32 exp, sigmoid, silu; fp32 and fp16 rsqrt, inverse (ε ≠ 0) | f32 vector arithmetic (`ew::stream::unary`: Cephes `exp` polynomial; `1/√(x+ε)`, `1/(x+ε)` in f32), rounded once | fp32: ≤ 2 f32 ulps (exp, inverse), 3 (rsqrt, sigmoid), 4 (silu), results below 2⁻¹²⁶ within 2⁻¹²⁶ absolute; fp16: that error before the fp16 rounding (≤ 0.5 ulp + 4·2⁻²³ relative) |
+//! | reduce_sum, reduce_mean | f32 accumulation (in order; on a tier table over a dense box, `4·lanes` interleaved partial sums; over a strided box, in order), rounded once | ≤ 0.5 ulp + n·2⁻²⁴·Σ\|xᵢ\| |
 //! | reduce_max | exact, rounded once (NaN-propagating) | ≤ 0.5 ulp (exact for same-dtype) |
 //! | matmul, linear, conv (on the tier tables every conv is a GEMM: 1×1 directly, others over an unfolded im2col block) | f32 products and accumulation (FMA on x86 tiers), rounded once | ≤ 0.5 ulp + k·2⁻²⁴·Σₖ\|aᵢₖ\|\|bₖⱼ\| (k = inner length; conv: C_in/groups · kernel volume) |
 //! | softmax | f32 max-shifted exp (libm f32; on a tier table, contiguous rows use linalg's vector exp, ≤ 2 f32 ulps, and flush results below 2⁻¹²⁶ to 0), f32 sum, rounded once | ≤ 0.5 ulp + (n+4)·2⁻²⁴ relative per element (+ 2⁻¹²⁶ absolute on tiers) |
@@ -49,10 +50,13 @@
 //! | scaled_dot_product_attention | f32 scores, softmax and P·V, rounded once | ≤ 0.5 ulp + (E + S + 4)·2⁻²⁴ relative to Σ\|p\|\|v\| |
 //! | quantize / dequantize | f64 division / f32 product, rounded once | exact rounding of the f64 quotient; dequantize ≤ 0.5 ulp + 2⁻²⁴ |
 //!
-//! The tier tables (`KernelTable::for_isa`) run add/sub/mul/real_div, fp16 unary ops without
-//! parameters, softmax and reduce_sum/mean on vectorised or table-driven kernels
-//! ([`kernels::tiered`]); binary and unary results are bit-identical to the portable kernels,
-//! softmax and sums stay within the bounds above.
+//! The tier tables (`KernelTable::for_isa`) run add/sub/mul/real_div (any strides), fp16 unary
+//! ops (tables without parameters, vector code for rsqrt, inverse, clip), fp32 unary ops but
+//! erf, tanh, log and gelu, softmax and reduce_sum/mean/max (dense boxes and strided axes) on
+//! vectorised or table-driven kernels ([`kernels::tiered`]); binary results, the exact unary
+//! ops (abs, square, sqrt, relu, clip, identity, inverse with ε = 0), the fp16 tables,
+//! reduce_max and reductions over a strided axis are bit-identical to the portable kernels;
+//! softmax, dense-box sums and the vector transcendentals stay within the bounds above.
 //!
 //! The tests check these bounds against the f64 reference interpreter ([`reference`](mod@reference)), with the
 //! tolerances stated once in `tests/common/mod.rs`.

@@ -1,13 +1,16 @@
 //! The tier kernels of `kernels::tiered` (plugged by `KernelTable::for_isa`) on every tier the
-//! host has: binary arithmetic and fp16 unary ops give the portable kernels' bits exactly
-//! (contiguous, broadcast and strided operands, odd lengths, rows split across threads);
-//! softmax and reductions stay within the reference bounds.
+//! host has (the portable table, and each ISA tier up to the host's, so lower tiers are forced
+//! too): binary arithmetic (contiguous, broadcast, strided operands and destinations), the
+//! exact unary ops, fp16 unary tables and reductions over dense boxes and strided axes
+//! (sums in the portable order, maxima) give the portable kernels' bits exactly (odd lengths,
+//! rows split across threads); softmax, dense-box sums and the vector transcendentals stay
+//! within the reference bounds.
 
 mod common;
 
 use common::{
-    Range, Rng, TOL_ACCUMULATE, Tier, check_against_reference, compile_tier, f16_bits, program,
-    random_tensor, run_plan, tiers, verified,
+    Range, Rng, TOL_ACCUMULATE, Tier, Tol, check_against_reference, compile_tier, f16_bits,
+    program, random_tensor, run_plan, tiers, verified,
 };
 use milbridge_engine::Plan;
 use milbridge_mil::ir::{DType, Tensor, TensorType};
@@ -224,6 +227,268 @@ fn tier_plans_use_the_tier_kernels() {
                 assert_eq!(kernels[1], "generic_sigmoid_f16_table");
                 assert!(kernels[2].contains("softmax_f16"), "{kernels:?}");
             }
+        }
+    }
+}
+
+/// Asserts every tier (1 and 2 threads) produces the portable plan's bytes on `inputs`, NaNs
+/// compared as NaN (payloads may differ between conversions).
+fn assert_tiers_match_portable_on(what: &str, text: &str, inputs: &[Tensor]) {
+    let program = verified(text);
+    let want = run_plan(&compile_tier(&program, Tier::Portable, 1), inputs);
+    for tier in tiers() {
+        for threads in [1, 2] {
+            let plan = compile_tier(&program, tier, threads);
+            let got = run_plan(&plan, inputs);
+            for (k, (w, g)) in want.iter().zip(&got).enumerate() {
+                let (w, g) = (w.to_f64_vec().unwrap(), g.to_f64_vec().unwrap());
+                for (i, (&a, &b)) in w.iter().zip(&g).enumerate() {
+                    assert!(
+                        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                        "{what}: output {k} element {i}: {a:e} vs {b:e} on {tier:?} with \
+                         {threads} threads (kernels {:?})",
+                        plan.stats().kernels
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The RoPE step of the training graphs on heads viewed through a transpose of `[1, C, 1, S]`
+/// (`[1, H, S, D]` with the last axis `S` apart), a slice with a step, and a strided
+/// destination (a function output written through a transpose), odd sizes included: the tier
+/// kernels give the portable bits.
+#[test]
+fn strided_binary_rows_match_the_portable_kernels_bit_for_bit() {
+    for dtype in ["fp16", "fp32"] {
+        for (heads, dim, seq) in [(4, 16, 33), (3, 6, 7), (2, 64, 130)] {
+            let channels = heads * dim;
+            let params = format!(
+                "tensor<{dtype}, [1, {channels}, 1, {seq}]> x, tensor<{dtype}, [{seq}, {dim}]> cos, \
+                 tensor<{dtype}, [1, {heads}, {seq}, {dim}]> y"
+            );
+            let half = dim / 2;
+            let body = format!(
+                "        tensor<{dtype}, [1, {heads}, {dim}, {seq}]> x4 = reshape(x = x, shape = tensor<int32, [4]>([1, {heads}, {dim}, {seq}]))[name = string(\"x4\")];\n\
+                 \x20       tensor<{dtype}, [1, {heads}, {seq}, {dim}]> xh = transpose(x = x4, perm = tensor<int32, [4]>([0, 1, 3, 2]))[name = string(\"xh\")];\n\
+                 \x20       tensor<{dtype}, [1, {heads}, {seq}, {dim}]> a = mul(x = xh, y = cos)[name = string(\"a\")];\n\
+                 \x20       tensor<{dtype}, [1, {heads}, {seq}, {dim}]> b = add(x = xh, y = y)[name = string(\"b\")];\n\
+                 \x20       tensor<{dtype}, [1, {heads}, {seq}, {half}]> s = slice_by_index(x = y, begin = tensor<int32, [4]>([0, 0, 0, 1]), end = tensor<int32, [4]>([1, {heads}, {seq}, {dim}]), stride = tensor<int32, [4]>([1, 1, 1, 2]))[name = string(\"s\")];\n\
+                 \x20       tensor<{dtype}, [1, {heads}, {seq}, {half}]> c = real_div(x = s, y = {dtype}(0.75))[name = string(\"c\")];\n\
+                 \x20       tensor<{dtype}, [1, {heads}, {seq}, {dim}]> d = sub(x = y, y = a)[name = string(\"d\")];\n\
+                 \x20       tensor<{dtype}, [1, {heads}, {dim}, {seq}]> e = transpose(x = d, perm = tensor<int32, [4]>([0, 1, 3, 2]))[name = string(\"e\")];"
+            );
+            let text = program("ios18", &params, &body, "a, b, c, e");
+            let program = verified(&text);
+            let inputs = random_inputs(&program, 21);
+            assert_tiers_match_portable_on(
+                &format!("rope-like {dtype} [{heads}, {seq}, {dim}]"),
+                &text,
+                &inputs,
+            );
+        }
+    }
+}
+
+/// `mul(relu(x), y)`: random values with zeros of both signs mixed in (where `x < 0`), so
+/// maxima of rows tie between `-0` and `+0`.
+fn signed_zero_body(dtype: &str, shape: &str) -> String {
+    format!(
+        "        tensor<{dtype}, [{shape}]> r = relu(x = x)[name = string(\"r\")];\n\
+         \x20       tensor<{dtype}, [{shape}]> m = mul(x = r, y = y)[name = string(\"m\")];"
+    )
+}
+
+/// Reductions over the channel axis of `[1, C, 1, S]` (RMSNorm's), over two strided axes,
+/// and reduce_max over the last axis: the portable kernel's bits (sums in its order, maxima
+/// with its NaN and signed-zero rules), and within the reference bound. (Sums over the dense
+/// last axis add in another order: `reductions_stay_within_the_reference_bound`.)
+#[test]
+fn channel_reductions_and_max_match_the_portable_kernels_bit_for_bit() {
+    for dtype in ["fp16", "fp32"] {
+        for (c, s) in [(64, 256), (7, 33), (300, 3), (5, 1100)] {
+            let shape = format!("1, {c}, 1, {s}");
+            let mut body = signed_zero_body(dtype, &shape);
+            let mut outputs = Vec::new();
+            for (k, (op, axes, out)) in [
+                ("reduce_sum", "[1]>([1])", format!("1, 1, 1, {s}")),
+                ("reduce_mean", "[1]>([1])", format!("1, 1, 1, {s}")),
+                ("reduce_max", "[1]>([1])", format!("1, 1, 1, {s}")),
+                ("reduce_sum", "[2]>([1, 2])", format!("1, 1, 1, {s}")),
+                ("reduce_max", "[1]>([-1])", format!("1, {c}, 1, 1")),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                for (source, tag) in [("x", "x"), ("m", "m")] {
+                    let name = format!("o{k}{tag}");
+                    body.push_str(&format!(
+                        "\n        tensor<{dtype}, [{out}]> {name} = {op}(x = {source}, axes = tensor<int32, {axes}, keep_dims = bool(true))[name = string(\"{name}\")];"
+                    ));
+                    outputs.push(name);
+                }
+            }
+            let text = program(
+                "ios18",
+                &format!("tensor<{dtype}, [{shape}]> x, tensor<{dtype}, [{shape}]> y"),
+                &body,
+                &outputs.join(", "),
+            );
+            let program_ir = verified(&text);
+            let mut inputs = random_inputs(&program_ir, 31);
+            assert_tiers_match_portable_on(
+                &format!("reductions {dtype} [{shape}]"),
+                &text,
+                &inputs,
+            );
+            check_against_reference(
+                &format!("reductions {dtype} [{shape}]"),
+                &text,
+                31,
+                &[None, None],
+                TOL_ACCUMULATE,
+            );
+            // A NaN and an infinity in one channel row and one spatial row.
+            let mut values = inputs[0].to_f64_vec().unwrap();
+            let last = values.len() - 1;
+            values[s.min(last)] = f64::NAN;
+            values[last] = f64::INFINITY;
+            inputs[0] = tensor_of(&inputs[0], &values);
+            assert_tiers_match_portable_on(
+                &format!("reductions {dtype} [{shape}] with NaN"),
+                &text,
+                &inputs,
+            );
+        }
+    }
+}
+
+/// A tensor of `like`'s type holding `values` (rounded to its dtype).
+fn tensor_of(like: &Tensor, values: &[f64]) -> Tensor {
+    let bytes: Vec<u8> = match like.ty.dtype {
+        DType::Fp16 => values
+            .iter()
+            .flat_map(|&v| half::f16::from_f64(v).to_le_bytes())
+            .collect(),
+        DType::Fp32 => values
+            .iter()
+            .flat_map(|&v| (v as f32).to_le_bytes())
+            .collect(),
+        other => panic!("tensor_of {other:?}"),
+    };
+    Tensor::from_bytes(like.ty.clone(), bytes).expect("same size")
+}
+
+/// Unary ops on the tier stream kernel, contiguous and through a transpose, on random values
+/// with special ones (±0, ±inf, NaN, subnormals, huge) spliced in.
+fn unary_program(dtype: &str, call: &str) -> String {
+    let strided = call.replace("x = x", "x = xt");
+    let body = format!(
+        "        tensor<{dtype}, [37, 70]> y = {call}[name = string(\"y\")];\n\
+         \x20       tensor<{dtype}, [37, 70]> xt = transpose(x = xtt, perm = tensor<int32, [2]>([1, 0]))[name = string(\"xt\")];\n\
+         \x20       tensor<{dtype}, [37, 70]> z = {strided}[name = string(\"z\")];"
+    );
+    program(
+        "ios18",
+        &format!("tensor<{dtype}, [37, 70]> x, tensor<{dtype}, [70, 37]> xtt"),
+        &body,
+        "y, z",
+    )
+}
+
+/// Random inputs for [`unary_program`] with special values spliced in.
+fn unary_inputs(text: &str, seed: u64) -> Vec<Tensor> {
+    let program = verified(text);
+    let specials = [
+        0.0,
+        -0.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+        1e-40,
+        -3e-8,
+        6e4,
+        -6e4,
+        3e38,
+        -1.0,
+        1.0,
+        -0.5,
+        1.25,
+    ];
+    random_inputs(&program, seed)
+        .iter()
+        .map(|tensor| {
+            let mut values = tensor.to_f64_vec().unwrap();
+            for (k, &special) in specials.iter().enumerate() {
+                values[k * 97 % 2590] = special;
+            }
+            tensor_of(tensor, &values)
+        })
+        .collect()
+}
+
+/// The unary ops the stream kernel computes exactly (fp32: all of them; fp16: the ones with
+/// parameters) give the portable kernel's bits.
+#[test]
+fn exact_unary_ops_match_the_portable_kernels_bit_for_bit() {
+    for dtype in ["fp16", "fp32"] {
+        let mut calls = vec![
+            format!("clip(x = x, alpha = {dtype}(-0.5), beta = {dtype}(1.25))"),
+            format!("clip(x = x, alpha = {dtype}(0), beta = {dtype}(6))"),
+            format!("clip(x = x, alpha = {dtype}(-2), beta = {dtype}(-0.0))"),
+            format!("inverse(x = x, epsilon = {dtype}(0))"),
+        ];
+        if dtype == "fp32" {
+            for op in ["abs", "square", "sqrt", "relu"] {
+                calls.push(format!("{op}(x = x)"));
+            }
+        }
+        for call in calls {
+            let text = unary_program(dtype, &call);
+            let inputs = unary_inputs(&text, 41);
+            assert_tiers_match_portable_on(&format!("{call} {dtype}"), &text, &inputs);
+        }
+    }
+}
+
+/// fp32 exp, sigmoid, silu, rsqrt and inverse (and fp16 rsqrt/inverse) on the tier kernels
+/// stay within the reference bound of the engine's precision table.
+#[test]
+fn approximate_unary_ops_stay_within_the_reference_bound() {
+    /// `ew::stream`'s bounds (≤ 4 f32 ulps: 4.8e-7 relative) for fp32; fp16 one ulp.
+    const TOL_VECTOR_UNARY: Tol = Tol {
+        f16_ulps: 1.0,
+        f32_rel: 4.8e-7,
+        atol_scale: 0.0,
+    };
+    for dtype in ["fp16", "fp32"] {
+        let mut calls = vec![
+            format!("rsqrt(x = x, epsilon = {dtype}(0.001))"),
+            format!("inverse(x = x, epsilon = {dtype}(0.001))"),
+        ];
+        if dtype == "fp32" {
+            for op in ["exp", "sigmoid", "silu"] {
+                calls.push(format!("{op}(x = x)"));
+            }
+        }
+        for call in calls {
+            let text = unary_program(dtype, &call);
+            let range = if call.starts_with("rsqrt") {
+                Range { lo: 0.0, hi: 50.0 }
+            } else {
+                Range {
+                    lo: -30.0,
+                    hi: 30.0,
+                }
+            };
+            check_against_reference(
+                &format!("{call} {dtype}"),
+                &text,
+                43,
+                &[Some(range), Some(range)],
+                TOL_VECTOR_UNARY,
+            );
         }
     }
 }

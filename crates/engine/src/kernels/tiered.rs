@@ -1,13 +1,16 @@
 //! Tier kernels for the elementwise, softmax and reduction slots: the destination is walked
-//! in rows split across the pool's threads (as the portable kernels do), and every row whose
-//! operands are contiguous runs (or stride-0 broadcasts) goes to linalg's vectorised kernels
-//! (`linalg::ew`); any other row takes the portable per-block path, so every layout works.
+//! in rows split across the pool's threads (as the portable kernels do); contiguous runs (and
+//! stride-0 broadcasts) go straight to linalg's vectorised kernels (`linalg::ew`), strided runs
+//! are gathered into stack blocks of storage values first and strided destinations written
+//! back from such blocks, so every layout takes the same arithmetic.
 //!
 //! | slot | tier kernel | against the portable kernel |
 //! |---|---|---|
-//! | add, sub, mul, real_div (fp16, fp32) | `ew::stream::binary` | bit-identical (one f32 op, one round-to-nearest-even) |
-//! | reduce_sum, reduce_mean over a contiguous box (fp16, fp32) | `ew::stream::sum` | same bound, different summation order (`4·lanes` partial sums) |
+//! | add, sub, mul, real_div (fp16, fp32), any operand/destination strides | `ew::stream::binary` | bit-identical (one f32 op, one round-to-nearest-even) |
+//! | reduce_sum, reduce_mean, reduce_max over a dense trailing box (fp16, fp32) | `ew::stream::sum`, `ew::stream::max` | max bit-identical (a `±0` maximum takes the sign of the row's first zero, as the portable order does); sums within the same bound in a different order (`4·lanes` partial sums) |
+//! | reduce_sum, reduce_mean, reduce_max over a strided box whose destination rows are source rows (a non-innermost axis: RMSNorm's mean over C of `[1, C, 1, S]`) | `ew::stream::accumulate` (a row of accumulators, one source row per reduced position) | bit-identical (the portable order) |
 //! | fp16 unary ops without parameters (exp, sigmoid, silu, tanh, erf, gelu, sqrt, ...) | a 65 536-entry table of the portable kernel's results, built once per op on first use | bit-identical by construction |
+//! | fp16 rsqrt(ε), inverse(ε), clip(α, β); fp32 abs, square, sqrt, relu, clip, identity, inverse, rsqrt, exp, sigmoid, silu | `ew::stream::unary` | bit-identical for abs, square, sqrt, relu, clip, identity and inverse with ε = 0; rsqrt and inverse(ε ≠ 0) within 3 f32 ulps (f32 instead of f64 arithmetic), exp, sigmoid, silu within the bounds of `ew::stream` (vector `exp`); fp32 erf, tanh, log, gelu and fp16 log keep the portable kernel |
 //! | softmax along a contiguous last axis (fp16, fp32) | `ew::softmax_rows` | same bound: vector `exp` (≤ 2 f32 ulps) instead of libm's `expf`; rows holding NaN or +inf, or only -inf, take the portable path so the NaN rules are unchanged |
 //!
 //! [`plug`] installs them in a table for a tier; [`KernelTable::generic`] keeps the portable
@@ -17,13 +20,15 @@
 
 use half::f16;
 use milbridge_linalg::cpu::Isa;
-use milbridge_linalg::ew::stream::{self, BinaryOp as LinalgBinary, Operand};
+use milbridge_linalg::ew::stream::{
+    self, BinaryOp as LinalgBinary, Operand, ReduceOp as LinalgReduce, UnaryOp as LinalgUnary,
+};
 use milbridge_linalg::ew::{self as lew, EwOp, Mask, Storage};
 
 use crate::elem::Elem;
 use crate::error::KernelError;
 use crate::exec::raw::DstTiles;
-use crate::kernels::generic::elementwise::{self as gew, unary_f32};
+use crate::kernels::generic::elementwise::{self as gew, unary_f32 as portable_unary_f32};
 use crate::kernels::generic::reduce as rd;
 use crate::kernels::table::KernelTable;
 use crate::kernels::{BLOCK, Kernel, KernelCtx, SEG, SrcView};
@@ -68,23 +73,35 @@ pub fn plug(table: &mut KernelTable, isa: Isa) {
             };
         }
     }
-    let [sum_f16, mean_f16, sum_f32, mean_f32] = reduce_names(isa);
-    table.reduce_f16[ReduceOp::Sum as usize] = Kernel {
-        name: sum_f16,
-        run: reduce_f16,
-    };
-    table.reduce_f16[ReduceOp::Mean as usize] = Kernel {
-        name: mean_f16,
-        run: reduce_f16,
-    };
-    table.reduce_f32[ReduceOp::Sum as usize] = Kernel {
-        name: sum_f32,
-        run: reduce_f32,
-    };
-    table.reduce_f32[ReduceOp::Mean as usize] = Kernel {
-        name: mean_f32,
-        run: reduce_f32,
-    };
+    for (op, linalg_op, mean) in [
+        (ReduceOp::Sum, LinalgReduce::Sum, false),
+        (ReduceOp::Mean, LinalgReduce::Sum, true),
+        (ReduceOp::Max, LinalgReduce::Max, false),
+    ] {
+        table.reduce_f16[op as usize] = Kernel {
+            name: stream::reduce_kernel_name::<f16>(linalg_op, mean, isa),
+            run: reduce_f16,
+        };
+        table.reduce_f32[op as usize] = Kernel {
+            name: stream::reduce_kernel_name::<f32>(linalg_op, mean, isa),
+            run: reduce_f32,
+        };
+    }
+    for (slot, &op) in SLOT_OPS.iter().enumerate() {
+        let Some(linalg_op) = stream_unary(op) else {
+            continue;
+        };
+        table.unary_f32[slot] = Kernel {
+            name: stream::unary_kernel_name::<f32>(linalg_op, isa),
+            run: unary_f32,
+        };
+        if UNARY_TABLE_NAMES[slot].is_none() {
+            table.unary_f16[slot] = Kernel {
+                name: stream::unary_kernel_name::<f16>(linalg_op, isa),
+                run: unary_f16_stream,
+            };
+        }
+    }
 }
 
 /// The fp16 and fp32 entry points of one slot.
@@ -92,30 +109,6 @@ type KernelFns = (
     fn(&mut KernelCtx<'_>) -> KResult,
     fn(&mut KernelCtx<'_>) -> KResult,
 );
-
-/// `[sum f16, mean f16, sum f32, mean f32]` kernel names of `isa`.
-fn reduce_names(isa: Isa) -> [&'static str; 4] {
-    match isa {
-        Isa::Generic => [
-            "generic_reducesum_f16_8n",
-            "generic_reducemean_f16_8n",
-            "generic_reducesum_f32_8n",
-            "generic_reducemean_f32_8n",
-        ],
-        Isa::Avx2 => [
-            "avx2_reducesum_f16_8n",
-            "avx2_reducemean_f16_8n",
-            "avx2_reducesum_f32_8n",
-            "avx2_reducemean_f32_8n",
-        ],
-        Isa::Avx512 | Isa::Amx => [
-            "avx512_reducesum_f16_16n",
-            "avx512_reducemean_f16_16n",
-            "avx512_reducesum_f32_16n",
-            "avx512_reducemean_f32_16n",
-        ],
-    }
-}
 
 /// The operand of one destination run: a slice when the source row is contiguous, a splat
 /// when it is broadcast (or one element long), `None` otherwise.
@@ -134,8 +127,27 @@ fn run_operand<'a, T: Elem<C = f32> + Storage>(
     }
 }
 
-/// A float binary kernel: linalg's streaming kernel on contiguous/broadcast runs, the
-/// portable block loop elsewhere (both compute `op` in f32 and round once).
+/// The operand of `n` elements at `start`, `stride` apart: [`run_operand`] when the run is
+/// contiguous or broadcast, else the elements gathered into `buf`.
+fn block_operand<'b, T: Elem<C = f32> + Storage>(
+    view: &SrcView<'b, T>,
+    start: usize,
+    stride: usize,
+    n: usize,
+    buf: &'b mut [T; BLOCK],
+) -> Operand<'b, T> {
+    if let Some(operand) = run_operand(view, start, stride, n) {
+        return operand;
+    }
+    for (k, value) in buf[..n].iter_mut().enumerate() {
+        *value = view.data[start + k * stride];
+    }
+    Operand::Slice(&buf[..n])
+}
+
+/// A float binary kernel: linalg's streaming kernel on every run: directly on contiguous and
+/// broadcast runs, on gathered blocks of strided ones (it computes `op` in f32 and rounds
+/// once, like the portable kernel).
 fn binary<T: Elem<C = f32> + Storage>(ctx: &mut KernelCtx<'_>, op: LinalgBinary) -> KResult {
     let a = ctx.src::<T>(0);
     let b = ctx.src::<T>(1);
@@ -148,8 +160,8 @@ fn binary<T: Elem<C = f32> + Storage>(ctx: &mut KernelCtx<'_>, op: LinalgBinary)
     let tiles = DstTiles::<T>::new(ctx.dst_slice::<T>(), layout, n_inner, SEG);
     tiles.run(pool, n_tasks, &mut [], &|cursor, _| {
         let mut idx = [0usize; MAX_RANK];
-        let mut lhs = [0f32; BLOCK];
-        let mut rhs = [0f32; BLOCK];
+        let mut lhs = [T::default(); BLOCK];
+        let mut rhs = [T::default(); BLOCK];
         let mut stored = [T::default(); BLOCK];
         for item in cursor.items() {
             let mut tile = cursor.tile(item, &mut idx);
@@ -165,16 +177,19 @@ fn binary<T: Elem<C = f32> + Storage>(ctx: &mut KernelCtx<'_>, op: LinalgBinary)
                 stream::binary(isa, op, x, y, out);
                 continue;
             }
+            // A strided operand or destination: blocks of gathered storage values through
+            // the same streaming kernel (so the same bits), scattered when the tile is strided.
             let mut j = 0;
             while j < len {
                 let n = (len - j).min(BLOCK);
-                a.load_run(a_base + j * a_stride, a_stride, &mut lhs[..n]);
-                b.load_run(b_base + j * b_stride, b_stride, &mut rhs[..n]);
-                for (value, &y) in lhs[..n].iter_mut().zip(&rhs[..n]) {
-                    *value = op.apply(*value, y);
+                let x = block_operand(&a, a_base + j * a_stride, a_stride, n, &mut lhs);
+                let y = block_operand(&b, b_base + j * b_stride, b_stride, n, &mut rhs);
+                if let Some(out) = tile.contiguous() {
+                    stream::binary(isa, op, x, y, &mut out[j..j + n]);
+                } else {
+                    stream::binary(isa, op, x, y, &mut stored[..n]);
+                    tile.write_at(j, &stored[..n]);
                 }
-                T::store_slice(&lhs[..n], &mut stored[..n]);
-                tile.write_at(j, &stored[..n]);
                 j += n;
             }
         }
@@ -347,8 +362,11 @@ fn dense_box(layout: &Layout, n_reduced: usize) -> bool {
     true
 }
 
-/// Sum and mean over a dense trailing box through `ew::stream::sum`; other boxes (and max)
-/// use the portable kernel.
+/// Reductions: over a dense trailing box by `ew::stream::sum` / `ew::stream::max`; over a
+/// strided box whose destination rows are contiguous in the source (a reduction over a
+/// non-innermost axis, e.g. the channels of `[1, C, 1, S]`) by `ew::stream::accumulate`, one
+/// source row per reduced position added into a row of accumulators in the portable order;
+/// any other box by the portable kernel.
 fn reduce<T: Elem<C = f32> + Storage>(
     ctx: &mut KernelCtx<'_>,
     portable: fn(&mut KernelCtx<'_>) -> KResult,
@@ -358,9 +376,32 @@ fn reduce<T: Elem<C = f32> + Storage>(
         other => panic!("reduce kernel called for {other:?} (kernel table invariant)"),
     };
     let x = ctx.src::<T>(0);
-    if op == ReduceOp::Max || !dense_box(x.layout, n_reduced) {
-        return portable(ctx);
+    if dense_box(x.layout, n_reduced) {
+        reduce_dense::<T>(ctx, op, n_reduced)
+    } else if rows_in_source(x.layout, n_reduced) {
+        reduce_rows::<T>(ctx, op, n_reduced)
+    } else {
+        portable(ctx)
     }
+}
+
+/// The sign of a zero maximum as the portable kernel gives it: it keeps the earlier of two
+/// equal values, so its result is the row's first zero (`stream::max` leaves the sign of a
+/// `±0` maximum unspecified).
+fn first_zero<T: Elem<C = f32>>(row: &[T]) -> f32 {
+    row.iter()
+        .map(|value| value.load())
+        .find(|&v| v == 0.0)
+        .unwrap_or(0.0)
+}
+
+/// One result per destination element over the dense box at its offset.
+fn reduce_dense<T: Elem<C = f32> + Storage>(
+    ctx: &mut KernelCtx<'_>,
+    op: ReduceOp,
+    n_reduced: usize,
+) -> KResult {
+    let x = ctx.src::<T>(0);
     let count: usize = x.layout.shape[x.layout.rank() - n_reduced..]
         .iter()
         .product();
@@ -374,11 +415,20 @@ fn reduce<T: Elem<C = f32> + Storage>(
         for item in cursor.items() {
             let mut tile = cursor.tile(item, &mut idx);
             let base = x.layout.offset_of(&idx[..rank]);
-            let sum = stream::sum(isa, &x.data[base..base + count]);
-            let result = if op == ReduceOp::Mean {
-                sum / count as f32
-            } else {
-                sum
+            let row = &x.data[base..base + count];
+            let result = match op {
+                ReduceOp::Sum => stream::sum(isa, row),
+                ReduceOp::Mean => stream::sum(isa, row) / count as f32,
+                ReduceOp::Max => {
+                    let max = stream::max(isa, row);
+                    if max.is_nan() {
+                        f32::NAN
+                    } else if max == 0.0 {
+                        first_zero(row)
+                    } else {
+                        max
+                    }
+                }
             };
             tile.set(0, <T as Elem>::store(result));
         }
@@ -386,12 +436,85 @@ fn reduce<T: Elem<C = f32> + Storage>(
     })
 }
 
-/// Tier fp16 reduce_sum / reduce_mean.
+/// Whether the destination's last axis is a contiguous run of the source (stride 1), so a
+/// row of destination elements reads one source row per reduced position.
+fn rows_in_source(layout: &Layout, n_reduced: usize) -> bool {
+    let rank = layout.rank() - n_reduced;
+    rank > 0 && layout.strides[rank - 1] == 1
+}
+
+/// Destination elements per row segment of [`reduce_rows`] (its accumulators live on the
+/// stack).
+const ROW_SEG: usize = 512;
+
+/// Reductions over a strided box: a destination row segment accumulates the source row of
+/// every reduced position, in the portable kernel's (row-major) order, so sums, means and
+/// maxima have the portable kernel's bits.
+fn reduce_rows<T: Elem<C = f32> + Storage>(
+    ctx: &mut KernelCtx<'_>,
+    op: ReduceOp,
+    n_reduced: usize,
+) -> KResult {
+    let x = ctx.src::<T>(0);
+    let layout = ctx.dst_layout;
+    let rank = layout.rank();
+    let reduced_shape = &x.layout.shape[rank..];
+    let reduced_strides = &x.layout.strides[rank..];
+    let count: usize = reduced_shape.iter().product();
+    let n_tasks = ctx.tasks(x.layout.numel());
+    let (pool, isa) = (ctx.pool, ctx.isa);
+    let (linalg_op, init) = match op {
+        ReduceOp::Sum | ReduceOp::Mean => (LinalgReduce::Sum, 0.0),
+        ReduceOp::Max => (LinalgReduce::Max, f32::NEG_INFINITY),
+    };
+    let tiles = DstTiles::<T>::new(ctx.dst_slice::<T>(), layout, 1, ROW_SEG);
+    tiles.run(pool, n_tasks, &mut [], &|cursor, _| {
+        let mut idx = [0usize; MAX_RANK];
+        let mut acc = [0f32; ROW_SEG];
+        let mut stored = [T::default(); ROW_SEG];
+        for item in cursor.items() {
+            let mut tile = cursor.tile(item, &mut idx);
+            let (start, len) = (tile.start(), tile.len());
+            let base = x.layout.offset_of(&idx[..rank - 1]) + start;
+            let acc = &mut acc[..len];
+            acc.fill(init);
+            let mut position = [0usize; MAX_RANK];
+            for _ in 0..count {
+                let offset = base
+                    + position[..n_reduced]
+                        .iter()
+                        .zip(reduced_strides)
+                        .map(|(&i, &s)| i * s)
+                        .sum::<usize>();
+                stream::accumulate(isa, linalg_op, acc, &x.data[offset..offset + len]);
+                for d in (0..n_reduced).rev() {
+                    position[d] += 1;
+                    if position[d] < reduced_shape[d] {
+                        break;
+                    }
+                    position[d] = 0;
+                }
+            }
+            for (value, &total) in stored[..len].iter_mut().zip(acc.iter()) {
+                let result = match op {
+                    ReduceOp::Mean => total / count as f32,
+                    ReduceOp::Max if total.is_nan() => f32::NAN,
+                    _ => total,
+                };
+                *value = <T as Elem>::store(result);
+            }
+            tile.write_at(0, &stored[..len]);
+        }
+        Ok(())
+    })
+}
+
+/// Tier fp16 reduce_sum / reduce_mean / reduce_max.
 pub fn reduce_f16(ctx: &mut KernelCtx<'_>) -> KResult {
     reduce::<f16>(ctx, rd::reduce_f16)
 }
 
-/// Tier fp32 reduce_sum / reduce_mean.
+/// Tier fp32 reduce_sum / reduce_mean / reduce_max.
 pub fn reduce_f32(ctx: &mut KernelCtx<'_>) -> KResult {
     reduce::<f32>(ctx, rd::reduce_f32)
 }
@@ -428,7 +551,7 @@ fn unary_table(op: UnaryOp) -> &'static UnaryTable {
     TABLES[op.slot()].get_or_init(|| {
         let mut table = Box::new([f16::ZERO; 1 << 16]);
         for (bits, entry) in (0..=u16::MAX).zip(table.iter_mut()) {
-            *entry = f16::from_f32(unary_f32(op, f16::from_bits(bits).to_f32()));
+            *entry = f16::from_f32(portable_unary_f32(op, f16::from_bits(bits).to_f32()));
         }
         table
     })
@@ -480,4 +603,114 @@ fn unary_f16_table(ctx: &mut KernelCtx<'_>) -> KResult {
         }
         Ok(())
     })
+}
+
+/// One op of every unary slot (parameters are placeholders), for the plug loop.
+const SLOT_OPS: [UnaryOp; N_UNARY] = [
+    UnaryOp::Abs,
+    UnaryOp::Square,
+    UnaryOp::Sqrt,
+    UnaryOp::Exp,
+    UnaryOp::Erf,
+    UnaryOp::Tanh,
+    UnaryOp::Sigmoid,
+    UnaryOp::Relu,
+    UnaryOp::Silu,
+    UnaryOp::Rsqrt(0.0),
+    UnaryOp::Log(0.0),
+    UnaryOp::Inverse(0.0),
+    UnaryOp::GeluExact,
+    UnaryOp::GeluTanh,
+    UnaryOp::GeluSigmoid,
+    UnaryOp::Clip(0.0, 0.0),
+    UnaryOp::Identity,
+];
+
+/// The `ew::stream::unary` op computing `op`, if there is one (erf, tanh, log and the gelu
+/// modes keep the portable f64 kernels; a clip with a NaN bound too).
+fn stream_unary(op: UnaryOp) -> Option<LinalgUnary> {
+    Some(match op {
+        UnaryOp::Identity => LinalgUnary::Identity,
+        UnaryOp::Abs => LinalgUnary::Abs,
+        UnaryOp::Square => LinalgUnary::Square,
+        UnaryOp::Sqrt => LinalgUnary::Sqrt,
+        UnaryOp::Relu => LinalgUnary::Relu,
+        UnaryOp::Clip(lo, hi) if !lo.is_nan() && !hi.is_nan() => LinalgUnary::Clip(lo, hi),
+        UnaryOp::Rsqrt(eps) => LinalgUnary::Rsqrt(eps),
+        UnaryOp::Inverse(eps) => LinalgUnary::Inverse(eps),
+        UnaryOp::Exp => LinalgUnary::Exp,
+        UnaryOp::Sigmoid => LinalgUnary::Sigmoid,
+        UnaryOp::Silu => LinalgUnary::Silu,
+        _ => return None,
+    })
+}
+
+/// Unary ops through `ew::stream::unary`: contiguous rows directly, strided (or broadcast)
+/// rows in gathered blocks; ops it lacks go to `portable`.
+fn unary_stream<T: Elem<C = f32> + Storage>(
+    ctx: &mut KernelCtx<'_>,
+    portable: fn(&mut KernelCtx<'_>) -> KResult,
+) -> KResult {
+    let op = match ctx.op {
+        StepOp::Unary(op) => *op,
+        other => panic!("unary kernel called for {other:?} (kernel table invariant)"),
+    };
+    let Some(linalg_op) = stream_unary(op) else {
+        return portable(ctx);
+    };
+    let x = ctx.src::<T>(0);
+    let layout = ctx.dst_layout;
+    let rank = layout.rank();
+    let n_inner = rank.min(1);
+    let n_tasks = ctx.tasks(layout.numel());
+    let (pool, isa) = (ctx.pool, ctx.isa);
+    let stride = x.last_stride();
+    let tiles = DstTiles::<T>::new(ctx.dst_slice::<T>(), layout, n_inner, SEG);
+    tiles.run(pool, n_tasks, &mut [], &|cursor, _| {
+        let mut idx = [0usize; MAX_RANK];
+        let mut gathered = [T::default(); BLOCK];
+        let mut stored = [T::default(); BLOCK];
+        for item in cursor.items() {
+            let mut tile = cursor.tile(item, &mut idx);
+            let (start, len) = (tile.start(), tile.len());
+            let base = x.layout.offset_of(&idx[..rank - n_inner]) + start * stride;
+            if (stride == 1 || len == 1)
+                && let Some(out) = tile.contiguous()
+            {
+                stream::unary(isa, linalg_op, &x.data[base..base + len], out);
+                continue;
+            }
+            let mut j = 0;
+            while j < len {
+                let n = (len - j).min(BLOCK);
+                let from = base + j * stride;
+                let input: &[T] = if stride == 1 {
+                    &x.data[from..from + n]
+                } else {
+                    for (k, value) in gathered[..n].iter_mut().enumerate() {
+                        *value = x.data[from + k * stride];
+                    }
+                    &gathered[..n]
+                };
+                if let Some(out) = tile.contiguous() {
+                    stream::unary(isa, linalg_op, input, &mut out[j..j + n]);
+                } else {
+                    stream::unary(isa, linalg_op, input, &mut stored[..n]);
+                    tile.write_at(j, &stored[..n]);
+                }
+                j += n;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Tier fp32 unary ops (see the module docs).
+pub fn unary_f32(ctx: &mut KernelCtx<'_>) -> KResult {
+    unary_stream::<f32>(ctx, gew::unary_f32_kernel)
+}
+
+/// Tier fp16 unary ops with parameters (rsqrt, inverse, clip).
+pub fn unary_f16_stream(ctx: &mut KernelCtx<'_>) -> KResult {
+    unary_stream::<f16>(ctx, gew::unary_f16)
 }

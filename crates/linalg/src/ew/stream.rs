@@ -1,19 +1,37 @@
 //! Streaming elementwise kernels over contiguous runs, for the engine's per-op steps: binary
-//! arithmetic with an optional splatted (broadcast) operand, and row sums.
+//! arithmetic with an optional splatted (broadcast) operand, unary functions, row sums and
+//! maxima, and the row-at-a-time accumulation of reductions over a strided axis.
 //!
 //! | function | computes | kernel name |
 //! |---|---|---|
 //! | [`binary`] | `out = a ∘ b` for `∘` in add, sub, mul, div; `a` or `b` may be one splatted value | `<isa>_<op>_<dtype>_<lanes>n` |
-//! | [`sum`] | `Σ x` in f32 | `<isa>_sum_<dtype>_<lanes>n` |
+//! | [`unary`] | `out = f(x)` for the [`UnaryOp`]s (abs, square, sqrt, relu, clip, identity, rsqrt, inverse, exp, sigmoid, silu) | `<isa>_<op>_<dtype>_<lanes>n` ([`unary_kernel_name`]) |
+//! | [`sum`], [`max`] | `Σ x`, `max x` in f32 | `<isa>_reduce{sum,mean,max}_<dtype>_<lanes>n` ([`reduce_kernel_name`]) |
+//! | [`accumulate`] | `acc[i] = acc[i] + x[i]` or the NaN-propagating `max` (a vertical step of a reduction over a non-innermost axis) | as [`sum`], [`max`] |
 //!
 //! # Error bounds
 //!
 //! [`binary`] is exact IEEE arithmetic: one f32 operation per element, rounded once to the
 //! storage type with round-to-nearest-even (`vcvtps2ph` on the x86 tiers, `half`'s correctly
 //! rounded conversion on the generic tier), so every tier gives the same bits as scalar Rust
-//! `f32` arithmetic followed by `f16::from_f32` (NaN payloads aside). [`sum`] accumulates in
+//! `f32` arithmetic followed by `f16::from_f32` (NaN payloads aside). So are [`accumulate`]
+//! (one f32 addition, or an exact maximum, per element and call: summing rows in a given
+//! order gives the bits of the scalar loop in that order), [`max`] (which of `±0` aside), and
+//! the [`UnaryOp::is_exact`] ops of [`unary`]: abs, square, sqrt, relu, identity,
+//! `inverse` with ε = 0 (the correctly rounded f32 results) and clip (IEEE 754-2019
+//! `minimum(maximum(x, lo), hi)`, NaN-propagating, `-0 < +0`). [`sum`] accumulates in
 //! f32 over `4·lanes` independent partial sums, so its error is at most
 //! `(len/(4·lanes) + log2(4·lanes))·2⁻²⁴·Σ|xᵢ|` (below the `len·2⁻²⁴·Σ|xᵢ|` of an in-order sum).
+//! The other unary ops, in f32 ulps of the exact result before the storage rounding (checked
+//! by dense sweeps in this module's tests): `rsqrt` ≤ [`UNARY_RSQRT_ULPS`], `inverse` with
+//! ε ≠ 0 ≤ [`UNARY_INVERSE_ULPS`], `exp` ≤ [`UNARY_EXP_ULPS`] (overflow to +inf above about
+//! 88.72, gradual underflow, results below 2⁻¹²⁶ within 2⁻¹²⁶ absolute), `sigmoid` one ulp
+//! and `silu` two ulps more than `exp` for `x ≥ -87` (below, results under 2⁻¹²⁶ absolute);
+//! all of them map NaN to NaN and ±inf to their limits.
+//!
+//! The exact ops lean on the tiers' `max(a, b) = a > b ? a : b` and `min(a, b) = a < b ? a :
+//! b` (x86 `maxps`/`minps` and the portable tier alike: NaN or a tie gives `b`), which the
+//! tests pin down with NaN and signed-zero inputs.
 //!
 //! # Contract
 //!
@@ -234,6 +252,368 @@ pub(crate) unsafe fn sum_body<S: Simd, T: Storage>(x: *const T, len: usize) -> f
     }
 }
 
+/// Bound of [`UnaryOp::Exp`] in f32 ulps of the result (Cephes polynomial, two exact
+/// power-of-two scalings); results below 2^-126 are within 2^-126 absolute.
+pub const UNARY_EXP_ULPS: f64 = 2.0;
+/// Bound of [`UnaryOp::Rsqrt`] in f32 ulps (an f32 sum, square root and division).
+pub const UNARY_RSQRT_ULPS: f64 = 3.0;
+/// Bound of [`UnaryOp::Inverse`] with ε ≠ 0 in f32 ulps (an f32 sum and division).
+pub const UNARY_INVERSE_ULPS: f64 = 2.0;
+
+/// The reductions of [`accumulate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    /// `acc + x`.
+    Sum,
+    /// The larger of `acc` and `x`, NaN when either is NaN (the earlier value on a tie).
+    Max,
+}
+
+/// The unary functions of [`unary`], with their constant parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    /// `x` (a conversion copy).
+    Identity,
+    /// `|x|`.
+    Abs,
+    /// `x·x`.
+    Square,
+    /// `√x`.
+    Sqrt,
+    /// `max(x, 0)`, +0 for -0, NaN kept.
+    Relu,
+    /// IEEE 754-2019 `minimum(maximum(x, lo), hi)` (NaN-propagating, `-0 < +0`); neither
+    /// bound may be NaN.
+    Clip(f32, f32),
+    /// `1/√(x + ε)` in f32.
+    Rsqrt(f32),
+    /// `1/(x + ε)` in f32.
+    Inverse(f32),
+    /// `eˣ` by the Cephes polynomial (see the module's error bounds).
+    Exp,
+    /// `1/(1 + e⁻ˣ)`.
+    Sigmoid,
+    /// `x/(1 + e⁻ˣ)`.
+    Silu,
+}
+
+impl UnaryOp {
+    /// The op code of the kernel body and the index of its names.
+    fn code(self) -> usize {
+        match self {
+            UnaryOp::Identity => 0,
+            UnaryOp::Abs => 1,
+            UnaryOp::Square => 2,
+            UnaryOp::Sqrt => 3,
+            UnaryOp::Relu => 4,
+            UnaryOp::Clip(..) => 5,
+            UnaryOp::Rsqrt(_) => 6,
+            UnaryOp::Inverse(_) => 7,
+            UnaryOp::Exp => 8,
+            UnaryOp::Sigmoid => 9,
+            UnaryOp::Silu => 10,
+        }
+    }
+
+    /// Whether [`unary`] gives exactly the correctly rounded f32 result of the function
+    /// (then rounded once to the storage type): every op but the transcendental ones and
+    /// `Rsqrt`/`Inverse` with a nonzero ε (three, resp. two, f32 roundings).
+    pub fn is_exact(self) -> bool {
+        match self {
+            UnaryOp::Rsqrt(_) | UnaryOp::Exp | UnaryOp::Sigmoid | UnaryOp::Silu => false,
+            UnaryOp::Inverse(eps) => eps == 0.0,
+            _ => true,
+        }
+    }
+}
+
+/// `[tier][op][f32, f16]` names from the op fragments.
+macro_rules! stream_names {
+    ($($op:literal),* $(,)?) => {
+        [
+            [$([concat!("generic_", $op, "_f32_8n"), concat!("generic_", $op, "_f16_8n")]),*],
+            [$([concat!("avx2_", $op, "_f32_8n"), concat!("avx2_", $op, "_f16_8n")]),*],
+            [$([concat!("avx512_", $op, "_f32_16n"), concat!("avx512_", $op, "_f16_16n")]),*],
+        ]
+    };
+}
+
+/// Names of [`unary`] in [`UnaryOp::code`] order.
+const UNARY_NAMES: [[[&str; 2]; 11]; 3] = stream_names!(
+    "identity", "abs", "square", "sqrt", "relu", "clip", "rsqrt", "inverse", "exp", "sigmoid",
+    "silu",
+);
+
+/// Names of the engine's reductions on these kernels: `[reducesum, reducemean, reducemax]`.
+const REDUCE_NAMES: [[[&str; 2]; 3]; 3] = stream_names!("reducesum", "reducemean", "reducemax");
+
+/// Name of the [`unary`] kernel for `op` on `T` storage with `isa`, e.g. `avx2_exp_f32_8n`.
+pub fn unary_kernel_name<T: Storage>(op: UnaryOp, isa: Isa) -> &'static str {
+    UNARY_NAMES[tier_index(isa)][op.code()][dtype_index::<T>()]
+}
+
+/// Name of a reduction on `T` storage with `isa` built on [`sum`], [`max`] and
+/// [`accumulate`]: `mean` selects `reducemean` for [`ReduceOp::Sum`], e.g.
+/// `avx512_reducemax_f16_16n`.
+pub fn reduce_kernel_name<T: Storage>(op: ReduceOp, mean: bool, isa: Isa) -> &'static str {
+    let which = match (op, mean) {
+        (ReduceOp::Sum, false) => 0,
+        (ReduceOp::Sum, true) => 1,
+        (ReduceOp::Max, _) => 2,
+    };
+    REDUCE_NAMES[tier_index(isa)][which][dtype_index::<T>()]
+}
+
+/// `+0` where `x` is a number (including ±inf), NaN where it is NaN, relying on the tiers'
+/// `max(a, b) = a > b ? a : b` and `min(a, b) = a < b ? a : b` (x86 `maxps`/`minps`, and
+/// [`Portable`](super::simd::Portable)): NaN lanes fall through to `x`.
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn nan_probe<S: Simd>(x: S::V) -> S::V {
+    // SAFETY: register arithmetic of the caller's tier.
+    unsafe {
+        let clamped = S::min(S::splat(f32::MAX), S::max(S::splat(0.0), x));
+        // `clamped` is in [-0, MAX] or NaN; `· 0 + 0` gives +0 (never -0) or NaN.
+        S::add(S::mul(clamped, S::splat(0.0)), S::splat(0.0))
+    }
+}
+
+/// The larger of `acc` and `x`, `acc` on a tie (so the earlier of two zeros), NaN when
+/// either is NaN.
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn max_sticky<S: Simd>(acc: S::V, x: S::V) -> S::V {
+    // SAFETY: register arithmetic of the caller's tier. `max(x, acc)` keeps a NaN `acc`
+    // (the comparison fails) and `acc` on a tie; subtracting `+0` (or NaN for a NaN `x`)
+    // leaves every number, including `-0`, unchanged.
+    unsafe { S::sub(S::max(x, acc), nan_probe::<S>(x)) }
+}
+
+/// `acc[i] = acc[i] ∘ x[i]` for `len` elements.
+///
+/// # Safety
+/// `len` elements readable at `x` and writable at `acc`; the host supports `S`'s tier.
+#[inline(always)]
+pub(crate) unsafe fn accumulate_body<S: Simd, T: Storage, const MAX: bool>(
+    acc: *mut f32,
+    x: *const T,
+    len: usize,
+) {
+    // SAFETY: (whole body) full vectors cover elements below `len - len % LANES`, the tail
+    // goes through `load_partial`/`store_partial` with the remaining count.
+    unsafe {
+        let step = |a: S::V, v: S::V| {
+            if MAX {
+                max_sticky::<S>(a, v)
+            } else {
+                S::add(a, v)
+            }
+        };
+        let full = len - len % S::LANES;
+        let mut at = 0;
+        while at < full {
+            let value = step(S::load_f32(acc.add(at)), T::load::<S>(x.add(at)));
+            S::store_f32(acc.add(at), value);
+            at += S::LANES;
+        }
+        if full < len {
+            let rest = len - full;
+            let value = step(
+                load_partial::<S, f32>(acc.add(full), rest, 0.0),
+                load_partial::<S, T>(x.add(full), rest, 0.0),
+            );
+            store_partial::<S, f32>(acc.add(full), rest, value);
+        }
+    }
+}
+
+/// The largest of `len` elements (NaN if any is NaN, -inf if `len` is 0).
+///
+/// # Safety
+/// `len` elements readable at `x`; the host supports `S`'s tier.
+#[inline(always)]
+pub(crate) unsafe fn max_body<S: Simd, T: Storage>(x: *const T, len: usize) -> f32 {
+    // SAFETY: (whole body) every full load covers elements below `len`, the tail goes
+    // through `load_partial` filled with -inf (which never wins).
+    unsafe {
+        let mut acc = [S::splat(f32::NEG_INFINITY); UNROLL];
+        let mut at = 0;
+        while at + UNROLL * S::LANES <= len {
+            for (unroll, partial) in acc.iter_mut().enumerate() {
+                *partial = max_sticky::<S>(*partial, T::load::<S>(x.add(at + unroll * S::LANES)));
+            }
+            at += UNROLL * S::LANES;
+        }
+        while at + S::LANES <= len {
+            acc[0] = max_sticky::<S>(acc[0], T::load::<S>(x.add(at)));
+            at += S::LANES;
+        }
+        if at < len {
+            let tail = load_partial::<S, T>(x.add(at), len - at, f32::NEG_INFINITY);
+            acc[1] = max_sticky::<S>(acc[1], tail);
+        }
+        let all = max_sticky::<S>(
+            max_sticky::<S>(acc[0], acc[1]),
+            max_sticky::<S>(acc[2], acc[3]),
+        );
+        // A NaN lane makes the sum of the probes NaN; `reduce_max` may drop it.
+        let nan = S::reduce_add(nan_probe::<S>(all));
+        if nan.is_nan() {
+            f32::NAN
+        } else {
+            S::reduce_max(all)
+        }
+    }
+}
+
+/// `maximum(x, c)` (IEEE 754-2019) for a number `c`; `positive_zero` says `c` is `+0`.
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn maximum_const<S: Simd>(x: S::V, c: S::V, positive_zero: bool) -> S::V {
+    // SAFETY: register arithmetic of the caller's tier. `max(c, x)` is `c > x ? c : x`: NaN
+    // `x` falls through, a tie gives `x`, which differs from `maximum` only for `x = -0`,
+    // `c = +0`: adding `+0` turns that `-0` into `+0` and leaves every other value alone
+    // (the result is then never `-0`).
+    unsafe {
+        let result = S::max(c, x);
+        if positive_zero {
+            S::add(result, S::splat(0.0))
+        } else {
+            result
+        }
+    }
+}
+
+/// `-x`, exactly (zeros and NaN included).
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn negate<S: Simd>(x: S::V) -> S::V {
+    // SAFETY: register arithmetic of the caller's tier.
+    unsafe { S::mul(x, S::splat(-1.0)) }
+}
+
+/// `e^x` with gradual underflow and overflow to +inf (NaN kept): the Cephes `expf`
+/// polynomial of [`super::simd::exp`] on `r = x - n·ln 2`, scaled by `2^n` in two exact
+/// halves so `n` may reach 129 (inf) and -150 (subnormal results rounded once).
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn exp_full<S: Simd>(x: S::V) -> S::V {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // SAFETY: (whole body) register arithmetic of the caller's tier; `n` is integral in
+    // [-152, 129], so both halves are in [-76, 65], inside `pow2i`'s range.
+    unsafe {
+        // `max(c, x)`/`min(c, x)` let a NaN `x` through.
+        let x = S::min(S::splat(89.0), S::max(S::splat(-105.0), x));
+        let n = S::round(S::mul(x, S::splat(LOG2E)));
+        let r = S::mul_add(n, S::splat(-LN2_HI), x);
+        let r = S::mul_add(n, S::splat(-LN2_LO), r);
+        let mut p = S::splat(1.987_569_1e-4);
+        for coefficient in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ] {
+            p = S::mul_add(p, r, S::splat(coefficient));
+        }
+        let r2 = S::mul(r, r);
+        let p = S::add(S::mul_add(p, r2, r), S::splat(1.0));
+        // floor(n / 2) for integral n, then the rest.
+        let n1 = S::round(S::sub(S::mul(n, S::splat(0.5)), S::splat(0.25)));
+        let n2 = S::sub(n, n1);
+        S::mul(S::mul(p, S::pow2i(n1)), S::pow2i(n2))
+    }
+}
+
+/// The constants of one [`unary`] call as the body sees them.
+#[derive(Clone, Copy)]
+pub(crate) struct UnaryConsts {
+    /// Clip's `lo`, or ε.
+    a: f32,
+    /// `-hi` for clip.
+    b: f32,
+    /// `a` is `+0`.
+    a_positive_zero: bool,
+    /// `b` is `+0`.
+    b_positive_zero: bool,
+}
+
+/// `out[i] = f(x[i])` for the op with code `OP` ([`UnaryOp::code`]).
+///
+/// # Safety
+/// `len` elements readable at `x` and writable at `out` (`out` may equal `x`); the host
+/// supports `S`'s tier.
+#[inline(always)]
+pub(crate) unsafe fn unary_body<S: Simd, T: Storage, const OP: usize>(
+    x: *const T,
+    out: *mut T,
+    len: usize,
+    consts: UnaryConsts,
+) {
+    /// The function on one vector.
+    #[inline(always)]
+    unsafe fn apply<S: Simd, const OP: usize>(x: S::V, consts: UnaryConsts) -> S::V {
+        // SAFETY: register arithmetic of the caller's tier.
+        unsafe {
+            let zero = S::splat(0.0);
+            let one = S::splat(1.0);
+            match OP {
+                0 => x,
+                // max(x, -x) is |x| but for `x = +0` (`-0`); `+ 0` fixes it.
+                1 => S::add(S::max(x, negate::<S>(x)), zero),
+                2 => S::mul(x, x),
+                3 => S::sqrt(x),
+                // max(0, x) keeps NaN and -0; `+ 0` makes -0 +0.
+                4 => S::add(S::max(zero, x), zero),
+                // minimum(m, hi) = -maximum(-m, -hi).
+                5 => {
+                    let lo = maximum_const::<S>(x, S::splat(consts.a), consts.a_positive_zero);
+                    let neg_hi = S::splat(consts.b);
+                    negate::<S>(maximum_const::<S>(
+                        negate::<S>(lo),
+                        neg_hi,
+                        consts.b_positive_zero,
+                    ))
+                }
+                6 => S::div(one, S::sqrt(S::add(x, S::splat(consts.a)))),
+                7 => S::div(one, S::add(x, S::splat(consts.a))),
+                8 => exp_full::<S>(x),
+                9 => S::div(one, S::add(one, exp_full::<S>(negate::<S>(x)))),
+                _ => S::div(x, S::add(one, exp_full::<S>(negate::<S>(x)))),
+            }
+        }
+    }
+    // SAFETY: (whole body) full vectors cover elements below `len - len % LANES`, the tail
+    // goes through `load_partial`/`store_partial` with the remaining count.
+    unsafe {
+        let full = len - len % S::LANES;
+        let mut at = 0;
+        while at < full {
+            let value = apply::<S, OP>(T::load::<S>(x.add(at)), consts);
+            T::store::<S>(out.add(at), value);
+            at += S::LANES;
+        }
+        if full < len {
+            let rest = len - full;
+            let value = apply::<S, OP>(load_partial::<S, T>(x.add(full), rest, 1.0), consts);
+            store_partial::<S, T>(out.add(full), rest, value);
+        }
+    }
+}
+
 /// Stamps `#[target_feature]` wrappers of the streaming bodies for one tier.
 macro_rules! stamp_stream_tiers {
     ($( $module:ident: $simd:ty, [$($attr:meta),*]; )*) => {$(
@@ -254,6 +634,30 @@ macro_rules! stamp_stream_tiers {
             pub(crate) unsafe fn sum<T: Storage>(x: *const T, len: usize) -> f32 {
                 // SAFETY: forwarded; compiled for the tier.
                 unsafe { super::sum_body::<$simd, T>(x, len) }
+            }
+
+            /// # Safety
+            /// As for the body; the host supports this tier.
+            $(#[$attr])*
+            pub(crate) unsafe fn accumulate<T: Storage, const MAX: bool>(acc: *mut f32, x: *const T, len: usize) {
+                // SAFETY: forwarded; compiled for the tier.
+                unsafe { super::accumulate_body::<$simd, T, MAX>(acc, x, len) }
+            }
+
+            /// # Safety
+            /// As for the body; the host supports this tier.
+            $(#[$attr])*
+            pub(crate) unsafe fn max<T: Storage>(x: *const T, len: usize) -> f32 {
+                // SAFETY: forwarded; compiled for the tier.
+                unsafe { super::max_body::<$simd, T>(x, len) }
+            }
+
+            /// # Safety
+            /// As for the body; the host supports this tier.
+            $(#[$attr])*
+            pub(crate) unsafe fn unary<T: Storage, const OP: usize>(x: *const T, out: *mut T, len: usize, consts: UnaryConsts) {
+                // SAFETY: forwarded; compiled for the tier.
+                unsafe { super::unary_body::<$simd, T, OP>(x, out, len, consts) }
             }
         }
     )*};
@@ -327,6 +731,79 @@ pub fn sum<T: Storage>(isa: Isa, x: &[T]) -> f32 {
     super::check_isa("sum", isa);
     // SAFETY: `x` holds `x.len()` elements; the tier was checked.
     unsafe { dispatch_stream!(isa, sum::<T>(x.as_ptr(), x.len())) }
+}
+
+/// `acc[i] = acc[i] + x[i]` ([`ReduceOp::Sum`], f32, one rounding: the same bits as scalar
+/// code adding the rows in the same order) or the NaN-propagating larger of the two
+/// ([`ReduceOp::Max`], `acc[i]` on a tie; NaN payloads unspecified): one step of a reduction
+/// over a strided axis, rows of the reduced axis added into one accumulator row.
+///
+/// Panics if the lengths differ or the host lacks `isa`.
+pub fn accumulate<T: Storage>(isa: Isa, op: ReduceOp, acc: &mut [f32], x: &[T]) {
+    super::check_isa("accumulate", isa);
+    super::check_len("accumulate", "x", x.len(), acc.len());
+    let (acc, x, len) = (acc.as_mut_ptr(), x.as_ptr(), x.len());
+    // SAFETY: both hold `len` elements (checked); the tier was checked.
+    unsafe {
+        match op {
+            ReduceOp::Sum => dispatch_stream!(isa, accumulate::<T, false>(acc, x, len)),
+            ReduceOp::Max => dispatch_stream!(isa, accumulate::<T, true>(acc, x, len)),
+        }
+    }
+}
+
+/// The largest element of `x` (exact; NaN if any element is NaN, -inf for an empty slice).
+/// Lanes are combined in a tier-dependent order, so which zero a `±0` maximum gives is
+/// unspecified.
+///
+/// Panics if the host lacks `isa`.
+pub fn max<T: Storage>(isa: Isa, x: &[T]) -> f32 {
+    super::check_isa("max", isa);
+    // SAFETY: `x` holds `x.len()` elements; the tier was checked.
+    unsafe { dispatch_stream!(isa, max::<T>(x.as_ptr(), x.len())) }
+}
+
+/// `out[i] = f(x[i])`, computed in f32 and rounded once to `T` (see the module's error
+/// bounds; [`UnaryOp::is_exact`] ops are correctly rounded f32 results).
+///
+/// Panics if the lengths differ, a `Clip` bound is NaN or the host lacks `isa`.
+pub fn unary<T: Storage>(isa: Isa, op: UnaryOp, x: &[T], out: &mut [T]) {
+    super::check_isa("unary", isa);
+    super::check_len("unary", "x", x.len(), out.len());
+    let (a, b) = match op {
+        UnaryOp::Clip(lo, hi) => {
+            assert!(
+                !lo.is_nan() && !hi.is_nan(),
+                "unary: clip bounds {lo}, {hi}"
+            );
+            (lo, -hi)
+        }
+        UnaryOp::Rsqrt(eps) | UnaryOp::Inverse(eps) => (eps, 0.0),
+        _ => (0.0, 0.0),
+    };
+    let consts = UnaryConsts {
+        a,
+        b,
+        a_positive_zero: a.to_bits() == 0,
+        b_positive_zero: b.to_bits() == 0,
+    };
+    let (x, out, len) = (x.as_ptr(), out.as_mut_ptr(), out.len());
+    // SAFETY: both hold `len` elements (checked); the tier was checked.
+    unsafe {
+        match op.code() {
+            0 => dispatch_stream!(isa, unary::<T, 0>(x, out, len, consts)),
+            1 => dispatch_stream!(isa, unary::<T, 1>(x, out, len, consts)),
+            2 => dispatch_stream!(isa, unary::<T, 2>(x, out, len, consts)),
+            3 => dispatch_stream!(isa, unary::<T, 3>(x, out, len, consts)),
+            4 => dispatch_stream!(isa, unary::<T, 4>(x, out, len, consts)),
+            5 => dispatch_stream!(isa, unary::<T, 5>(x, out, len, consts)),
+            6 => dispatch_stream!(isa, unary::<T, 6>(x, out, len, consts)),
+            7 => dispatch_stream!(isa, unary::<T, 7>(x, out, len, consts)),
+            8 => dispatch_stream!(isa, unary::<T, 8>(x, out, len, consts)),
+            9 => dispatch_stream!(isa, unary::<T, 9>(x, out, len, consts)),
+            _ => dispatch_stream!(isa, unary::<T, 10>(x, out, len, consts)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -445,6 +922,342 @@ mod tests {
         assert_eq!(
             binary_kernel_name::<f32>(BinaryOp::Div, Isa::Generic),
             "generic_realdiv_f32_8n"
+        );
+    }
+
+    /// Edge values for the exact checks: zeros of both signs, infinities, NaN, tiny and huge.
+    const SPECIALS: [f32; 12] = [
+        0.0,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        1.0,
+        -1.0,
+        1e-40,
+        -1e-40,
+        3.0e38,
+        -3.0e38,
+        0.5,
+    ];
+
+    /// `values(seed, len)` with the specials spliced in at odd positions.
+    fn with_specials(seed: u64, len: usize) -> Vec<f32> {
+        let mut x = values(seed, len);
+        for (k, &special) in SPECIALS.iter().enumerate() {
+            let at = (k * 7 + 3) % len.max(1);
+            if at < x.len() {
+                x[at] = special;
+            }
+        }
+        x
+    }
+
+    /// Bits equal, or both NaN.
+    fn same<T: Storage>(a: T, b: T) -> bool {
+        let (a, b) = (a.to_f32(), b.to_f32());
+        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+    }
+
+    fn accumulate_is_exact<T: Storage>() {
+        for isa in tiers() {
+            for len in SIZES {
+                for op in [ReduceOp::Sum, ReduceOp::Max] {
+                    let init = if op == ReduceOp::Sum {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    };
+                    let mut acc = vec![init; len];
+                    let mut want = acc.clone();
+                    for row in 0..5u64 {
+                        let x: Vec<T> = with_specials(row + 10, len)
+                            .into_iter()
+                            .map(T::from_f32)
+                            .collect();
+                        accumulate(isa, op, &mut acc, &x);
+                        for (w, v) in want.iter_mut().zip(&x) {
+                            let v = v.to_f32();
+                            *w = match op {
+                                ReduceOp::Sum => *w + v,
+                                ReduceOp::Max if w.is_nan() || v.is_nan() => f32::NAN,
+                                ReduceOp::Max => {
+                                    if v > *w {
+                                        v
+                                    } else {
+                                        *w
+                                    }
+                                }
+                            };
+                        }
+                        for i in 0..len {
+                            assert!(
+                                same(acc[i], want[i]),
+                                "{isa} {op:?} {} len {len} row {row} element {i}: {} vs {}",
+                                T::NAME,
+                                acc[i],
+                                want[i]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn accumulate_f32_is_exact_on_every_tier() {
+        accumulate_is_exact::<f32>();
+    }
+
+    #[test]
+    fn accumulate_f16_is_exact_on_every_tier() {
+        accumulate_is_exact::<f16>();
+    }
+
+    #[test]
+    fn max_is_exact_on_every_tier() {
+        for isa in tiers() {
+            for len in SIZES.into_iter().chain([0, 1000]) {
+                let mut x = values(5, len);
+                let want = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                assert_eq!(max(isa, &x), want, "{isa} len {len}");
+                let halves: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+                let want16 = halves
+                    .iter()
+                    .map(|v| v.to_f32())
+                    .fold(f32::NEG_INFINITY, f32::max);
+                assert_eq!(max(isa, &halves), want16, "{isa} f16 len {len}");
+                if len > 0 {
+                    x[len / 2] = f32::NAN;
+                    assert!(max(isa, &x).is_nan(), "{isa} NaN len {len}");
+                    x[len / 2] = f32::INFINITY;
+                    assert_eq!(max(isa, &x), f32::INFINITY, "{isa} inf len {len}");
+                }
+            }
+            assert_eq!(max(isa, &[f32::NEG_INFINITY; 3]), f32::NEG_INFINITY);
+        }
+    }
+
+    /// IEEE 754-2019 `maximum`.
+    fn maximum(a: f32, b: f32) -> f32 {
+        if a.is_nan() || b.is_nan() {
+            f32::NAN
+        } else if a == b {
+            if a.is_sign_negative() { b } else { a }
+        } else {
+            a.max(b)
+        }
+    }
+
+    /// IEEE 754-2019 `minimum`.
+    fn minimum(a: f32, b: f32) -> f32 {
+        if a.is_nan() || b.is_nan() {
+            f32::NAN
+        } else if a == b {
+            if a.is_sign_negative() { a } else { b }
+        } else {
+            a.min(b)
+        }
+    }
+
+    /// The correctly rounded f32 result of the exact ops.
+    fn exact_reference(op: UnaryOp, x: f32) -> f32 {
+        match op {
+            UnaryOp::Identity => x,
+            UnaryOp::Abs => x.abs(),
+            UnaryOp::Square => x * x,
+            UnaryOp::Sqrt => x.sqrt(),
+            UnaryOp::Relu => {
+                if x > 0.0 || x.is_nan() {
+                    x
+                } else {
+                    0.0
+                }
+            }
+            UnaryOp::Clip(lo, hi) => minimum(maximum(x, lo), hi),
+            UnaryOp::Inverse(eps) => (1.0 / (f64::from(x) + f64::from(eps))) as f32,
+            other => panic!("{other:?} is not exact"),
+        }
+    }
+
+    fn exact_unary_ops() -> Vec<UnaryOp> {
+        let mut ops = vec![
+            UnaryOp::Identity,
+            UnaryOp::Abs,
+            UnaryOp::Square,
+            UnaryOp::Sqrt,
+            UnaryOp::Relu,
+            UnaryOp::Inverse(0.0),
+        ];
+        for lo in [0.0, -0.0, -1.5, 0.25] {
+            for hi in [0.0, -0.0, 2.0] {
+                ops.push(UnaryOp::Clip(lo, hi));
+            }
+        }
+        ops
+    }
+
+    fn exact_unary_ops_are_exact<T: Storage>() {
+        for isa in tiers() {
+            for op in exact_unary_ops() {
+                assert!(op.is_exact());
+                for len in SIZES {
+                    let x: Vec<T> = with_specials(6, len).into_iter().map(T::from_f32).collect();
+                    let mut out = vec![T::default(); len];
+                    unary(isa, op, &x, &mut out);
+                    for i in 0..len {
+                        let want = T::from_f32(exact_reference(op, x[i].to_f32()));
+                        assert!(
+                            same(out[i], want),
+                            "{} len {len} element {i}: {:?} -> {} vs {}",
+                            unary_kernel_name::<T>(op, isa),
+                            x[i].to_f32(),
+                            out[i].to_f32(),
+                            want.to_f32()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exact_unary_ops_are_exact_on_every_tier_f32() {
+        exact_unary_ops_are_exact::<f32>();
+    }
+
+    #[test]
+    fn exact_unary_ops_are_exact_on_every_tier_f16() {
+        exact_unary_ops_are_exact::<f16>();
+    }
+
+    /// Distance from `got` to `want` (an f64) in ulps of `want`'s f32 binade (the subnormal
+    /// step below 2^-126).
+    fn ulps(got: f32, want: f64) -> f64 {
+        if got.is_nan() || want.is_nan() {
+            return if got.is_nan() && want.is_nan() {
+                0.0
+            } else {
+                f64::INFINITY
+            };
+        }
+        if got.is_infinite() || want.abs() >= f64::from(f32::MAX) {
+            return if f64::from(got) == want || (got.is_infinite() && want.abs() > 3.4028235e38) {
+                0.0
+            } else {
+                f64::INFINITY
+            };
+        }
+        let binade = want.abs().max(f64::from(f32::MIN_POSITIVE)).log2().floor();
+        (f64::from(got) - want).abs() / 2f64.powf(binade - 23.0)
+    }
+
+    /// The f64 values the approximate ops approximate.
+    fn f64_reference(op: UnaryOp, x: f64) -> f64 {
+        let sigmoid = |x: f64| {
+            if x >= 0.0 {
+                1.0 / (1.0 + (-x).exp())
+            } else {
+                x.exp() / (1.0 + x.exp())
+            }
+        };
+        match op {
+            UnaryOp::Rsqrt(eps) => 1.0 / (x + f64::from(eps)).sqrt(),
+            UnaryOp::Inverse(eps) => 1.0 / (x + f64::from(eps)),
+            UnaryOp::Exp => x.exp(),
+            UnaryOp::Sigmoid => sigmoid(x),
+            UnaryOp::Silu => x * sigmoid(x),
+            other => panic!("{other:?} has no f64 reference here"),
+        }
+    }
+
+    /// Every approximate op, on every tier, over a dense sweep of its useful range, stays
+    /// within the module's stated ulp bound (and below 2^-126 absolute where it flushes).
+    #[test]
+    #[allow(clippy::cast_precision_loss, reason = "sweep indices are small")]
+    fn approximate_unary_ops_stay_within_their_bounds() {
+        let cases: [(UnaryOp, f32, f32, f64); 6] = [
+            (UnaryOp::Rsqrt(1e-5), 0.0, 1e4, UNARY_RSQRT_ULPS),
+            (UnaryOp::Inverse(1e-6), -1e3, 1e3, UNARY_INVERSE_ULPS),
+            (UnaryOp::Exp, -104.0, 89.0, UNARY_EXP_ULPS),
+            (UnaryOp::Sigmoid, -87.0, 100.0, UNARY_EXP_ULPS + 1.0),
+            (UnaryOp::Silu, -87.0, 100.0, UNARY_EXP_ULPS + 2.0),
+            (UnaryOp::Exp, -20.0, 20.0, UNARY_EXP_ULPS),
+        ];
+        const N: usize = 200_003;
+        for isa in tiers() {
+            for (op, lo, hi, bound) in cases {
+                let x: Vec<f32> = (0..N)
+                    .map(|i| lo + (hi - lo) * (i as f32 / (N - 1) as f32))
+                    .collect();
+                let mut out = vec![0f32; N];
+                unary(isa, op, &x, &mut out);
+                let mut worst = (0.0, 0.0);
+                for (&v, &got) in x.iter().zip(&out) {
+                    let want = f64_reference(op, f64::from(v));
+                    let err = ulps(got, want);
+                    let flushed = want.abs() < f64::from(f32::MIN_POSITIVE)
+                        && (f64::from(got) - want).abs() < f64::from(f32::MIN_POSITIVE);
+                    if !flushed && err > worst.0 {
+                        worst = (err, v);
+                    }
+                }
+                assert!(
+                    worst.0 <= bound,
+                    "{} worst {} ulps at {} (bound {bound})",
+                    unary_kernel_name::<f32>(op, isa),
+                    worst.0,
+                    worst.1
+                );
+                eprintln!(
+                    "{} worst {:.3} ulps",
+                    unary_kernel_name::<f32>(op, isa),
+                    worst.0
+                );
+            }
+            let specials = [
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                0.0,
+                -0.0,
+                200.0,
+                -200.0,
+            ];
+            let mut out = [0f32; 7];
+            unary(isa, UnaryOp::Exp, &specials, &mut out);
+            assert_eq!(out[..2], [f32::INFINITY, 0.0]);
+            assert!(out[2].is_nan());
+            assert_eq!(out[3..], [1.0, 1.0, f32::INFINITY, 0.0]);
+            unary(isa, UnaryOp::Sigmoid, &specials, &mut out);
+            assert_eq!(out[..2], [1.0, 0.0]);
+            assert!(out[2].is_nan());
+            assert_eq!(out[3..], [0.5, 0.5, 1.0, 0.0]);
+            unary(isa, UnaryOp::Silu, &specials, &mut out);
+            assert_eq!(out[0], f32::INFINITY);
+            assert!(out[1].is_nan() && out[2].is_nan());
+            assert_eq!(out[5], 200.0);
+        }
+    }
+
+    #[test]
+    fn unary_and_reduce_names_follow_the_pattern() {
+        assert_eq!(
+            unary_kernel_name::<f32>(UnaryOp::Clip(0.0, 1.0), Isa::Amx),
+            "avx512_clip_f32_16n"
+        );
+        assert_eq!(
+            unary_kernel_name::<f16>(UnaryOp::Rsqrt(1e-5), Isa::Avx2),
+            "avx2_rsqrt_f16_8n"
+        );
+        assert_eq!(
+            reduce_kernel_name::<f16>(ReduceOp::Sum, true, Isa::Generic),
+            "generic_reducemean_f16_8n"
+        );
+        assert_eq!(
+            reduce_kernel_name::<f32>(ReduceOp::Max, false, Isa::Avx512),
+            "avx512_reducemax_f32_16n"
         );
     }
 }
