@@ -1,16 +1,22 @@
 //! The fused elementwise kernel: runs a [`FusedProgram`] (see [`crate::plan::fuse`]) over the
-//! destination in blocks of `BLOCK` (1024) elements, each source read once into a register, every
-//! node computed over the block in f32, the last node stored once.
+//! destination row segment by row segment.
+//!
+//! * When every node has a vector form (add, sub, mul, real_div, casts, immediates, fp16
+//!   table lookups, the fast profile's exp/sigmoid/silu) and every source of the segment is a
+//!   contiguous run or a broadcast value, the segment goes to linalg's `ew::program::run` on
+//!   the plan's tier: one sweep, registers in vector registers, the output written in place.
+//! * Otherwise the block interpreter here evaluates each node over blocks of `BLOCK` (1024)
+//!   elements in f32 stack registers, every source read once per block.
 //!
 //! Per node, by profile:
 //!
 //! * exact: exactly what the unfused kernel computes (f32 arithmetic, transcendentals via
-//!   [`unary_f32`], an fp16 input of a parameterless unary op looked up in the same 65 536-entry
-//!   table the tier kernels use), then the result rounded to the node's dtype (nearest-even):
-//!   bit-identical to the unfused steps on every tier.
-//! * fast: no intermediate rounding; `exp`, `sigmoid` and `silu` use a vectorisable f32 `exp`
-//!   (Cody–Waite reduction, Cephes' degree-6 polynomial, ≤ 2 f32 ulps), every other op the
-//!   exact profile's f32 formula.
+//!   [`unary_f32`], an fp16 input of a parameterless unary op looked up in a 65 536-entry
+//!   table of those results, as the tier kernels do), then the result rounded to the node's
+//!   dtype (nearest-even): bit-identical to the unfused steps on every tier, on both paths.
+//! * fast: no intermediate rounding; `exp`, `sigmoid` and `silu` use an f32 `exp` (Cephes'
+//!   polynomial, ≤ 2 f32 ulps: linalg's vector one on contiguous runs, [`exp_f32`] in the
+//!   block interpreter), every other op the exact profile's f32 formula.
 
 use half::f16;
 use milbridge_linalg::convert;
@@ -432,7 +438,7 @@ pub fn exp_f32(x: f32) -> f32 {
         * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1)
+        + 0.5)
         * z
         + r
         + 1.0;

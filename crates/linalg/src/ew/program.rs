@@ -24,6 +24,9 @@ use crate::cpu::Isa;
 /// Registers of a program (inputs and results).
 pub const MAX_REGS: usize = 16;
 
+/// Vectors each instruction processes before the next one.
+const CHUNK: usize = 8;
+
 /// What an instruction computes (operands are register indices).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Op {
@@ -168,46 +171,88 @@ unsafe fn run_body<S: Simd, T: Storage>(
     // SAFETY: (whole body) register arithmetic of the caller's tier; loads and stores cover
     // elements `at..at + count` with `at + count ≤ len`; register indices are in range.
     unsafe {
-        let mut regs = [S::splat(0.0); MAX_REGS];
+        // Each instruction runs over CHUNK vectors before the next, so the dispatch per
+        // instruction is amortised over CHUNK · LANES elements.
+        let mut regs = [[S::splat(0.0); CHUNK]; MAX_REGS];
         let mut bits = [f16::ZERO; MAX_LANES];
         let mut at = 0;
         while at < len {
-            let count = (len - at).min(S::LANES);
+            let span = (len - at).min(CHUNK * S::LANES);
+            let n_vec = span.div_ceil(S::LANES);
+            let count = |v: usize| (span - v * S::LANES).min(S::LANES);
             for (reg, &input) in regs.iter_mut().zip(inputs) {
-                *reg = load_input::<S>(input, at, count);
+                for (v, lane) in reg.iter_mut().enumerate().take(n_vec) {
+                    *lane = load_input::<S>(input, at + v * S::LANES, count(v));
+                }
             }
             for (k, instr) in program.iter().enumerate() {
-                let r = |i: u8| regs[usize::from(i)];
-                let mut value = match instr.op {
-                    Op::Splat(value) => S::splat(value),
-                    Op::Copy(x) => r(x),
-                    Op::Add(a, b) => S::add(r(a), r(b)),
-                    Op::Sub(a, b) => S::sub(r(a), r(b)),
-                    Op::Mul(a, b) => S::mul(r(a), r(b)),
-                    Op::Div(a, b) => S::div(r(a), r(b)),
-                    Op::Exp(x) => exp::<S>(r(x)),
-                    Op::Sigmoid(x) => sigmoid::<S>(r(x)),
-                    Op::Silu(x) => S::mul(r(x), sigmoid::<S>(r(x))),
-                    Op::Lookup(table, x) => {
-                        S::store_f16(bits.as_mut_ptr(), r(x));
-                        for value in &mut bits[..S::LANES] {
-                            *value = table[usize::from(value.to_bits())];
+                let (before, rest) = regs.split_at_mut(n_inputs + k);
+                let dst = &mut rest[0][..n_vec];
+                let r = |i: u8, v: usize| before[usize::from(i)][v];
+                match instr.op {
+                    Op::Splat(value) => dst.fill(S::splat(value)),
+                    Op::Copy(x) => dst.copy_from_slice(&before[usize::from(x)][..n_vec]),
+                    Op::Add(a, b) => {
+                        for (v, out) in dst.iter_mut().enumerate() {
+                            *out = S::add(r(a, v), r(b, v));
                         }
-                        S::load_f16(bits.as_ptr())
                     }
-                };
-                if instr.round_f16 {
-                    S::store_f16(bits.as_mut_ptr(), value);
-                    value = S::load_f16(bits.as_ptr());
+                    Op::Sub(a, b) => {
+                        for (v, out) in dst.iter_mut().enumerate() {
+                            *out = S::sub(r(a, v), r(b, v));
+                        }
+                    }
+                    Op::Mul(a, b) => {
+                        for (v, out) in dst.iter_mut().enumerate() {
+                            *out = S::mul(r(a, v), r(b, v));
+                        }
+                    }
+                    Op::Div(a, b) => {
+                        for (v, out) in dst.iter_mut().enumerate() {
+                            *out = S::div(r(a, v), r(b, v));
+                        }
+                    }
+                    Op::Exp(x) => {
+                        for (v, out) in dst.iter_mut().enumerate() {
+                            *out = exp::<S>(r(x, v));
+                        }
+                    }
+                    Op::Sigmoid(x) => {
+                        for (v, out) in dst.iter_mut().enumerate() {
+                            *out = sigmoid::<S>(r(x, v));
+                        }
+                    }
+                    Op::Silu(x) => {
+                        for (v, out) in dst.iter_mut().enumerate() {
+                            *out = S::mul(r(x, v), sigmoid::<S>(r(x, v)));
+                        }
+                    }
+                    Op::Lookup(table, x) => {
+                        for (v, out) in dst.iter_mut().enumerate() {
+                            S::store_f16(bits.as_mut_ptr(), r(x, v));
+                            for value in &mut bits[..S::LANES] {
+                                *value = table[usize::from(value.to_bits())];
+                            }
+                            *out = S::load_f16(bits.as_ptr());
+                        }
+                    }
                 }
-                regs[n_inputs + k] = value;
+                if instr.round_f16 {
+                    for out in dst.iter_mut() {
+                        S::store_f16(bits.as_mut_ptr(), *out);
+                        *out = S::load_f16(bits.as_ptr());
+                    }
+                }
             }
-            if count == S::LANES {
-                T::store::<S>(out.add(at), regs[last]);
-            } else {
-                store_partial::<S, T>(out.add(at), count, regs[last]);
+            for (v, &value) in regs[last].iter().enumerate().take(n_vec) {
+                let (ptr, count) = (out.add(at + v * S::LANES), count(v));
+                if count == S::LANES {
+                    T::store::<S>(ptr, value);
+                } else {
+                    store_partial::<S, T>(ptr, count, value);
+                }
             }
-            at += count;
+            at += span;
         }
     }
 }
@@ -258,7 +303,7 @@ mod tests {
             instr(Op::Div(5, 2), false),
             instr(Op::Copy(6), true),
         ];
-        for len in [1, 7, 8, 9, 15, 16, 17, 33, 100] {
+        for len in [1, 7, 8, 9, 15, 16, 17, 33, 100, 129, 300, 1025] {
             let a: Vec<f16> = (0..len)
                 .map(|i| f16::from_f32(i as f32 * 0.37 - 5.0))
                 .collect();
