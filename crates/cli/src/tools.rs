@@ -188,9 +188,12 @@ pub fn bench_kernel(args: &KernelBenchArgs) -> Result<ExitCode> {
     let trivial_times = time_plan(&trivial_plan, args.iterations.max(1000), None)?;
     let stats = plan.stats();
     println!(
-        "{}: {} steps, kernels {:?}",
+        "{}: {} steps ({} fused, holding {} ops), arena {} B, kernels {:?}",
         args.file.display(),
         stats.steps,
+        stats.fused_steps,
+        stats.fused_ops,
+        stats.arena_bytes,
         stats.kernels
     );
     println!(

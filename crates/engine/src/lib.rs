@@ -30,25 +30,28 @@
 //! allocate. Run-time errors (R002 gather index, R003 dynamic slice bounds, R004 int32 pow/div)
 //! are [`Error::Runtime`].
 //!
-//! # Precision "exact" (the default) — error bounds against exact math
+//! # Precision profiles and error bounds against exact math
 //!
-//! Every tensor is stored in its declared dtype; fp16 values are widened exactly to f32,
-//! computed, and rounded once (nearest-even) when an op stores its output (mil-spec 5.2).
-//! `u` is the unit roundoff of the output type (2⁻¹¹ for fp16, 2⁻²⁴ for fp32), "ulp" an ulp of
-//! the output type.
+//! Every tensor is stored in its declared dtype; fp16 values are widened exactly to f32 and
+//! computed. `u` is the unit roundoff of the output type (2⁻¹¹ for fp16, 2⁻²⁴ for fp32), "ulp"
+//! an ulp of the output type. In [`Precision::Exact`] (the default) every op rounds its result
+//! once (nearest-even) when it stores it (mil-spec 5.2). [`Precision::Fast`] differs in two
+//! places only: matmul/conv through AMX bf16 tiles where the tier has them, and the ops inside
+//! a fused elementwise step ([`plan::fuse`]), whose intermediates stay f32.
 //!
-//! | ops | how | bound against exact math |
-//! |---|---|---|
-//! | add, sub, mul, real_div, sqrt, square, abs, relu, maximum, minimum, clip, comparisons, select, cast, every view/copy op | one f32 operation, rounded once | ≤ 0.5 ulp (identical to IEEE fp16/fp32 arithmetic; comparisons and moves exact) |
-//! | exp, erf, tanh, sigmoid, silu, gelu (3 modes), log, rsqrt, inverse, pow | evaluated in f64 from the input, rounded once | ≤ 0.5 ulp + 2⁻⁵² relative (≤ 1 ulp) |
-//! | on a tier table: fp32 exp, sigmoid, silu; fp32 and fp16 rsqrt, inverse (ε ≠ 0) | f32 vector arithmetic (`ew::stream::unary`: Cephes `exp` polynomial; `1/√(x+ε)`, `1/(x+ε)` in f32), rounded once | fp32: ≤ 2 f32 ulps (exp, inverse), 3 (rsqrt, sigmoid), 4 (silu), results below 2⁻¹²⁶ within 2⁻¹²⁶ absolute; fp16: that error before the fp16 rounding (≤ 0.5 ulp + 4·2⁻²³ relative) |
-//! | reduce_sum, reduce_mean | f32 accumulation (in order; on a tier table over a dense box, `4·lanes` interleaved partial sums; over a strided box, in order), rounded once | ≤ 0.5 ulp + n·2⁻²⁴·Σ\|xᵢ\| |
-//! | reduce_max | exact, rounded once (NaN-propagating) | ≤ 0.5 ulp (exact for same-dtype) |
-//! | matmul, linear, conv (on the tier tables every conv is a GEMM: 1×1 directly, others over an unfolded im2col block) | f32 products and accumulation (FMA on x86 tiers), rounded once | ≤ 0.5 ulp + k·2⁻²⁴·Σₖ\|aᵢₖ\|\|bₖⱼ\| (k = inner length; conv: C_in/groups · kernel volume) |
-//! | softmax | f32 max-shifted exp (libm f32; on a tier table, contiguous rows use linalg's vector exp, ≤ 2 f32 ulps, and flush results below 2⁻¹²⁶ to 0), f32 sum, rounded once | ≤ 0.5 ulp + (n+4)·2⁻²⁴ relative per element (+ 2⁻¹²⁶ absolute on tiers) |
-//! | layer_norm | f32 two-pass mean/variance, rounded once | ≤ 0.5 ulp + O(n·2⁻²⁴) relative to the normalised value |
-//! | scaled_dot_product_attention | f32 scores, softmax and P·V, rounded once | ≤ 0.5 ulp + (E + S + 4)·2⁻²⁴ relative to Σ\|p\|\|v\| |
-//! | quantize / dequantize | f64 division / f32 product, rounded once | exact rounding of the f64 quotient; dequantize ≤ 0.5 ulp + 2⁻²⁴ |
+//! | ops | exact: how | exact: bound | fast |
+//! |---|---|---|---|
+//! | add, sub, mul, real_div, sqrt, square, abs, relu, maximum, minimum, clip, comparisons, select, cast, every view/copy op | one f32 operation, rounded once | ≤ 0.5 ulp (identical to IEEE fp16/fp32 arithmetic; comparisons and moves exact) | as exact; inside a fused step: the f32 result, not rounded (≤ 0.5 f32 ulp of the op) |
+//! | exp, erf, tanh, sigmoid, silu, gelu (3 modes), log, rsqrt, inverse, pow | evaluated in f64 from the input, rounded once | ≤ 0.5 ulp + 2⁻⁵² relative (≤ 1 ulp) | as exact; inside a fused step not rounded, and exp, sigmoid, silu use an f32 vector `exp` (≤ 2 f32 ulps; sigmoid, silu ≤ 5·10⁻⁶ relative; on contiguous runs results below 2⁻¹²⁶ flush to 0, inputs above 88.37 saturate near 2.4·10³⁸, NaN inputs give unspecified values) |
+//! | a fused step (a tree of the two rows above, [`plan::fuse`]) | each node as above, rounded to its dtype where the unfused op would store it | bit-identical to the unfused steps (the bounds of the ops it holds) | result rounded once: ≤ 0.5 ulp + Σₖ εₖ·\|vₖ·∂y/∂vₖ\| over its nodes vₖ (εₖ the node's f32 error above: 2⁻²⁴ for arithmetic, 5·10⁻⁶ for sigmoid/silu); against the per-op-rounded reference the reference's own roundings add, which the tests bound by `n_ops` ulps of the output plus `n_ops·2⁻¹¹` (fp32: `2⁻²²`) of its largest magnitude |
+//! | on a tier table: fp32 exp, sigmoid, silu; fp32 and fp16 rsqrt, inverse (ε ≠ 0) | f32 vector arithmetic (`ew::stream::unary`: Cephes `exp` polynomial; `1/√(x+ε)`, `1/(x+ε)` in f32), rounded once | fp32: ≤ 2 f32 ulps (exp, inverse), 3 (rsqrt, sigmoid), 4 (silu), results below 2⁻¹²⁶ within 2⁻¹²⁶ absolute; fp16: that error before the fp16 rounding (≤ 0.5 ulp + 4·2⁻²³ relative) | as exact |
+//! | reduce_sum, reduce_mean | f32 accumulation (in order; on a tier table over a dense box, `4·lanes` interleaved partial sums; over a strided box, in order), rounded once | ≤ 0.5 ulp + n·2⁻²⁴·Σ\|xᵢ\| | as exact |
+//! | reduce_max | exact, rounded once (NaN-propagating) | ≤ 0.5 ulp (exact for same-dtype) | as exact |
+//! | matmul, linear, conv (on the tier tables every conv is a GEMM: 1×1 directly, others over an unfolded im2col block) | f32 products and accumulation (FMA on x86 tiers), rounded once | ≤ 0.5 ulp + k·2⁻²⁴·Σₖ\|aᵢₖ\|\|bₖⱼ\| (k = inner length; conv: C_in/groups · kernel volume) | fp16/fp32 matmul and conv on AMX: operands rounded to bf16, f32 accumulation: ≈ 2⁻⁸·Σ\|a\|\|b\|; other tiers as exact |
+//! | softmax | f32 max-shifted exp (libm f32; on a tier table, contiguous rows use linalg's vector exp, ≤ 2 f32 ulps, and flush results below 2⁻¹²⁶ to 0), f32 sum, rounded once | ≤ 0.5 ulp + (n+4)·2⁻²⁴ relative per element (+ 2⁻¹²⁶ absolute on tiers) | as exact |
+//! | layer_norm | f32 two-pass mean/variance, rounded once | ≤ 0.5 ulp + O(n·2⁻²⁴) relative to the normalised value | as exact |
+//! | scaled_dot_product_attention | f32 scores, softmax and P·V, rounded once | ≤ 0.5 ulp + (E + S + 4)·2⁻²⁴ relative to Σ\|p\|\|v\| | as exact |
+//! | quantize / dequantize | f64 division / f32 product, rounded once | exact rounding of the f64 quotient; dequantize ≤ 0.5 ulp + 2⁻²⁴ | as exact |
 //!
 //! The tier tables (`KernelTable::for_isa`) run add/sub/mul/real_div (any strides), fp16 unary
 //! ops (tables without parameters, vector code for rsqrt, inverse, clip), fp32 unary ops but
@@ -58,19 +61,19 @@
 //! reduce_max and reductions over a strided axis are bit-identical to the portable kernels;
 //! softmax, dense-box sums and the vector transcendentals stay within the bounds above.
 //!
-//! The tests check these bounds against the f64 reference interpreter ([`reference`](mod@reference)), with the
-//! tolerances stated once in `tests/common/mod.rs`.
+//! Fusion is on in both profiles (`MILBRIDGE_FUSE=0` turns it off for measurements;
+//! [`compile_unfused`] is the baseline the tests compare with): a fused step of the exact
+//! profile rounds every node to its declared dtype inside its register program, so exact
+//! plans compute the same bits with or without it.
 //!
-//! [`Precision::Fast`] routes fp16/fp32 matmul (and conv) through linalg's AMX bf16 tiles
-//! where the tier has them (operands rounded to bf16, f32 accumulation: bound ≈ 2⁻⁸·Σ|a||b|);
-//! on other tiers it equals `Exact`. Every other op has the same kernel, and so the same
-//! bound, in both profiles (the "fast" column of the table above equals the "exact" one):
-//! fused elementwise chains are not yet used by the planner (see ARCHITECTURE.md, known gaps).
+//! The tests check these bounds against the f64 reference interpreter
+//! ([`reference`](mod@reference)), with the tolerances stated once in `tests/common/mod.rs`
+//! (the fused steps' in `tests/fuse.rs`).
 //!
 //! # Modules
 //!
 //! [`layout`] (strided views), [`elem`] (element types), [`kernels`] (the kernel table and the
-//! portable kernels), [`plan`] (lowering, memory planning, serialisation), [`exec`] (eval, and
+//! portable kernels), [`plan`] (lowering, fusion, memory planning, serialisation), [`exec`] (eval, and
 //! `exec::raw`, the crate's only unsafe code), [`reference`](mod@reference) (the f64 oracle).
 
 pub mod elem;
@@ -95,7 +98,8 @@ pub enum Precision {
     /// fp16 tensors computed in f32 and rounded to fp16 at each op output (mil-spec 5.2).
     #[default]
     Exact,
-    /// matmul/conv through AMX bf16 tiles where available (otherwise `Exact`).
+    /// matmul/conv through AMX bf16 tiles where available, and f32 intermediates inside
+    /// fused elementwise steps (see the crate docs' precision table).
     Fast,
 }
 
@@ -125,7 +129,8 @@ impl Default for CompileOptions {
 
 /// Compiles one function of `program` into a plan using the kernel table of `options.isa`.
 /// Elementwise fusion ([`plan::fuse`]) is on unless the environment sets `MILBRIDGE_FUSE=0`
-/// (for before/after measurements).
+/// (for before/after measurements; the bridge's compile cache does not key on it, so compare
+/// with a fresh cache directory).
 pub fn compile(program: &VerifiedProgram, options: &CompileOptions) -> Result<Plan> {
     let fuse = std::env::var_os("MILBRIDGE_FUSE").is_none_or(|value| value != "0");
     compile_inner(program, options, false, fuse)

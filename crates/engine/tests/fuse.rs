@@ -160,6 +160,20 @@ fn cases() -> Vec<Case> {
             saves: 6,
         },
         Case {
+            name: "transposed (strided) source",
+            text: program(
+                "ios18",
+                "tensor<fp16, [40, 24]> x, tensor<fp16, [24, 40]> y",
+                "        tensor<fp16, [40, 24]> yt = transpose(x = y, perm = tensor<int32, [2]>([1, 0]))[name = string(\"yt\")];\n\
+                 \x20       tensor<fp16, [40, 24]> s = add(x = x, y = yt)[name = string(\"s\")];\n\
+                 \x20       tensor<fp16, [40, 24]> e = sigmoid(x = s)[name = string(\"e\")];\n\
+                 \x20       tensor<fp16, [40, 24]> m = mul(x = e, y = x)[name = string(\"m\")];",
+                "m",
+            ),
+            ranges: vec![None, None],
+            saves: 2,
+        },
+        Case {
             name: "fp32 gelu, relu, clip, sqrt, pow",
             text: program(
                 "ios18",

@@ -1,19 +1,29 @@
 //! The fused elementwise kernel: runs a [`FusedProgram`] (see [`crate::plan::fuse`]) over the
-//! destination in blocks of [`BLOCK`] elements, each source read once into a register, every
-//! node computed over the block in f32, the last node stored once.
+//! destination row segment by row segment.
+//!
+//! * When every node has a vector form (add, sub, mul, real_div, casts, immediates, fp16
+//!   table lookups, the fast profile's exp/sigmoid/silu) and every source of the segment is a
+//!   contiguous run or a broadcast value, the segment goes to linalg's `ew::program::run` on
+//!   the plan's tier: one sweep, registers in vector registers, the output written in place.
+//! * Otherwise the block interpreter here evaluates each node over blocks of `BLOCK` (1024)
+//!   elements in f32 stack registers, every source read once per block.
 //!
 //! Per node, by profile:
 //!
 //! * exact: exactly what the unfused kernel computes (f32 arithmetic, transcendentals via
-//!   [`unary_f32`], an fp16 input of a parameterless unary op looked up in the same 65 536-entry
-//!   table the tier kernels use), then the result rounded to the node's dtype (nearest-even):
-//!   bit-identical to the unfused steps on every tier.
-//! * fast: no intermediate rounding; `exp`, `sigmoid` and `silu` use a vectorisable f32 `exp`
-//!   (Cody–Waite reduction, Cephes' degree-6 polynomial, ≤ 2 f32 ulps), every other op the
-//!   exact profile's f32 formula.
+//!   [`unary_f32`], an fp16 input of a parameterless unary op looked up in a 65 536-entry
+//!   table of those results, as the tier kernels do), then the result rounded to the node's
+//!   dtype (nearest-even): bit-identical to the unfused steps on every tier, on both paths.
+//! * fast: no intermediate rounding; `exp`, `sigmoid` and `silu` use an f32 `exp` (Cephes'
+//!   polynomial, ≤ 2 f32 ulps: linalg's vector one on contiguous runs, [`exp_f32`] in the
+//!   block interpreter), every other op the exact profile's f32 formula.
 
 use half::f16;
 use milbridge_linalg::convert;
+use milbridge_linalg::cpu::Isa;
+use milbridge_linalg::ew::Storage;
+use milbridge_linalg::ew::program as lprog;
+use milbridge_linalg::ew::stream::{self, BinaryOp as StreamOp, Operand};
 
 use crate::Precision;
 use crate::elem::{Elem, Ty};
@@ -21,21 +31,48 @@ use crate::error::KernelError;
 use crate::exec::raw::DstTiles;
 use crate::kernels::generic::elementwise::{binary_f, load_row, unary_f32};
 use crate::kernels::table::FloatTy;
-use crate::kernels::{BLOCK, KernelCtx, SEG, SrcView};
+use crate::kernels::{KernelCtx, SEG, SrcView};
 use crate::layout::MAX_RANK;
 use crate::plan::fuse::{FusedInstr, FusedProgram, MAX_REGS};
-use crate::plan::step::{MAX_SRCS, N_UNARY, StepOp, UnaryOp};
+use crate::plan::step::{BinaryOp, MAX_SRCS, N_UNARY, StepOp, UnaryOp};
 
 type KResult = Result<(), KernelError>;
 
-/// Fused program, fp16 destination.
+/// Elements per block: larger than the portable kernels' `BLOCK`, so that the per-block calls
+/// (conversions, row bookkeeping) are amortised; the register file (64 KiB) stays in L2.
+const BLOCK: usize = 1024;
+
+/// Fused program, fp16 destination (vector code of the plan's tier).
 pub fn fused_f16(ctx: &mut KernelCtx<'_>) -> KResult {
-    run::<f16>(ctx)
+    run::<f16>(ctx, ctx.isa, convert::f32_to_f16_with)
+}
+
+/// Fused program, fp16 destination, portable code only (the portable table's kernel).
+pub fn fused_f16_portable(ctx: &mut KernelCtx<'_>) -> KResult {
+    run::<f16>(ctx, Isa::Generic, convert::f32_to_f16_with)
+}
+
+/// Fused program, fp32 destination, portable code only (the portable table's kernel).
+pub fn fused_f32_portable(ctx: &mut KernelCtx<'_>) -> KResult {
+    run::<f32>(ctx, Isa::Generic, |_, src, dst| dst.copy_from_slice(src))
 }
 
 /// Fused program, fp32 destination.
 pub fn fused_f32(ctx: &mut KernelCtx<'_>) -> KResult {
-    run::<f32>(ctx)
+    run::<f32>(ctx, ctx.isa, |_, src, dst| dst.copy_from_slice(src))
+}
+
+/// Loads row segment `j..j + out.len()` of an fp16 source at `outer`: contiguous runs through
+/// linalg's tiered conversion, others element by element.
+#[inline]
+fn load_f16(view: &SrcView<'_, f16>, outer: &[usize], j: usize, out: &mut [f32], isa: Isa) {
+    let stride = view.last_stride();
+    let base = view.layout.offset_of(outer) + j * stride;
+    if stride == 1 {
+        convert::f16_to_f32_with(isa, &view.data[base..base + out.len()], out);
+    } else {
+        view.load_run(base, stride, out);
+    }
 }
 
 /// A source of the program, typed.
@@ -81,7 +118,11 @@ enum Plan1 {
     Binary(crate::plan::step::BinaryOp, u8, u8),
 }
 
-fn run<O: Elem<C = f32>>(ctx: &mut KernelCtx<'_>) -> KResult {
+fn run<O: Elem<C = f32> + Storage>(
+    ctx: &mut KernelCtx<'_>,
+    isa: Isa,
+    store: fn(Isa, &[f32], &mut [O]),
+) -> KResult {
     let StepOp::Fused(program) = ctx.op else {
         panic!(
             "fused kernel called for {:?} (kernel table invariant)",
@@ -91,7 +132,6 @@ fn run<O: Elem<C = f32>>(ctx: &mut KernelCtx<'_>) -> KResult {
     let program: &FusedProgram = program;
     let n_leaves = usize::from(program.n_leaves);
     let exact = ctx.precision == Precision::Exact;
-    let isa = ctx.isa;
     let mut leaves: [Option<Leaf<'_>>; MAX_SRCS] = [None; MAX_SRCS];
     // The dtype of each register; in the exact profile every register holds a value exactly
     // representable in it.
@@ -131,8 +171,23 @@ fn run<O: Elem<C = f32>>(ctx: &mut KernelCtx<'_>) -> KResult {
         round[i] = exact && node.ty == FloatTy::F16 && i != last && !tabled;
         reg_ty[reg] = node.ty;
     }
+    let mut fill_imm = [false; MAX_REGS];
+    for node in &program.nodes {
+        if let FusedInstr::Unary { x, .. } = node.instr
+            && let Some(i) = usize::from(x).checked_sub(n_leaves)
+        {
+            fill_imm[i] = true;
+        }
+    }
+    for (i, node) in program.nodes.iter().enumerate() {
+        if matches!(node.instr, FusedInstr::Imm(_)) {
+            round[i] = false;
+        }
+    }
     let nodes = &plans[..program.nodes.len()];
     let round = &round[..program.nodes.len()];
+    let fill_imm = &fill_imm[..program.nodes.len()];
+    let vector = vector_program(nodes, round);
     let layout = ctx.dst_layout;
     let rank = layout.rank();
     let n_inner = rank.min(1);
@@ -149,13 +204,36 @@ fn run<O: Elem<C = f32>>(ctx: &mut KernelCtx<'_>) -> KResult {
             let mut tile = cursor.tile(item, &mut idx);
             let outer = &idx[..rank - n_inner];
             let (start, len) = (tile.start(), tile.len());
+            if let Some((instrs, n_instrs)) = &vector {
+                // The whole row segment in one call when every source is a contiguous run or
+                // a broadcast value and the destination is contiguous.
+                let mut inputs = [lprog::Input::Splat(0.0); MAX_SRCS];
+                let runs =
+                    leaves
+                        .iter()
+                        .take(n_leaves)
+                        .zip(inputs.iter_mut())
+                        .all(|(leaf, input)| {
+                            match leaf.and_then(|leaf| leaf_run(leaf, outer, start, len)) {
+                                Some(run) => {
+                                    *input = run;
+                                    true
+                                }
+                                None => false,
+                            }
+                        });
+                if runs && let Some(out) = tile.contiguous() {
+                    lprog::run::<O>(isa, &instrs[..*n_instrs], &inputs[..n_leaves], out);
+                    continue;
+                }
+            }
             let mut j = 0;
             while j < len {
                 let n = (len - j).min(BLOCK);
                 for (k, leaf) in leaves.iter().enumerate().take(n_leaves) {
                     match leaf {
                         Some(Leaf::F16(view)) => {
-                            load_row(view, outer, start + j, &mut regs[k][..n])
+                            load_f16(view, outer, start + j, &mut regs[k][..n], isa)
                         }
                         Some(Leaf::F32(view)) => {
                             load_row(view, outer, start + j, &mut regs[k][..n])
@@ -163,8 +241,14 @@ fn run<O: Elem<C = f32>>(ctx: &mut KernelCtx<'_>) -> KResult {
                         None => {}
                     }
                 }
-                eval_block(nodes, round, n_leaves, isa, &mut regs, &mut bits, n);
-                O::store_slice(&regs[n_leaves + nodes.len() - 1][..n], &mut stored[..n]);
+                eval_block(
+                    nodes, round, fill_imm, n_leaves, isa, &mut regs, &mut bits, n,
+                );
+                store(
+                    isa,
+                    &regs[n_leaves + nodes.len() - 1][..n],
+                    &mut stored[..n],
+                );
                 tile.write_at(j, &stored[..n]);
                 j += n;
             }
@@ -173,12 +257,77 @@ fn run<O: Elem<C = f32>>(ctx: &mut KernelCtx<'_>) -> KResult {
     })
 }
 
+/// The run of `leaf` for row segment `start..start + len` at `outer`: a slice when contiguous,
+/// a splat when broadcast (or one element), `None` when strided.
+fn leaf_run<'a>(
+    leaf: Leaf<'a>,
+    outer: &[usize],
+    start: usize,
+    len: usize,
+) -> Option<lprog::Input<'a>> {
+    fn run<'a, T: Elem<C = f32>>(
+        view: &SrcView<'a, T>,
+        outer: &[usize],
+        start: usize,
+        len: usize,
+        slice: fn(&'a [T]) -> lprog::Input<'a>,
+    ) -> Option<lprog::Input<'a>> {
+        let stride = view.last_stride();
+        let base = view.layout.offset_of(outer) + start * stride;
+        if stride == 0 || len == 1 {
+            Some(lprog::Input::Splat(view.at(base)))
+        } else if stride == 1 {
+            Some(slice(&view.data[base..base + len]))
+        } else {
+            None
+        }
+    }
+    match leaf {
+        Leaf::F16(view) => run(&view, outer, start, len, lprog::Input::F16),
+        Leaf::F32(view) => run(&view, outer, start, len, lprog::Input::F32),
+    }
+}
+
+/// The program as linalg's vector register program, when every node has a vector form
+/// (add/sub/mul/div, casts, immediates, table lookups, the fast profile's exp/sigmoid/silu).
+fn vector_program(nodes: &[Plan1], round: &[bool]) -> Option<([lprog::Instr; MAX_REGS], usize)> {
+    let mut instrs = [lprog::Instr {
+        op: lprog::Op::Splat(0.0),
+        round_f16: false,
+    }; MAX_REGS];
+    for ((slot, plan), &round) in instrs.iter_mut().zip(nodes).zip(round) {
+        let op = match *plan {
+            Plan1::Imm(value) => lprog::Op::Splat(value),
+            Plan1::Table(table, x) => lprog::Op::Lookup(table, x),
+            Plan1::Fast(UnaryOp::Exp, x) => lprog::Op::Exp(x),
+            Plan1::Fast(UnaryOp::Sigmoid, x) => lprog::Op::Sigmoid(x),
+            Plan1::Fast(_, x) => lprog::Op::Silu(x),
+            Plan1::Unary(UnaryOp::Identity, x) => lprog::Op::Copy(x),
+            Plan1::Binary(BinaryOp::Add, x, y) => lprog::Op::Add(x, y),
+            Plan1::Binary(BinaryOp::Sub, x, y) => lprog::Op::Sub(x, y),
+            Plan1::Binary(BinaryOp::Mul, x, y) => lprog::Op::Mul(x, y),
+            Plan1::Binary(BinaryOp::RealDiv, x, y) => lprog::Op::Div(x, y),
+            _ => return None,
+        };
+        *slot = lprog::Instr {
+            op,
+            round_f16: round,
+        };
+    }
+    Some((instrs, nodes.len()))
+}
+
 /// Runs the nodes over the first `n` elements of the registers.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the per-step decisions and the per-task buffers of one block"
+)]
 fn eval_block(
     nodes: &[Plan1],
     round: &[bool],
+    fill_imm: &[bool],
     n_leaves: usize,
-    isa: milbridge_linalg::cpu::Isa,
+    isa: Isa,
     regs: &mut [[f32; BLOCK]; MAX_REGS],
     bits: &mut [f16; BLOCK],
     n: usize,
@@ -188,7 +337,12 @@ fn eval_block(
         let (before, rest) = regs.split_at_mut(reg);
         let dst = &mut rest[0][..n];
         match *plan {
-            Plan1::Imm(value) => dst.fill(value),
+            // Binary ops read an immediate as a splat; a unary op needs the register.
+            Plan1::Imm(value) => {
+                if fill_imm[i] {
+                    dst.fill(value);
+                }
+            }
             Plan1::Table(table, x) => {
                 convert::f32_to_f16_with(isa, &before[usize::from(x)][..n], &mut bits[..n]);
                 for (value, input) in dst.iter_mut().zip(&bits[..n]) {
@@ -226,48 +380,40 @@ fn eval_block(
                 }
             }
             Plan1::Binary(op, x, y) => {
-                let (a, b) = (&before[usize::from(x)][..n], &before[usize::from(y)][..n]);
-                binary_block(op, a, b, dst);
+                // An immediate operand is a splat (its register is never filled).
+                let operand = |r: u8| -> Operand<'_, f32> {
+                    let r = usize::from(r);
+                    match r.checked_sub(n_leaves).map(|i| nodes[i]) {
+                        Some(Plan1::Imm(value)) => Operand::Splat(value),
+                        _ => Operand::Slice(&before[r][..n]),
+                    }
+                };
+                let stream_op = match op {
+                    BinaryOp::Add => Some(StreamOp::Add),
+                    BinaryOp::Sub => Some(StreamOp::Sub),
+                    BinaryOp::Mul => Some(StreamOp::Mul),
+                    BinaryOp::RealDiv => Some(StreamOp::Div),
+                    _ => None,
+                };
+                match stream_op {
+                    // linalg's tier kernel: the same single f32 operation per element.
+                    Some(stream_op) => stream::binary(isa, stream_op, operand(x), operand(y), dst),
+                    None => {
+                        let value = |r: u8, k: usize| match operand(r) {
+                            Operand::Splat(value) => value,
+                            Operand::Slice(values) => values[k],
+                        };
+                        for (k, out) in dst.iter_mut().enumerate() {
+                            *out = binary_f(op, value(x, k), value(y, k));
+                        }
+                    }
+                }
             }
         }
         if round {
             convert::f32_to_f16_with(isa, dst, &mut bits[..n]);
             convert::f16_to_f32_with(isa, &bits[..n], dst);
         }
-    }
-}
-
-/// `dst = a ∘ b` over a block, one loop per op so the common ones vectorise.
-#[inline]
-fn binary_block(op: crate::plan::step::BinaryOp, a: &[f32], b: &[f32], dst: &mut [f32]) {
-    use crate::plan::step::BinaryOp;
-    let each = |f: &dyn Fn(f32, f32) -> f32, dst: &mut [f32]| {
-        for ((value, &x), &y) in dst.iter_mut().zip(a).zip(b) {
-            *value = f(x, y);
-        }
-    };
-    match op {
-        BinaryOp::Add => {
-            for ((value, &x), &y) in dst.iter_mut().zip(a).zip(b) {
-                *value = x + y;
-            }
-        }
-        BinaryOp::Sub => {
-            for ((value, &x), &y) in dst.iter_mut().zip(a).zip(b) {
-                *value = x - y;
-            }
-        }
-        BinaryOp::Mul => {
-            for ((value, &x), &y) in dst.iter_mut().zip(a).zip(b) {
-                *value = x * y;
-            }
-        }
-        BinaryOp::RealDiv => {
-            for ((value, &x), &y) in dst.iter_mut().zip(a).zip(b) {
-                *value = x / y;
-            }
-        }
-        other => each(&|x, y| binary_f(other, x, y), dst),
     }
 }
 
@@ -282,18 +428,21 @@ pub fn exp_f32(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-104.0, 89.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    // `t`'s low mantissa bits hold n = round(x·log2 e) (|n| < 2²²), so the integer comes from
+    // its bits without a float-to-int conversion (which does not vectorise).
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let z = r * r;
     let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
         * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1)
+        + 0.5)
         * z
         + r
         + 1.0;
-    let n = n as i32;
+    let n = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let half = n >> 1;
     let s1 = f32::from_bits(((half + 127) as u32) << 23);
     let s2 = f32::from_bits(((n - half + 127) as u32) << 23);

@@ -353,8 +353,8 @@ impl KernelTable {
             quantize: k!("generic_quantize_any_rows", mv::quantize),
             dequantize: k!("generic_dequantize_any_rows", mv::dequantize),
             fused: [
-                k!("generic_fused_f16_rows", fused::fused_f16),
-                k!("generic_fused_f32_rows", fused::fused_f32),
+                k!("generic_fused_f16_rows", fused::fused_f16_portable),
+                k!("generic_fused_f32_rows", fused::fused_f32_portable),
             ],
         }
     }
@@ -541,8 +541,16 @@ fn plug_fused(table: &mut KernelTable, isa: Isa) {
         Isa::Avx512 => ["avx512_fused_f16_rows", "avx512_fused_f32_rows"],
         Isa::Amx => ["amx_fused_f16_rows", "amx_fused_f32_rows"],
     };
-    table.fused[0].name = names[0];
-    table.fused[1].name = names[1];
+    table.fused = [
+        Kernel {
+            name: names[0],
+            run: fused::fused_f16,
+        },
+        Kernel {
+            name: names[1],
+            run: fused::fused_f32,
+        },
+    ];
 }
 
 fn plug_convert(table: &mut KernelTable, isa: Isa) {

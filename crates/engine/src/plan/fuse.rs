@@ -172,12 +172,15 @@ pub enum FusableOp {
     Binary(BinaryOp),
 }
 
+/// A fusable op and its operand values (`x`, and `y` for binary ops).
+pub type Fusable = (FusableOp, [Option<Handle<Value>>; 2]);
+
 /// The fusion decisions for one function.
 pub struct FusionPlan {
     /// Values computed inside their single consumer's fused step.
     pub member: HandleVec<Value, bool>,
     /// Per value: the fusable op that produces it (`None`: not fusable) and its operands.
-    pub fusable: HandleVec<Value, Option<(FusableOp, [Option<Handle<Value>>; 2])>>,
+    pub fusable: HandleVec<Value, Option<Fusable>>,
 }
 
 impl FusionPlan {
@@ -199,11 +202,7 @@ fn float_ty(dtype: DType) -> Option<FloatTy> {
 }
 
 /// The fusable op producing the single result of `op`, with its operand values.
-fn fusable_op(
-    func: &Function,
-    facts: &FunctionFacts,
-    op_handle: Handle<Op>,
-) -> Option<(FusableOp, [Option<Handle<Value>>; 2])> {
+fn fusable_op(func: &Function, facts: &FunctionFacts, op_handle: Handle<Op>) -> Option<Fusable> {
     let op = &func.ops[op_handle];
     if op.results.len() != 1 {
         return None;
@@ -248,8 +247,7 @@ pub fn plan(
     homed: &dyn Fn(Handle<Value>) -> bool,
 ) -> FusionPlan {
     let n_values = func.values.len();
-    let mut fusable: HandleVec<Value, Option<(FusableOp, [Option<Handle<Value>>; 2])>> =
-        HandleVec::filled(n_values, None);
+    let mut fusable: HandleVec<Value, Option<Fusable>> = HandleVec::filled(n_values, None);
     let mut uses = vec![0usize; n_values];
     let mut consumer: Vec<Option<Handle<Op>>> = vec![None; n_values];
     for output in &func.outputs {
