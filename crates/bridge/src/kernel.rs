@@ -484,7 +484,8 @@ impl Kernel {
                 .extra(
                     "plan-format",
                     &milbridge_engine::plan::serial::FORMAT_VERSION.to_le_bytes(),
-                );
+                )
+                .extra("fusion", &[u8::from(milbridge_engine::fusion_enabled())]);
                 for (path, bytes) in &weights {
                     builder = builder.weight(path, bytes);
                 }

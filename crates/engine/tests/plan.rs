@@ -140,7 +140,7 @@ fn intermediates_share_the_arena() {
         chain,
     );
     // Fused: h0 (two users) is one step, h1..h7 and y are one more; only h0 needs the arena.
-    let fused = compile(&program, &CompileOptions::default()).unwrap();
+    let fused = milbridge_engine::compile_fused(&program, &CompileOptions::default()).unwrap();
     let stats = fused.stats();
     assert_eq!((stats.steps, stats.fused_steps, stats.fused_ops), (2, 1, 8));
     assert_eq!(stats.arena_allocations, 1, "{stats:#?}");

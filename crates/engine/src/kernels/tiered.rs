@@ -104,6 +104,18 @@ pub fn plug(table: &mut KernelTable, isa: Isa) {
     }
 }
 
+/// Whether the tier tables compute unary `op` on `ty` with vector arithmetic whose result can
+/// differ from the portable kernel's (the transcendental `ew::stream::unary` ops, see
+/// [`stream::UnaryOp::is_exact`]): the exact profile's fusion pass leaves such ops unfused, so
+/// a fused plan computes the same bits as the unfused one.
+pub fn vector_unary_differs(op: UnaryOp, ty: crate::kernels::table::FloatTy) -> bool {
+    let routed = match ty {
+        crate::kernels::table::FloatTy::F32 => true,
+        crate::kernels::table::FloatTy::F16 => UNARY_TABLE_NAMES[op.slot()].is_none(),
+    };
+    routed && stream_unary(op).is_some_and(|linalg_op| !linalg_op.is_exact())
+}
+
 /// The fp16 and fp32 entry points of one slot.
 type KernelFns = (
     fn(&mut KernelCtx<'_>) -> KResult,

@@ -13,8 +13,9 @@
 //!
 //! Precision: in [`Precision::Exact`](crate::Precision::Exact) every node is rounded to its
 //! declared dtype exactly where the unfused op would have stored it, and computes exactly what
-//! the unfused kernel computes, so fused and unfused plans agree bit for bit (that is why
-//! fusion is on in both profiles). In [`Precision::Fast`](crate::Precision::Fast)
+//! the unfused kernel computes, so fused and unfused plans agree bit for bit (the exact
+//! profile leaves the tier tables' vector transcendentals unfused for that; fusion itself is
+//! opt-in, see [`crate::fusion_enabled`]). In [`Precision::Fast`](crate::Precision::Fast)
 //! intermediates stay f32 and only the root is rounded to its dtype.
 //!
 //! A group is bounded by [`MAX_REGS`] registers and [`MAX_SRCS`] leaves; when a tree would
@@ -202,7 +203,12 @@ fn float_ty(dtype: DType) -> Option<FloatTy> {
 }
 
 /// The fusable op producing the single result of `op`, with its operand values.
-fn fusable_op(func: &Function, facts: &FunctionFacts, op_handle: Handle<Op>) -> Option<Fusable> {
+fn fusable_op(
+    func: &Function,
+    facts: &FunctionFacts,
+    op_handle: Handle<Op>,
+    keep_unfused: &dyn Fn(UnaryOp, FloatTy) -> bool,
+) -> Option<Fusable> {
     let op = &func.ops[op_handle];
     if op.results.len() != 1 {
         return None;
@@ -233,18 +239,23 @@ fn fusable_op(func: &Function, facts: &FunctionFacts, op_handle: Handle<Op>) -> 
         )),
         _ => {
             let unary = unary_of(&attrs, op.kind)?;
+            if keep_unfused(unary, float_ty(result_ty.dtype)?) {
+                return None;
+            }
             Some((FusableOp::Unary(unary), [Some(operand("x")?), None]))
         }
     }
 }
 
 /// Decides the fused groups of `func`: `needed` marks the live ops, `homed` the values that
-/// live in an output or concat slot.
+/// live in an output or concat slot, `keep_unfused` the unary ops (by result type) that stay
+/// steps of their own.
 pub fn plan(
     func: &Function,
     facts: &FunctionFacts,
     needed: &[bool],
     homed: &dyn Fn(Handle<Value>) -> bool,
+    keep_unfused: &dyn Fn(UnaryOp, FloatTy) -> bool,
 ) -> FusionPlan {
     let n_values = func.values.len();
     let mut fusable: HandleVec<Value, Option<Fusable>> = HandleVec::filled(n_values, None);
@@ -270,7 +281,7 @@ pub fn plan(
                 consumer[use_.value.index()] = Some(op_handle);
             }
         }
-        if let Some(found) = fusable_op(func, facts, op_handle) {
+        if let Some(found) = fusable_op(func, facts, op_handle, keep_unfused) {
             fusable[op.results[0]] = Some(found);
         }
     }

@@ -122,9 +122,16 @@ pub fn lower(
     lowerer.plan_concat_homes(&needed);
     if fuse {
         let homes = &lowerer.homes;
-        lowerer.fusion = Some(fuse::plan(func, facts, &needed, &|value| {
-            homes[value].is_some()
-        }));
+        // The exact profile keeps the tier tables' vector transcendentals unfused: the fused
+        // kernel evaluates them as the portable kernels do, so fusing them would change bits.
+        let exact_tier = !portable && options.precision == crate::Precision::Exact;
+        lowerer.fusion = Some(fuse::plan(
+            func,
+            facts,
+            &needed,
+            &|value| homes[value].is_some(),
+            &|op, ty| exact_tier && crate::kernels::tiered::vector_unary_differs(op, ty),
+        ));
     }
     for (op_handle, op) in func.ops.iter() {
         if !needed[op_handle.index()] {
