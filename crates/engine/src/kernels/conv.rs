@@ -68,6 +68,15 @@ impl Geometry {
     }
 }
 
+/// One column block: batch entry `n`, group `g`, output rows `row0..row0 + rows`.
+#[derive(Clone, Copy, Debug)]
+struct Block {
+    n: usize,
+    g: usize,
+    row0: usize,
+    rows: usize,
+}
+
 /// Scratch bytes the GEMM convolution needs for a step with `x` `[N, C_in, D, H, W]`, weight
 /// `[C_out, C_in/groups, KD, KH, KW]` and output spatial shape `out_sp` (both rank 5), for
 /// element size `elem_bytes`: one column block plus, for an fp16 output with a bias, an f32
@@ -238,13 +247,11 @@ fn conv<T: GemmElem>(ctx: &mut KernelCtx<'_>) -> Result<(), KernelError> {
             while row0 < n_rows {
                 let rows = chunk_rows.min(n_rows - row0);
                 let positions = rows * row_len;
+                let block = Block { n, g, row0, rows };
                 unfold(
                     &geometry,
                     &x,
-                    n,
-                    g,
-                    row0,
-                    rows,
+                    block,
                     &mut columns[..depth * positions],
                     pool,
                 );
@@ -358,22 +365,15 @@ fn store_rows<T: Elem<C = f32>>(dst: &mut [T], c_mat: &Mat3, sums: &[f32]) {
 /// `row0..row0 + rows` (each `out_sp[2]` positions): row `(ci, kd, kh, kw)`, column
 /// `(row, ow)` holds the input element that tap meets at that output position, or 0 in the
 /// padding. Split across the pool by column-block rows.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the block's coordinates and its destination"
-)]
 fn unfold<T: GemmElem>(
     geometry: &Geometry,
     x: &SrcView<'_, T>,
-    n: usize,
-    g: usize,
-    row0: usize,
-    rows: usize,
+    block: Block,
     columns: &mut [T],
     pool: &milbridge_linalg::pool::Pool,
 ) {
     let depth = geometry.depth();
-    let positions = rows * geometry.out_sp[2];
+    let positions = block.rows * geometry.out_sp[2];
     let n_tasks = (depth * positions / (1 << 15)).clamp(1, pool.n_threads().min(MAX_UNFOLD_TASKS));
     let per_task = depth.div_ceil(n_tasks);
     let mut parts: [Mutex<(usize, &mut [T])>; MAX_UNFOLD_TASKS] =
@@ -383,9 +383,9 @@ fn unfold<T: GemmElem>(
     }
     let task = |t: usize| {
         let mut guard = parts[t].lock().unwrap_or_else(|poison| poison.into_inner());
-        let (first, ref mut block) = *guard;
-        for (i, out) in block.chunks_exact_mut(positions).enumerate() {
-            unfold_row(geometry, x, n, g, row0, rows, first + i, out);
+        let (first, ref mut part) = *guard;
+        for (i, out) in part.chunks_exact_mut(positions).enumerate() {
+            unfold_row(geometry, x, block, first + i, out);
         }
     };
     if n_tasks == 1 {
@@ -396,20 +396,14 @@ fn unfold<T: GemmElem>(
 }
 
 /// One column-block row: tap `krow = (ci, kd, kh, kw)` across `rows` output rows.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the block's coordinates and its destination"
-)]
 fn unfold_row<T: GemmElem>(
     geometry: &Geometry,
     x: &SrcView<'_, T>,
-    n: usize,
-    g: usize,
-    row0: usize,
-    rows: usize,
+    block: Block,
     krow: usize,
     out: &mut [T],
 ) {
+    let Block { n, g, row0, rows } = block;
     let Geometry {
         ksz,
         in_sp,

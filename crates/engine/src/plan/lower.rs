@@ -29,7 +29,7 @@ use milbridge_mil::facts::{FunctionFacts, VerifiedProgram};
 use milbridge_mil::ir::{
     Function, Handle, HandleVec, Op, OpKind, Tensor, TensorType, Value, ValueDef,
 };
-use milbridge_mil::ops::{self, GeluMode, OpAttrs, Operand as AttrOperand};
+use milbridge_mil::ops::{self, OpAttrs, Operand as AttrOperand};
 
 use crate::elem::Ty;
 use crate::error::{Error, Result};
@@ -729,16 +729,8 @@ impl<'a> Lowerer<'a> {
             OpAttrs::Binary => {
                 let (_, x) = self.operand(op, "x")?;
                 let (_, y) = self.operand(op, "y")?;
-                let binary = match op.kind {
-                    OpKind::Add => BinaryOp::Add,
-                    OpKind::Sub => BinaryOp::Sub,
-                    OpKind::Mul => BinaryOp::Mul,
-                    OpKind::RealDiv => BinaryOp::RealDiv,
-                    OpKind::Pow => BinaryOp::Pow,
-                    OpKind::Maximum => BinaryOp::Maximum,
-                    OpKind::Minimum => BinaryOp::Minimum,
-                    _ => return Err(self.lower_error(op, "not a binary op")),
-                };
+                let binary = fuse::binary_of(op.kind)
+                    .ok_or_else(|| self.lower_error(op, "not a binary op"))?;
                 let srcs = vec![bcast(x, &out_shape), bcast(y, &out_shape)];
                 let ty = self.elem(result)?;
                 let loc = self.emit(result, StepOp::Binary(binary), srcs, ty, 0, &same)?;
@@ -764,42 +756,8 @@ impl<'a> Lowerer<'a> {
             | OpAttrs::Epsilon { .. }
             | OpAttrs::Gelu { .. }
             | OpAttrs::Clip { .. } => {
-                let unary = match (&attrs, op.kind) {
-                    (OpAttrs::Epsilon { eps }, OpKind::Rsqrt) => UnaryOp::Rsqrt(*eps as f32),
-                    (OpAttrs::Epsilon { eps }, OpKind::Log) => UnaryOp::Log(*eps as f32),
-                    (OpAttrs::Epsilon { eps }, OpKind::Inverse) => UnaryOp::Inverse(*eps as f32),
-                    (
-                        OpAttrs::Gelu {
-                            mode: GeluMode::Exact,
-                        },
-                        _,
-                    ) => UnaryOp::GeluExact,
-                    (
-                        OpAttrs::Gelu {
-                            mode: GeluMode::TanhApproximation,
-                        },
-                        _,
-                    ) => UnaryOp::GeluTanh,
-                    (
-                        OpAttrs::Gelu {
-                            mode: GeluMode::SigmoidApproximation,
-                        },
-                        _,
-                    ) => UnaryOp::GeluSigmoid,
-                    (OpAttrs::Clip { alpha, beta }, _) => {
-                        UnaryOp::Clip(*alpha as f32, *beta as f32)
-                    }
-                    (_, OpKind::Abs) => UnaryOp::Abs,
-                    (_, OpKind::Square) => UnaryOp::Square,
-                    (_, OpKind::Sqrt) => UnaryOp::Sqrt,
-                    (_, OpKind::Exp) => UnaryOp::Exp,
-                    (_, OpKind::Erf) => UnaryOp::Erf,
-                    (_, OpKind::Tanh) => UnaryOp::Tanh,
-                    (_, OpKind::Sigmoid) => UnaryOp::Sigmoid,
-                    (_, OpKind::Relu) => UnaryOp::Relu,
-                    (_, OpKind::Silu) => UnaryOp::Silu,
-                    _ => return Err(self.lower_error(op, "not a unary op")),
-                };
+                let unary = fuse::unary_of(&attrs, op.kind)
+                    .ok_or_else(|| self.lower_error(op, "not a unary op"))?;
                 let (_, x) = self.operand(op, "x")?;
                 let ty = self.elem(result)?;
                 let loc = self.emit(result, StepOp::Unary(unary), vec![x], ty, 0, &same)?;
