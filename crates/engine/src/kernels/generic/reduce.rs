@@ -99,7 +99,11 @@ fn reduce_float<T: Elem<C = f32>>(ctx: &mut KernelCtx<'_>) -> KResult {
                     for_each_block(&x, base, n_reduced, |values| {
                         for &v in values {
                             nan |= v.is_nan();
-                            max = max.max(v);
+                            // The earlier of two equal values (of +0 and -0, the first seen):
+                            // `f32::max` leaves that choice to the code generator.
+                            if v > max {
+                                max = v;
+                            }
                         }
                     });
                     if nan { f32::NAN } else { max }
