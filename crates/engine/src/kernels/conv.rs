@@ -286,8 +286,14 @@ fn conv<T: GemmElem>(ctx: &mut KernelCtx<'_>) -> Result<(), KernelError> {
                     col_stride: d_p_stride,
                 };
                 let b_src = T::src(&columns[..depth * positions]);
-                if f16_with_bias {
-                    let sums = &mut sums[..geometry.c_out_g * positions];
+                // With a bias and an fp16 output the sums go through f32 scratch (one
+                // rounding); otherwise C starts as the bias (or is overwritten) in place.
+                let sums = &mut sums[..if f16_with_bias {
+                    geometry.c_out_g * positions
+                } else {
+                    0
+                }];
+                let (c, c_view) = if f16_with_bias {
                     fill_bias_rows(sums, bias_view.as_ref(), g * geometry.c_out_g, positions);
                     let s_mat = Mat3 {
                         offset: 0,
@@ -295,17 +301,7 @@ fn conv<T: GemmElem>(ctx: &mut KernelCtx<'_>) -> Result<(), KernelError> {
                         col_stride: 1,
                         ..c_mat
                     };
-                    raw::gemm(
-                        &spec,
-                        pool,
-                        T::src(w.data),
-                        a_mat,
-                        b_src,
-                        b_mat,
-                        GemmDst::F32(sums),
-                        s_mat,
-                    );
-                    store_rows(dst, &c_mat, sums);
+                    (GemmDst::F32(&mut *sums), s_mat)
                 } else {
                     if let Some(bias) = &bias_view {
                         for o in 0..geometry.c_out_g {
@@ -316,16 +312,11 @@ fn conv<T: GemmElem>(ctx: &mut KernelCtx<'_>) -> Result<(), KernelError> {
                             }
                         }
                     }
-                    raw::gemm(
-                        &spec,
-                        pool,
-                        T::src(w.data),
-                        a_mat,
-                        b_src,
-                        b_mat,
-                        T::dst(dst),
-                        c_mat,
-                    );
+                    (T::dst(&mut *dst), c_mat)
+                };
+                raw::gemm(&spec, pool, T::src(w.data), a_mat, b_src, b_mat, c, c_view);
+                if f16_with_bias {
+                    store_rows(dst, &c_mat, sums);
                 }
                 row0 += rows;
             }

@@ -247,6 +247,21 @@ fn fusable_op(
     }
 }
 
+/// The ops of `func` a plan computes: live (`needed`) and not folded to constants.
+pub fn computed_ops<'f>(
+    func: &'f Function,
+    facts: &'f FunctionFacts,
+    needed: &'f [bool],
+) -> impl Iterator<Item = (Handle<Op>, &'f Op)> + 'f {
+    func.ops.iter().filter(move |(op_handle, op)| {
+        needed[op_handle.index()]
+            && !op
+                .results
+                .iter()
+                .all(|&result| facts.consts[result].is_some())
+    })
+}
+
 /// Decides the fused groups of `func`: `needed` marks the live ops, `homed` the values that
 /// live in an output or concat slot, `keep_unfused` the unary ops (by result type) that stay
 /// steps of their own.
@@ -264,17 +279,7 @@ pub fn plan(
     for output in &func.outputs {
         uses[output.value.index()] += 1;
     }
-    for (op_handle, op) in func.ops.iter() {
-        if !needed[op_handle.index()] {
-            continue;
-        }
-        if op
-            .results
-            .iter()
-            .all(|&result| facts.consts[result].is_some())
-        {
-            continue;
-        }
+    for (op_handle, op) in computed_ops(func, facts, needed) {
         for arg in &op.args {
             for use_ in arg.value.uses() {
                 uses[use_.value.index()] += 1;

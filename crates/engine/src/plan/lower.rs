@@ -133,17 +133,7 @@ pub fn lower(
             &|op, ty| exact_tier && crate::kernels::tiered::vector_unary_differs(op, ty),
         ));
     }
-    for (op_handle, op) in func.ops.iter() {
-        if !needed[op_handle.index()] {
-            continue;
-        }
-        if op
-            .results
-            .iter()
-            .all(|&result| facts.consts[result].is_some())
-        {
-            continue;
-        }
+    for (op_handle, op) in fuse::computed_ops(func, facts, &needed) {
         lowerer.lower_op(op_handle, op)?;
     }
     let outputs = lowerer.bind_outputs()?;
