@@ -860,6 +860,19 @@ impl Kernel {
         &self.plan
     }
 
+    /// Turns on (or resets) the per-step profile of this kernel's evaluations: each plan
+    /// step's wall time is summed into [`Kernel::step_times`] (engine
+    /// [`Workspace::profile_steps`]).
+    pub fn profile_steps(&mut self) {
+        self.workspace.profile_steps(&self.plan);
+    }
+
+    /// Wall time of each step of [`Kernel::plan`] (in [`Plan::steps`] order) summed over the
+    /// evaluations since [`Kernel::profile_steps`]; `None` when profiling is off.
+    pub fn step_times(&self) -> Option<&[std::time::Duration]> {
+        self.workspace.step_times()
+    }
+
     fn family_len(&self, slot: Slot) -> usize {
         match slot {
             Slot::Input => self.n_inputs(),

@@ -69,12 +69,28 @@ pub struct KernelBenchArgs {
     /// eval with every weight that feeds a GEMM prepacked (issue #5), as the bridge runs it.
     #[arg(long, value_name = "N")]
     pub weights_from: Option<usize>,
+    /// Also time every plan step and print the N slowest (per eval, with their engine kernel).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "20")]
+    pub profile: Option<usize>,
 }
 
-/// Evaluates `plan` `iterations` times on zeroed buffers; returns per-eval durations, sorted.
-/// With `weights_from`, the parameters from that index on that feed a GEMM are packed once
-/// first and every eval uses the panels.
-fn time_plan(plan: &Plan, iterations: usize, weights_from: Option<usize>) -> Result<Vec<Duration>> {
+/// Per-eval timings of a plan and, when profiled, each step's mean time per eval.
+struct Timings {
+    /// One duration per eval, sorted.
+    evals: Vec<Duration>,
+    /// Mean wall time per eval of each step (profiled runs only).
+    steps: Option<Vec<Duration>>,
+}
+
+/// Evaluates `plan` `iterations` times on zeroed buffers. With `weights_from`, the parameters
+/// from that index on that feed a GEMM are packed once first and every eval uses the panels;
+/// with `profile`, every step of the timed evals is timed too.
+fn time_plan(
+    plan: &Plan,
+    iterations: usize,
+    weights_from: Option<usize>,
+    profile: bool,
+) -> Result<Timings> {
     let inputs: Vec<Vec<u64>> = plan
         .inputs()
         .iter()
@@ -107,21 +123,31 @@ fn time_plan(plan: &Plan, iterations: usize, weights_from: Option<usize>) -> Res
         })
         .collect::<Result<Vec<_>, _>>()?;
     let packed_refs: Vec<_> = packed.iter().map(Option::as_ref).collect();
-    let mut eval = |outputs: &mut [&mut [u8]]| match weights_from {
-        Some(_) => plan.eval_with_packed(&mut workspace, &input_slices, &packed_refs, outputs),
-        None => plan.eval(&mut workspace, &input_slices, outputs),
+    let eval = |outputs: &mut [&mut [u8]], ws: &mut milbridge_engine::Workspace| match weights_from
+    {
+        Some(_) => plan.eval_with_packed(ws, &input_slices, &packed_refs, outputs),
+        None => plan.eval(ws, &input_slices, outputs),
     };
     for _ in 0..iterations.clamp(1, 20) {
-        eval(&mut output_slices)?;
+        eval(&mut output_slices, &mut workspace)?;
+    }
+    if profile {
+        workspace.profile_steps(plan);
     }
     let mut times = Vec::with_capacity(iterations);
     for _ in 0..iterations {
         let start = Instant::now();
-        eval(&mut output_slices)?;
+        eval(&mut output_slices, &mut workspace)?;
         times.push(start.elapsed());
     }
     times.sort_unstable();
-    Ok(times)
+    let runs = u32::try_from(iterations).unwrap_or(u32::MAX);
+    Ok(Timings {
+        evals: times,
+        steps: workspace
+            .step_times()
+            .map(|steps| steps.iter().map(|&time| time / runs).collect()),
+    })
 }
 
 /// Byte view of an aligned `u64` buffer (8-byte alignment suits every dtype).
@@ -180,12 +206,24 @@ pub fn bench_kernel(args: &KernelBenchArgs) -> Result<ExitCode> {
         .map_err(|_| anyhow::anyhow!("internal: the trivial kernel does not verify"))?;
     let trivial_plan = milbridge_engine::compile(&trivial, &compile_options)?;
 
-    let times = time_plan(&plan, args.iterations, None)?;
+    let profile = args.profile.is_some();
+    let timings = time_plan(
+        &plan,
+        args.iterations,
+        None,
+        profile && args.weights_from.is_none(),
+    )?;
+    let times = timings.evals;
+    let mut step_times = timings.steps;
     let packed_times = match args.weights_from {
-        Some(first) => Some(time_plan(&plan, args.iterations, Some(first))?),
+        Some(first) => {
+            let packed = time_plan(&plan, args.iterations, Some(first), profile)?;
+            step_times = packed.steps;
+            Some(packed.evals)
+        }
         None => None,
     };
-    let trivial_times = time_plan(&trivial_plan, args.iterations.max(1000), None)?;
+    let trivial_times = time_plan(&trivial_plan, args.iterations.max(1000), None, false)?.evals;
     let stats = plan.stats();
     println!(
         "{}: {} steps ({} fused, holding {} ops), arena {} B, kernels {:?}",
@@ -229,7 +267,37 @@ pub fn bench_kernel(args: &KernelBenchArgs) -> Result<ExitCode> {
         us(percentile(&trivial_times, 0.5)),
         us(percentile(&trivial_times, 0.99))
     );
+    if let (Some(rows), Some(step_times)) = (args.profile, step_times) {
+        print_step_profile(&plan, &step_times, &stats.kernels, rows);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `rows` slowest steps of a profiled plan, mean µs per eval.
+fn print_step_profile(plan: &Plan, step_times: &[Duration], kernels: &[&str], rows: usize) {
+    let total: Duration = step_times.iter().sum();
+    let mut order: Vec<usize> = (0..step_times.len()).collect();
+    order.sort_by_key(|&idx| std::cmp::Reverse(step_times[idx]));
+    println!(
+        "step profile: {:.1} us per eval in {} steps; the {} slowest:",
+        us(total),
+        step_times.len(),
+        rows.min(order.len())
+    );
+    println!(
+        "{:>5} {:<40} {:<24} {:>10} {:>7}",
+        "step", "engine kernel", "value", "us/eval", "share"
+    );
+    for idx in order.into_iter().take(rows) {
+        let step = &plan.steps()[idx];
+        println!(
+            "{idx:>5} {:<40} {:<24} {:>10.1} {:>6.1}%",
+            kernels.get(idx).copied().unwrap_or("?"),
+            format!("{} ({:?})", step.value, step.role),
+            us(step_times[idx]),
+            100.0 * step_times[idx].as_secs_f64() / total.as_secs_f64().max(f64::MIN_POSITIVE)
+        );
+    }
 }
 
 /// Arguments of `milbridge bench jitter`.

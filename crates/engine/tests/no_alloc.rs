@@ -125,6 +125,20 @@ fn eval_does_not_allocate() {
             "{tier}: a prepacked eval allocated {} times",
             after - before
         );
+        // And with the per-step profile on: it times every step and still does not allocate.
+        ws.profile_steps(&plan);
+        let before = ALLOCATOR.allocations();
+        for _ in 0..3 {
+            plan.eval(&mut ws, &input_slices, &mut out_slices).unwrap();
+        }
+        let after = ALLOCATOR.allocations();
+        assert_eq!(after - before, 0, "{tier}: a profiled eval allocated");
+        let times = ws.step_times().expect("profiling is on");
+        assert_eq!(times.len(), plan.steps().len());
+        assert!(
+            times.iter().all(|time| !time.is_zero()),
+            "{tier}: every step was timed: {times:?}"
+        );
         assert!(plan.stats().steps >= 8, "{:#?}", plan.stats());
         if tier == "fused" {
             assert!(plan.stats().fused_steps >= 1, "{:#?}", plan.stats());

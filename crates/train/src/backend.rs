@@ -54,6 +54,20 @@ pub struct AttnGrads<'a> {
     pub dv: &'a mut [f32],
 }
 
+/// Time the plan steps of one engine kernel spent inside one generated kernel (every layer's
+/// instance together), from [`Backend::kernel_profile`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelProfileRow {
+    /// The generated kernel (maderix/ANE's name: `sdpaFwd`, `ffnFused`, ...).
+    pub kernel: String,
+    /// The engine kernel of the steps (`matmul_amx_fast`, `binary_mul_f16_avx512`, ...).
+    pub step_kernel: &'static str,
+    /// Plan steps of that engine kernel in one instance of the generated kernel.
+    pub steps: usize,
+    /// Wall time summed over the steps, instances and evaluations.
+    pub time: std::time::Duration,
+}
+
 /// The kernel-level operations of one training step. Weights are set by
 /// [`Backend::load_weights`] and stay until the next call (once per optimizer step).
 pub trait Backend {
@@ -79,6 +93,19 @@ pub trait Backend {
     fn time_weight_write(&mut self, reps: usize) -> Result<Option<Vec<std::time::Duration>>> {
         let _ = reps;
         Ok(None)
+    }
+
+    /// Benchmark hook: turns on (or resets) the per-step profile of every compiled kernel, so
+    /// that [`Backend::kernel_profile`] can say where the kernels' time goes. Returns false for
+    /// backends without compiled kernels.
+    fn profile_kernels(&mut self) -> bool {
+        false
+    }
+
+    /// Where the compiled kernels' time went since [`Backend::profile_kernels`]: one row per
+    /// generated kernel and engine kernel, largest first (empty when profiling is off).
+    fn kernel_profile(&self) -> Vec<KernelProfileRow> {
+        Vec::new()
     }
 
     /// Makes every later call use `params` (after initialisation, resume, and each optimizer

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use milbridge_bridge::CachePolicy;
 
+use crate::backend::KernelProfileRow;
 use crate::config::{Compute, TrainConfig, WeightMode};
 use crate::error::{Error, Result};
 use crate::kernels::KernelBackend;
@@ -41,6 +42,9 @@ pub struct BenchConfig {
     pub seed: u64,
     /// Token shard, `None` for the embedded corpus.
     pub data: Option<PathBuf>,
+    /// Profile the compiled kernels' plan steps during the timed steps
+    /// ([`ModeReport::kernel_profile`]; two clock reads per plan step).
+    pub profile: bool,
     /// Where the cold and cached compiles go (a fresh subdirectory per mode is created and
     /// removed).
     pub cache_root: PathBuf,
@@ -78,6 +82,9 @@ pub struct ModeReport {
     pub optimizer_breakdown: Breakdown,
     /// Mean loss of the last (up to) 5 timed steps.
     pub final_loss: f32,
+    /// With [`BenchConfig::profile`]: where the kernels' time went, per micro-step (each row's
+    /// time divided by the timed steps), largest first.
+    pub kernel_profile: Vec<KernelProfileRow>,
 }
 
 /// Min and median of a sample (`(NaN, NaN)` when empty).
@@ -122,7 +129,7 @@ impl ModeReport {
         let (min, med) = self.ms_per_step();
         let (emin, emed) = self.ms_per_step_adam_every_step();
         let (wmin, wmed) = min_median(&self.write_weight_us);
-        let ms = |b: &Breakdown| {
+        let millis = |b: &Breakdown| {
             serde_json::Value::Object(
                 b.millis()
                     .into_iter()
@@ -130,13 +137,25 @@ impl ModeReport {
                     .collect(),
             )
         };
-        let mut breakdown = ms(&self.breakdown);
+        let mut breakdown = millis(&self.breakdown);
         if let serde_json::Value::Object(map) = &mut breakdown {
             map.insert(
                 "optimizer_amortised".into(),
                 serde_json::json!(self.opt_median() / self.accum.max(1) as f64),
             );
         }
+        let profile: Vec<serde_json::Value> = self
+            .kernel_profile
+            .iter()
+            .map(|row| {
+                serde_json::json!({
+                    "kernel": row.kernel,
+                    "step_kernel": row.step_kernel,
+                    "steps": row.steps,
+                    "ms": ms(row.time),
+                })
+            })
+            .collect();
         serde_json::json!({
             "mode": self.mode.name(),
             "model": self.model,
@@ -154,8 +173,9 @@ impl ModeReport {
             "write_weight_us_min": wmin,
             "write_weight_us_median": wmed,
             "breakdown": breakdown,
-            "optimizer_breakdown": ms(&self.optimizer_breakdown),
+            "optimizer_breakdown": millis(&self.optimizer_breakdown),
             "final_loss": self.final_loss,
+            "kernel_profile_ms_per_step": profile,
         })
     }
 }
@@ -261,6 +281,7 @@ fn run_mode_in(
         trainer.step()?;
     }
     let _ = trainer.take_times();
+    let profiled = cfg.profile && trainer.backend_mut().profile_kernels();
     observer.phase(mode, "timed steps");
     let (mut fb_ms, mut opt_ms, mut losses) = (Vec::new(), Vec::new(), Vec::new());
     let (mut pass_sum, mut opt_sum) = (Breakdown::default(), Breakdown::default());
@@ -276,6 +297,16 @@ fn run_mode_in(
         losses.push(outcome.loss);
         observer.step(mode, i + 1, cfg.steps, ms(pass.total), outcome.loss);
     }
+    let kernel_profile = if profiled {
+        let steps = u32::try_from(cfg.steps).unwrap_or(u32::MAX);
+        let mut rows = trainer.backend_mut().kernel_profile();
+        for row in &mut rows {
+            row.time /= steps;
+        }
+        rows
+    } else {
+        Vec::new()
+    };
     observer.phase(mode, "timing write_weight");
     let write_weight_us = trainer
         .backend_mut()
@@ -302,6 +333,7 @@ fn run_mode_in(
         breakdown: pass_sum.div(u32::try_from(cfg.steps).unwrap_or(u32::MAX)),
         optimizer_breakdown: opt_sum.div(n_opt),
         final_loss,
+        kernel_profile,
     })
 }
 
@@ -342,6 +374,7 @@ mod tests {
             fast: false,
             seed: 7,
             data: None,
+            profile: true,
             cache_root: root.clone(),
         };
         let reports = run(&cfg, &mut Quiet).expect("bench");
@@ -363,6 +396,21 @@ mod tests {
             assert!(emin >= min);
             assert!(r.breakdown.kernels > Duration::ZERO);
             assert!(r.breakdown.total >= r.breakdown.kernels);
+            assert!(!r.kernel_profile.is_empty(), "{}: profiled", r.mode.name());
+            let profiled: Duration = r.kernel_profile.iter().map(|row| row.time).sum();
+            assert!(
+                profiled > Duration::ZERO && profiled <= r.breakdown.total,
+                "{}: the steps' time {profiled:?} lies within the pass {:?}",
+                r.mode.name(),
+                r.breakdown.total
+            );
+            assert!(
+                r.kernel_profile
+                    .windows(2)
+                    .all(|pair| pair[0].time >= pair[1].time),
+                "largest first"
+            );
+            assert!(r.kernel_profile.iter().all(|row| row.steps > 0));
             let json = r.to_json();
             for key in [
                 "mode",

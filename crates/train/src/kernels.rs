@@ -35,7 +35,7 @@ use milbridge_graphs::{
     write_section,
 };
 
-use crate::backend::{AttnGrads, AttnOut, Backend, FfnOut, NormHeads};
+use crate::backend::{AttnGrads, AttnOut, Backend, FfnOut, KernelProfileRow, NormHeads};
 use crate::config::WeightMode;
 use crate::cpu;
 use crate::error::{Error, Result};
@@ -449,6 +449,25 @@ impl KernelBackend {
             .sum()
     }
 
+    fn units_mut(&mut self) -> impl Iterator<Item = &mut Unit> {
+        [
+            &mut self.attn_fwd,
+            &mut self.wo_fwd,
+            &mut self.ffn_fwd,
+            &mut self.ffn_w2,
+            &mut self.ffn_w13,
+            &mut self.wo_bwd,
+            &mut self.q_bwd,
+            &mut self.kv_bwd,
+            &mut self.bwd1,
+            &mut self.bwd2,
+            &mut self.cls_fwd,
+            &mut self.cls_bwd,
+        ]
+        .into_iter()
+        .chain(self.qk_norm_bwd.iter_mut().flatten())
+    }
+
     fn units(&self) -> [&Unit; 12] {
         [
             &self.attn_fwd,
@@ -474,6 +493,45 @@ impl Backend for KernelBackend {
 
     fn staging_time(&self) -> std::time::Duration {
         self.units().iter().map(|u| u.staged).sum()
+    }
+
+    fn profile_kernels(&mut self) -> bool {
+        for unit in self.units_mut() {
+            for kernel in &mut unit.kernels {
+                kernel.profile_steps();
+            }
+        }
+        true
+    }
+
+    fn kernel_profile(&self) -> Vec<KernelProfileRow> {
+        let mut rows: Vec<KernelProfileRow> = Vec::new();
+        let norms = self.qk_norm_bwd.iter().flatten();
+        for unit in self.units().into_iter().chain(norms) {
+            let first = rows.len();
+            for kernel in &unit.kernels {
+                let Some(times) = kernel.step_times() else {
+                    continue;
+                };
+                let names = kernel.plan().stats().kernels;
+                for (&step_kernel, &time) in names.iter().zip(times) {
+                    match rows[first..]
+                        .iter_mut()
+                        .find(|row| row.step_kernel == step_kernel)
+                    {
+                        Some(row) => row.time += time,
+                        None => rows.push(KernelProfileRow {
+                            kernel: unit.generated.name.clone(),
+                            step_kernel,
+                            steps: names.iter().filter(|&&name| name == step_kernel).count(),
+                            time,
+                        }),
+                    }
+                }
+            }
+        }
+        rows.sort_by_key(|row| std::cmp::Reverse(row.time));
+        rows
     }
 
     fn time_weight_write(&mut self, reps: usize) -> Result<Option<Vec<std::time::Duration>>> {

@@ -52,6 +52,10 @@ pub struct TrainBenchArgs {
     /// Also write one JSON object per mode (an array) to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Profile the kernels' plan steps during the timed steps and print where their time goes
+    /// (the N largest rows per mode: generated kernel × engine kernel).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "25")]
+    pub profile: Option<usize>,
 }
 
 struct Progress;
@@ -101,12 +105,16 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
         fast: !args.exact,
         seed: args.seed,
         data: args.data.clone(),
+        profile: args.profile.is_some(),
         cache_root: std::env::temp_dir(),
     };
     let before = load_average();
     let reports = bench::run(&cfg, &mut Progress)?;
     let after = load_average();
     print_table(&cfg, &reports);
+    if let Some(rows) = args.profile {
+        print_profile(&reports, rows);
+    }
     println!("{}", load_note(before, after));
     if let Some(path) = &args.json {
         let json = serde_json::Value::Array(reports.iter().map(ModeReport::to_json).collect());
@@ -206,5 +214,37 @@ fn print_table(cfg: &BenchConfig, reports: &[ModeReport]) {
             );
         }
         println!("(seed, Apple Neural Engine, Stories110M: packed/params = 110 / 76.9 = 1.430)");
+    }
+}
+
+/// The largest rows of each mode's kernel profile, with the share of all profiled step time.
+fn print_profile(reports: &[ModeReport], rows: usize) {
+    for r in reports {
+        let total: f64 = r
+            .kernel_profile
+            .iter()
+            .map(|row| row.time.as_secs_f64() * 1e3)
+            .sum();
+        println!(
+            "\nkernel profile [{}]: {total:.1} ms per micro-step in plan steps; the {} largest \
+             (generated kernel, engine kernel, steps per instance):",
+            r.mode.name(),
+            rows.min(r.kernel_profile.len())
+        );
+        println!(
+            "{:<14} {:<44} {:>6} {:>10} {:>7}",
+            "kernel", "engine kernel", "steps", "ms/step", "share"
+        );
+        for row in r.kernel_profile.iter().take(rows) {
+            let ms = row.time.as_secs_f64() * 1e3;
+            println!(
+                "{:<14} {:<44} {:>6} {:>10.2} {:>6.1}%",
+                row.kernel,
+                row.step_kernel,
+                row.steps,
+                ms,
+                100.0 * ms / total.max(f64::MIN_POSITIVE)
+            );
+        }
     }
 }
