@@ -4,6 +4,7 @@
 //! elementwise, softmax and reduction kernels that `KernelTable::for_isa` plugs in.
 
 pub mod conv;
+pub mod copy;
 pub mod fused;
 pub mod generic;
 pub mod table;

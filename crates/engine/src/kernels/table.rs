@@ -379,6 +379,7 @@ impl KernelTable {
             plug_convert(&mut table, isa);
             crate::kernels::tiered::plug(&mut table, isa);
             plug_fused(&mut table, isa);
+            plug_copy(&mut table);
             table
         })
     }
@@ -529,6 +530,17 @@ fn plug_gemm(table: &mut KernelTable, isa: Isa, precision: Precision) {
             name: conv_f32_name,
             run: crate::kernels::conv::conv_f32,
         },
+    ];
+}
+
+/// Copies: blocked transposes for transposed sources, the row kernel otherwise (portable
+/// code, the same in every tier's table; [`KernelTable::portable`] keeps the row kernel).
+fn plug_copy(table: &mut KernelTable) {
+    use crate::kernels::copy;
+    table.copy = [
+        k!("blocked_copy_x8", copy::copy_u8),
+        k!("blocked_copy_x16", copy::copy_u16),
+        k!("blocked_copy_x32", copy::copy_i32),
     ];
 }
 
