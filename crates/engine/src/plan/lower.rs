@@ -15,7 +15,9 @@
 //!    size-1 dims, same-dtype cast) become strided layouts over their input's buffer, and every
 //!    other op becomes a step whose sources are read through their layouts. A view is
 //!    materialised (copied) only when a reshape cannot be expressed as strides. A step whose
-//!    sources are all constants is run once, now, and its result becomes a constant.
+//!    sources are all constants is run once, now, and its result becomes a constant. A
+//!    materialised reshape that is itself a function output is copied straight into the
+//!    output buffer (when no other value has that buffer as its home).
 //!    Elementwise trees chosen by the fusion pass ([`super::fuse`]) become one `Fused` step at
 //!    their root; their members get no step and no buffer.
 //! 4. **Outputs** that still are not dense in their buffer get a copy step.
@@ -666,6 +668,33 @@ impl<'a> Lowerer<'a> {
     fn materialize(&mut self, src: Loc, value: Handle<Value>, role: StepRole) -> Loc {
         let shape = src.layout.shape.clone();
         let dst = self.new_alloc(&shape, src.ty);
+        self.materialize_into(src, dst, value, role)
+    }
+
+    /// The first function output position returning `value`, when no value was given that
+    /// output buffer as its home (so a copy may fill it directly).
+    fn free_output(&self, value: Handle<Value>) -> Option<u32> {
+        let position = self
+            .func
+            .outputs
+            .iter()
+            .position(|output| output.value == value)?;
+        let position = u32::try_from(position).ok()?;
+        let taken = self
+            .homes
+            .iter()
+            .any(|(_, home)| matches!(home, Some((Storage::Output(p), _)) if *p == position));
+        (!taken).then_some(position)
+    }
+
+    /// Copies `src` into `dst` (dense, same shape); returns `dst`.
+    fn materialize_into(
+        &mut self,
+        src: Loc,
+        dst: Loc,
+        value: Handle<Value>,
+        role: StepRole,
+    ) -> Loc {
         let mut layouts = vec![src.layout.clone(), dst.layout.clone()];
         coalesce(&mut layouts);
         let (src_layout, dst_layout) = (layouts[0].clone(), layouts[1].clone());
@@ -1182,7 +1211,19 @@ impl<'a> Lowerer<'a> {
         match x.layout.reshape(shape) {
             Some(layout) => self.view(result, Loc { layout, ..x }),
             None => {
-                let dense = self.materialize(x, result, StepRole::Materialize);
+                // Straight into the output buffer when `result` is a function output whose
+                // buffer nothing else writes (else the output would get a second copy).
+                let dense = match self.free_output(result) {
+                    Some(position) => {
+                        let dst = Loc {
+                            storage: Storage::Output(position),
+                            layout: Layout::dense(&x.layout.shape),
+                            ty: x.ty,
+                        };
+                        self.materialize_into(x, dst, result, StepRole::Materialize)
+                    }
+                    None => self.materialize(x, result, StepRole::Materialize),
+                };
                 let layout = dense
                     .layout
                     .reshape(shape)
