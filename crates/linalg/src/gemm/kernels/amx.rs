@@ -72,7 +72,7 @@
 //! Issue #5, second pass (the amx3 probes; 1 thread unless stated, GFLOP/s are the `loop`
 //! row's measure: A and B prepacked, C left in scratch; variants interleaved round by round
 //! in one process, best of 40–200 repetitions; "peak" is the bare `tdpbf16ps` loop, 2500–2950
-//! GFLOP/s on one vCPU, ≈ 156 M tdp/s).
+//! GFLOP/s on one vCPU, 150–180 M tdp/s).
 //!
 //! *Where the run-to-run variance comes from.* Per repetition of the `fwd W768x768` loop we
 //! logged wall time, the thread's CPU time, involuntary context switches, minor faults, and
@@ -90,11 +90,11 @@
 //!
 //! *What the memory hierarchy delivers* (tile loads only, best of 5): 260–308 GB/s from L1,
 //! 120–131 GB/s from L2 (256 KiB–1 MiB), 10–23 GB/s beyond L2 (8 MiB; AVX-512 loads 11–25
-//! GB/s there). At the peak the 32 × 32 kernel needs 1 KiB per tdp, 160 GB/s when both
-//! operands come from L2 and 80 GB/s when A stays in L1. By working set (32 × 32 loop, good
-//! phase, two runs of 200): 32 × 64 × 384: 59–64 %; 64 × 256 × 768: 60–61 %; 256 × 768 × 768
-//! (1.5 MiB of panels): 53–54 %; 256 × 2048 × 768 (B is 3 MiB, more than the 2 MiB L2, so
-//! every work item first reads its B from L3): 43–51 %.
+//! GB/s there). At the peak the 32 × 32 kernel needs 1 KiB per tdp, 160–180 GB/s when
+//! both operands come from L2 and half that when A stays in L1. By working set (32 × 32
+//! loop, good phase, two runs of 200): 32 × 64 × 384: 59–64 %; 64 × 256 × 768: 60–61 %;
+//! 256 × 768 × 768 (1.5 MiB of panels): 53–54 %; 256 × 2048 × 768 (B is 3 MiB, more than
+//! the 2 MiB L2, so every work item first reads its B from L3): 43–51 %.
 //!
 //! *Ruled out*, measured no better: 2 MiB pages (`MADV_HUGEPAGE` copies of both panel
 //! buffers, `AnonHugePages` confirmed): `fwd W768x2048` loop 1205 / 1227 against 1232 / 1246
@@ -120,11 +120,19 @@
 //! during the first A pass of the A-outer order instead: 1225 vs 1247, no gain (it moves
 //! the L3 reads, it doesn't spread them over the item). End to end, the 32 × 48 kernel at
 //! k = 768 (switch moved to k > 384) still loses, its C going through scratch and the
-//! merge: `fwd W768x768 Bpre` 932 vs 1052, `Wx W768x2048 Apre` 325 vs 432. What is left
-//! for #5 at these shapes: the 32 × 32 kernel B-outer (same panels, so a `PackedB` needs no
-//! change) with its C tiles stored in place rather than through scratch, when B is the
-//! operand that exceeds L2 — and the memory-side phases above, which no kernel change
-//! removes.
+//! merge: `fwd W768x768 Bpre` 932 vs 1052, `Wx W768x2048 Apre` 325 vs 432. Nor does the
+//! 32 × 32 kernel run B-outer with its C tiles stored in place (no scratch, no merge; the
+//! same panels, so packed operands unchanged), chosen when k fits one block, n > m and the
+//! packed B is ≥ 1 MiB: the loop gains (`fwd W768x2048` 1316 vs 1218) but end to end it
+//! loses, `fwd W768x2048 Bpre` 1066 vs 1127, `fwd W768x768 Bpre` 1058 vs 1118, `dW W768x2048`
+//! 595 vs 787 (3 interleaved rounds of 15): a 256-row column strip of 32 × 32 tiles written
+//! at C's power-of-two pitch costs more than the order saves, where A-outer writes whole
+//! row blocks. So at these shapes the 32 × 32 A-outer loop sits at 50–55 % of the tile
+//! peak with its panels in L2 (42–48 % when B spills to L3), and end to end 35–40 % once A
+//! is packed and C written. The 60 % of #5 would need A to stay in L1 while B streams (half
+//! the traffic, which L2 delivers), but a 768-deep A panel is 48 KiB, all of L1, and the 8
+//! tiles leave no room for a narrower resident panel without C round trips (see above);
+//! and the memory-side phases above cut any figure by 3× while they last.
 //!
 //! Tile instructions are not stable Rust intrinsics, so they are written with `asm!`. The tile
 //! configuration is loaded once per thread and work item by [`TileSession`], whose `Drop`
