@@ -69,6 +69,71 @@
 //!   read, the same within noise. The pack is bound by reading A from L3, not by the
 //!   conversion; only not packing (a persistent packed A) removes it.
 //!
+//! Issue #5, second pass (the amx3 probes; 1 thread unless stated, GFLOP/s are the `loop`
+//! row's measure: A and B prepacked, C left in scratch; variants interleaved round by round
+//! in one process, best of 40–200 repetitions; "peak" is the bare `tdpbf16ps` loop, 2500–2950
+//! GFLOP/s on one vCPU, 150–180 M tdp/s).
+//!
+//! *Where the run-to-run variance comes from.* Per repetition of the `fwd W768x768` loop we
+//! logged wall time, the thread's CPU time, involuntary context switches, minor faults, and
+//! the register-only tdp loop timed just before it. The floor is 210 µs (1440 GFLOP/s, 58 %
+//! of the peak). Preempted repetitions (one involuntary switch) take 6.7–12.9 ms of wall
+//! time for 0.3–0.7 ms of CPU. The other slow repetitions (500–870 µs) have no context
+//! switch, CPU time equal to wall time, no page fault, and the tdp loop right before them
+//! runs at its usual 2200–2700 GFLOP/s: the core runs at full clock and the tile unit is
+//! free, but tile *loads* are slow. That comes in phases minutes long (every repetition at
+//! 16–23 % of the peak), seen while other builds and a debug AVX-512 test ran on the other
+//! vCPU; in such a phase even a 32 × 64 × 384 product (72 KiB of panels) falls from 58–64 % to
+//! 20 %. A cache line bounces between the two vCPUs in 140–180 ns, so they are distinct
+//! physical cores, not SMT siblings: whatever shares our core's L1/L2 or the mesh is outside
+//! this VM. `milbridge bench`'s best-of-N measures the code; the median measures the host.
+//!
+//! *What the memory hierarchy delivers* (tile loads only, best of 5): 260–308 GB/s from L1,
+//! 120–131 GB/s from L2 (256 KiB–1 MiB), 10–23 GB/s beyond L2 (8 MiB; AVX-512 loads 11–25
+//! GB/s there). At the peak the 32 × 32 kernel needs 1 KiB per tdp, 160–180 GB/s when
+//! both operands come from L2 and half that when A stays in L1. By working set (32 × 32
+//! loop, good phase, two runs of 200): 32 × 64 × 384: 59–64 %; 64 × 256 × 768: 60–61 %;
+//! 256 × 768 × 768 (1.5 MiB of panels): 53–54 %; 256 × 2048 × 768 (B is 3 MiB, more than
+//! the 2 MiB L2, so every work item first reads its B from L3): 43–51 %.
+//!
+//! *Ruled out*, measured no better: 2 MiB pages (`MADV_HUGEPAGE` copies of both panel
+//! buffers, `AnonHugePages` confirmed): `fwd W768x2048` loop 1205 / 1227 against 1232 / 1246
+//! with 4 KiB pages. Alignment: every panel and scratch buffer (driver, `TileLoop`, `PackedA`,
+//! `PackedB`) is an `AlignedBuf`, 64-byte aligned. `ldtilecfg`: once per work item, and items
+//! here are ≥ 25 MFLOP.
+//!
+//! *Blocking for an L1-resident operand.* With 8 tiles, keeping C in tiles across all of K
+//! while one operand stays in L1 needs that operand's whole-K panel to fit about half of L1:
+//! at k = 768 that is 16 columns or rows (24 KiB), so the other operand must be 4 tiles wide
+//! and streams 4 KiB per 4 tdp from L2: 1 KiB per tdp, no less than the 32 × 32 kernel
+//! (kc blocking instead costs C round trips, measured above). Measured as
+//! `amx_gemm_bf16_16x64` (16-row A strip resident, B streamed with T1) and `..._64x16`
+//! (16-column B panel resident, B-outer, A streamed), 4 accumulators and double-buffered
+//! operands, against 32 × 32 in the same run: `fwd W768x768` loop 1355 / 1388 vs 1503,
+//! `fwd W768x2048` 1060 / 1164 vs 1197. Not kept.
+//!
+//! *Where B comes from L3.* At `fwd W768x2048` (B larger than L2) the loop order matters
+//! more than the tile shape: the 32 × 32 kernel run B-outer with the next B panel
+//! prefetched into L2 (4 lines per k step, C in scratch like the 32 × 48 kernel): 1289 vs 1178
+//! A-outer, `fwd W768x768` 1397 vs 1344, but `Wx W768x2048` (A is the 3 MiB operand) 1157 vs
+//! 1271; the 32 × 48 kernel B-outer: 1366 / 1509 / 1136. Prefetching the whole next B panel
+//! during the first A pass of the A-outer order instead: 1225 vs 1247, no gain (it moves
+//! the L3 reads, it doesn't spread them over the item). End to end, the 32 × 48 kernel at
+//! k = 768 (switch moved to k > 384) still loses, its C going through scratch and the
+//! merge: `fwd W768x768 Bpre` 932 vs 1052, `Wx W768x2048 Apre` 325 vs 432. Nor does the
+//! 32 × 32 kernel run B-outer with its C tiles stored in place (no scratch, no merge; the
+//! same panels, so packed operands unchanged), chosen when k fits one block, n > m and the
+//! packed B is ≥ 1 MiB: the loop gains (`fwd W768x2048` 1316 vs 1218) but end to end it
+//! loses, `fwd W768x2048 Bpre` 1066 vs 1127, `fwd W768x768 Bpre` 1058 vs 1118, `dW W768x2048`
+//! 595 vs 787 (3 interleaved rounds of 15): a 256-row column strip of 32 × 32 tiles written
+//! at C's power-of-two pitch costs more than the order saves, where A-outer writes whole
+//! row blocks. So at these shapes the 32 × 32 A-outer loop sits at 50–55 % of the tile
+//! peak with its panels in L2 (42–48 % when B spills to L3), and end to end 35–40 % once A
+//! is packed and C written. The 60 % of #5 would need A to stay in L1 while B streams (half
+//! the traffic, which L2 delivers), but a 768-deep A panel is 48 KiB, all of L1, and the 8
+//! tiles leave no room for a narrower resident panel without C round trips (see above);
+//! and the memory-side phases above cut any figure by 3× while they last.
+//!
 //! Tile instructions are not stable Rust intrinsics, so they are written with `asm!`. The tile
 //! configuration is loaded once per thread and work item by [`TileSession`], whose `Drop`
 //! issues `tilerelease` on every exit path.
