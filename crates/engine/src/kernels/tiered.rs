@@ -958,7 +958,7 @@ fn softmax_columns<T: Elem<C = f32> + Storage>(
         "softmax scratch (planner invariant)"
     );
     let stats: &mut [f32] = &mut bytemuck::cast_slice_mut(&mut *ctx.scratch)[..stats_len];
-    // Pass 1: one item per (outer, chunk): [shift; COLUMNS] then [1/sum; COLUMNS].
+    // Pass 1: one item per (outer, chunk): [shift; width] then [1/sum; width].
     let stats_layout = Layout::dense(&[outer, n_chunks, 2 * width]);
     DstTiles::<f32>::new(stats, &stats_layout, 1, usize::MAX).run(
         pool,
