@@ -9,8 +9,8 @@
 mod common;
 
 use common::{
-    Range, Rng, TOL_ACCUMULATE, Tier, Tol, check_against_reference, compile_tier, f16_bits,
-    program, random_tensor, run_plan, tiers, verified,
+    Range, Rng, TOL_ACCUMULATE, Tier, Tol, assert_close, check_against_reference, compile_tier,
+    f16_bits, program, random_tensor, run_plan, run_reference, tiers, verified,
 };
 use milbridge_engine::Plan;
 use milbridge_mil::ir::{DType, Tensor, TensorType};
@@ -489,6 +489,271 @@ fn approximate_unary_ops_stay_within_the_reference_bound() {
                 &[Some(range), Some(range)],
                 TOL_VECTOR_UNARY,
             );
+        }
+    }
+}
+
+/// Compiles `program` for `tier` with `threads` threads in the fast profile (the portable
+/// table for [`Tier::Portable`]).
+fn compile_fast(
+    program: &milbridge_mil::facts::VerifiedProgram,
+    tier: Tier,
+    threads: usize,
+) -> Plan {
+    match tier {
+        Tier::Portable => compile_tier(program, tier, threads),
+        Tier::Isa(isa) => milbridge_engine::compile(
+            program,
+            &milbridge_engine::CompileOptions {
+                isa,
+                threads,
+                precision: milbridge_engine::Precision::Fast,
+                function: None,
+            },
+        )
+        .expect("compiles"),
+    }
+}
+
+/// Every tier (1 and 2 threads) against the reference on `inputs`, within `tol`.
+fn check_on(what: &str, text: &str, inputs: &[Tensor], tol: Tol) {
+    check_on_profile(what, text, inputs, tol, false);
+}
+
+/// [`check_on`] in the exact or (`fast`) the fast profile.
+fn check_on_profile(what: &str, text: &str, inputs: &[Tensor], tol: Tol, fast: bool) {
+    let program = verified(text);
+    let expected = run_reference(&program, inputs);
+    for tier in tiers() {
+        for threads in [1, 2] {
+            let plan = if fast {
+                compile_fast(&program, tier, threads)
+            } else {
+                compile_tier(&program, tier, threads)
+            };
+            let got = run_plan(&plan, inputs);
+            for (k, (e, g)) in expected.iter().zip(&got).enumerate() {
+                let what = format!("{what} [{tier:?}, {threads} threads, output {k}]");
+                assert_close(&what, e, g, tol);
+            }
+        }
+    }
+}
+
+/// Softmax over the channels of `[1, C, 1, S]` (the vocabulary softmax): long and short
+/// channel axes, widths that are not a multiple of the chunk, a strided (transposed) source
+/// that keeps the portable kernel, and columns holding NaN, +inf, only -inf, or some -inf
+/// (NaN, NaN, NaN, and zeros there), against the reference; the tier plans name the kernel.
+#[test]
+fn softmax_over_channels_stays_within_the_reference_bound() {
+    for dtype in ["fp16", "fp32"] {
+        for (c, s) in [(3000, 70), (7, 129), (200, 1), (130, 64), (40, 512)] {
+            let shape = format!("1, {c}, 1, {s}");
+            let body = format!(
+                "        tensor<{dtype}, [{shape}]> y = softmax(x = x, axis = int32(1))[name = string(\"y\")];\n\
+                 \x20       tensor<{dtype}, [1, {c}, 1, {s}]> xt = transpose(x = xtt, perm = tensor<int32, [4]>([0, 3, 2, 1]))[name = string(\"xt\")];\n\
+                 \x20       tensor<{dtype}, [{shape}]> z = softmax(x = xt, axis = int32(1))[name = string(\"z\")];"
+            );
+            let text = program(
+                "ios18",
+                &format!("tensor<{dtype}, [{shape}]> x, tensor<{dtype}, [1, {s}, 1, {c}]> xtt"),
+                &body,
+                "y, z",
+            );
+            let program = verified(&text);
+            let mut inputs = random_inputs(&program, 17);
+            let mut values = inputs[0].to_f64_vec().unwrap();
+            for v in values.iter_mut() {
+                *v *= 6.0;
+            }
+            if s >= 4 {
+                // Column 0: a NaN; column 1: +inf; column 2: only -inf; column 3: some -inf.
+                values[(c / 2) * s] = f64::NAN;
+                values[(c / 3) * s + 1] = f64::INFINITY;
+                for r in 0..c {
+                    values[r * s + 2] = f64::NEG_INFINITY;
+                    if r % 3 == 0 {
+                        values[r * s + 3] = f64::NEG_INFINITY;
+                    }
+                }
+            }
+            inputs[0] = tensor_of(&inputs[0], &values);
+            check_on(
+                &format!("softmax over channels {dtype} [{shape}]"),
+                &text,
+                &inputs,
+                TOL_ACCUMULATE,
+            );
+            if s > 1 {
+                for tier in tiers() {
+                    let kernels = compile_tier(&program, tier, 1).stats().kernels;
+                    let tiered = matches!(tier, Tier::Isa(_));
+                    assert_eq!(
+                        kernels[0].contains("softmaxcolumns"),
+                        tiered,
+                        "{tier:?}: {kernels:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `pow(x, e)` for a constant `e`: fp16 by tables (every fp16 input, bit-identical to the
+/// portable kernel, any exponent), fp32 on the vector kernel bit-identical for e = 1, 2, -1,
+/// 0.5 (special values included), for -0.5 and 3 bit-identical in the exact profile (the
+/// portable kernel) and within the precision table's bound in the fast one, and the portable
+/// kernel for other exponents and non-constant ones.
+#[test]
+fn pow_with_a_constant_exponent_matches_the_portable_kernel_or_its_bound() {
+    let all: Vec<u8> = (0..=u16::MAX).flat_map(u16::to_le_bytes).collect();
+    let input = Tensor::from_bytes(
+        TensorType {
+            dtype: DType::Fp16,
+            shape: vec![256, 256],
+        },
+        all,
+    )
+    .expect("65536 halves");
+    for e in ["2", "0.5", "-0.5", "-1", "1", "3", "1.7", "-2.25"] {
+        let body = format!(
+            "        tensor<fp16, [256, 256]> y = pow(x = x, y = fp16({e}))[name = string(\"y\")];\n\
+             \x20       tensor<fp16, [256, 256]> xt = transpose(x = x, perm = tensor<int32, [2]>([1, 0]))[name = string(\"xt\")];\n\
+             \x20       tensor<fp16, [256, 256]> z = pow(x = xt, y = fp16({e}))[name = string(\"z\")];"
+        );
+        let text = program("ios18", "tensor<fp16, [256, 256]> x", &body, "y, z");
+        assert_tiers_match_portable_on(
+            &format!("pow fp16 {e}"),
+            &text,
+            std::slice::from_ref(&input),
+        );
+        let program = verified(&text);
+        if let Some(Tier::Isa(isa)) = tiers().last().copied() {
+            let kernels = compile_tier(&program, Tier::Isa(isa), 1).stats().kernels;
+            assert_eq!(kernels[0], "generic_pow_f16_table", "{kernels:?}");
+        }
+    }
+    for e in ["2", "0.5", "-1", "1", "1.7", "-0.5", "3"] {
+        let text = unary_program("fp32", &format!("pow(x = x, y = fp32({e}))"));
+        let inputs = unary_inputs(&text, 47);
+        assert_tiers_match_portable_on(&format!("pow fp32 {e}"), &text, &inputs);
+    }
+    // -0.5: 1/√x (two roundings, ≤ 2 f32 ulps); 3: x·x·x (≤ 2 f32 ulps): 2.4e-7 relative.
+    const TOL_POW: Tol = Tol {
+        f16_ulps: 0.0,
+        f32_rel: 2.4e-7,
+        atol_scale: 0.0,
+    };
+    for e in ["-0.5", "3"] {
+        let text = unary_program("fp32", &format!("pow(x = x, y = fp32({e}))"));
+        let mut inputs = unary_inputs(&text, 53);
+        // Keep x³ out of the subnormal range, where the bound is absolute.
+        if e == "3" {
+            for tensor in inputs.iter_mut() {
+                let values: Vec<f64> = tensor
+                    .to_f64_vec()
+                    .unwrap()
+                    .into_iter()
+                    .map(|v| {
+                        if v != 0.0 && v.abs() < 1e-12 {
+                            1e-12
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                *tensor = tensor_of(tensor, &values);
+            }
+        }
+        check_on_profile(&format!("pow fp32 {e} fast"), &text, &inputs, TOL_POW, true);
+        let program = verified(&text);
+        if let Some(Tier::Isa(isa)) = tiers().last().copied() {
+            let kernels = compile_fast(&program, Tier::Isa(isa), 1).stats().kernels;
+            assert!(kernels[0].ends_with("_pow_f32_16n") || kernels[0].ends_with("_pow_f32_8n"));
+        }
+    }
+    // A run-time exponent (not one broadcast value) keeps the portable kernel's bits.
+    let text = program(
+        "ios18",
+        "tensor<fp32, [37, 70]> x, tensor<fp32, [37, 70]> y",
+        "        tensor<fp32, [37, 70]> z = pow(x = x, y = y)[name = string(\"z\")];",
+        "z",
+    );
+    let program_v = verified(&text);
+    let inputs: Vec<Tensor> = random_inputs(&program_v, 3)
+        .iter()
+        .map(|t| {
+            tensor_of(
+                t,
+                &t.to_f64_vec()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.abs())
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    assert_tiers_match_portable_on("pow fp32 tensor exponent", &text, &inputs);
+}
+
+/// fp16 `log(x + ε)` by a table per ε: every fp16 input, bit-identical.
+#[test]
+fn fp16_log_matches_the_portable_kernel_on_every_input() {
+    let all: Vec<u8> = (0..=u16::MAX).flat_map(u16::to_le_bytes).collect();
+    let input = Tensor::from_bytes(
+        TensorType {
+            dtype: DType::Fp16,
+            shape: vec![256, 256],
+        },
+        all,
+    )
+    .expect("65536 halves");
+    for eps in ["0", "0.00001", "-1"] {
+        let body = format!(
+            "        tensor<fp16, [256, 256]> y = log(x = x, epsilon = fp16({eps}))[name = string(\"y\")];"
+        );
+        let text = program("ios18", "tensor<fp16, [256, 256]> x", &body, "y");
+        assert_tiers_match_portable_on(
+            &format!("log fp16 eps {eps}"),
+            &text,
+            std::slice::from_ref(&input),
+        );
+    }
+}
+
+/// fp32 gelu's tanh and sigmoid approximations on the vector kernel in the fast profile,
+/// contiguous and strided, with special values spliced in, within the precision table's
+/// `5 + 3·|z|` f32 ulps (|z| ≤ 11 on inputs in [-4, 4]: 4e-6 relative); exact gelu, and every
+/// mode in the exact profile, keeps the portable kernel.
+#[test]
+fn fp32_gelu_approximations_stay_within_the_reference_bound() {
+    const TOL_GELU: Tol = Tol {
+        f16_ulps: 0.0,
+        f32_rel: 4e-6,
+        atol_scale: 0.0,
+    };
+    for (mode, name) in [
+        ("TANH_APPROXIMATION", "gelutanh"),
+        ("SIGMOID_APPROXIMATION", "gelusigmoid"),
+        ("EXACT", "gelu"),
+    ] {
+        let text = unary_program("fp32", &format!("gelu(x = x, mode = string(\"{mode}\"))"));
+        if mode != "EXACT" {
+            let inputs = unary_inputs(&text, 59);
+            check_on_profile(&format!("gelu {mode} fp32"), &text, &inputs, TOL_GELU, true);
+        }
+        let program = verified(&text);
+        for tier in tiers() {
+            let exact = compile_tier(&program, tier, 1).stats().kernels;
+            assert_eq!(exact[0], format!("generic_{name}_f32_rows"));
+            let kernels = compile_fast(&program, tier, 1).stats().kernels;
+            let vector = matches!(tier, Tier::Isa(_)) && mode != "EXACT";
+            assert_eq!(
+                !kernels[0].starts_with("generic_") || kernels[0].ends_with("_8n"),
+                vector,
+                "{tier:?}: {kernels:?}"
+            );
+            assert!(kernels[0].contains(&format!("_{name}_f32")), "{kernels:?}");
         }
     }
 }

@@ -10,8 +10,11 @@
 //! | reduce_sum, reduce_mean, reduce_max over a dense trailing box (fp16, fp32) | `ew::stream::sum`, `ew::stream::max` | max bit-identical (a `±0` maximum takes the sign of the row's first zero, as the portable order does); sums within the same bound in a different order (`4·lanes` partial sums) |
 //! | reduce_sum, reduce_mean, reduce_max over a strided box whose destination rows are source rows (a non-innermost axis: RMSNorm's mean over C of `[1, C, 1, S]`) | `ew::stream::accumulate` (a row of accumulators, one source row per reduced position) | bit-identical (the portable order) |
 //! | fp16 unary ops without parameters (exp, sigmoid, silu, tanh, erf, gelu, sqrt, ...) | a 65 536-entry table of the portable kernel's results, built once per op on first use | bit-identical by construction |
-//! | fp16 rsqrt(ε), inverse(ε), clip(α, β); fp32 abs, square, sqrt, relu, clip, identity, inverse, rsqrt, exp, sigmoid, silu | `ew::stream::unary` | bit-identical for abs, square, sqrt, relu, clip, identity and inverse with ε = 0; rsqrt and inverse(ε ≠ 0) within 3 f32 ulps (f32 instead of f64 arithmetic), exp, sigmoid, silu within the bounds of `ew::stream` (vector `exp`); fp32 erf, tanh, log, gelu and fp16 log keep the portable kernel |
+//! | fp16 `log(x + ε)` and fp16 `pow(x, e)` with `e` one broadcast value (a constant) | a 65 536-entry table per ε or `e` (at most 32 such tables per process, then the portable kernel) | bit-identical by construction |
+//! | fp16 rsqrt(ε), inverse(ε), clip(α, β); fp32 abs, square, sqrt, relu, clip, identity, inverse, rsqrt, exp, sigmoid, silu, and in the fast profile gelu (tanh and sigmoid approximations) | `ew::stream::unary` | bit-identical for abs, square, sqrt, relu, clip, identity and inverse with ε = 0; rsqrt and inverse(ε ≠ 0) within 3 f32 ulps (f32 instead of f64 arithmetic), exp, sigmoid, silu, gelu within the bounds of `ew::stream` (vector `exp`); fp32 erf, tanh, log, exact gelu and, in the exact profile, the other gelu modes keep the portable kernel |
+//! | fp32 `pow(x, e)`, `e` a broadcast 1, 2, -1, 0.5, and in the fast profile also 3 or -0.5 | `ew::stream::unary` (identity, square, inverse, sqrt; cube, rsqrt), with the inputs those get wrong (-0 for 0.5 and -1, -inf for ±0.5) recomputed by the portable scalar code | bit-identical for 1, 2, -1, 0.5 (correctly rounded f32 results); 3 and -0.5 within 2 f32 ulps (two f32 roundings); other exponents keep the portable kernel |
 //! | softmax along a contiguous last axis (fp16, fp32) | `ew::softmax_rows` | same bound: vector `exp` (≤ 2 f32 ulps) instead of libm's `expf`; rows holding NaN or +inf, or only -inf, take the portable path so the NaN rules are unchanged |
+//! | softmax over a middle axis with a contiguous inner axis (`[1, V, 1, S]` over V) | `ew::stream::accumulate` (column maxima), `accumulate_exp` (sums, in row blocks rescaled when the maximum grows), `exp_scale` | vector `exp` and a product by `1/sum` instead of libm `expf` and a division: the softmax bound plus the rescalings (see the crate's precision table); NaN columns as in the portable kernel |
 //!
 //! [`plug`] installs them in a table for a tier; [`KernelTable::generic`] keeps the portable
 //! kernels, which the tests compare against.
@@ -25,6 +28,7 @@ use milbridge_linalg::ew::stream::{
 };
 use milbridge_linalg::ew::{self as lew, EwOp, Mask, Storage};
 
+use crate::Precision;
 use crate::elem::Elem;
 use crate::error::KernelError;
 use crate::exec::raw::DstTiles;
@@ -87,8 +91,30 @@ pub fn plug(table: &mut KernelTable, isa: Isa) {
             run: reduce_f32,
         };
     }
+    table.softmax_columns = [
+        Kernel {
+            name: stream::softmax_columns_kernel_name::<f16>(isa),
+            run: softmax_columns_f16,
+        },
+        Kernel {
+            name: stream::softmax_columns_kernel_name::<f32>(isa),
+            run: softmax_columns_f32,
+        },
+    ];
+    table.binary_f16[BinaryOp::Pow as usize] = Kernel {
+        name: "generic_pow_f16_table",
+        run: pow_f16,
+    };
+    table.binary_f32[BinaryOp::Pow as usize] = Kernel {
+        name: pow_kernel_name(isa),
+        run: pow_f32,
+    };
+    table.unary_f16[UnaryOp::Log(0.0).slot()] = Kernel {
+        name: "generic_log_f16_table",
+        run: log_f16_table,
+    };
     for (slot, &op) in SLOT_OPS.iter().enumerate() {
-        let Some(linalg_op) = stream_unary(op) else {
+        let Some(linalg_op) = stream_unary(op, table.precision) else {
             continue;
         };
         table.unary_f32[slot] = Kernel {
@@ -113,7 +139,7 @@ pub fn vector_unary_differs(op: UnaryOp, ty: crate::kernels::table::FloatTy) -> 
         crate::kernels::table::FloatTy::F32 => true,
         crate::kernels::table::FloatTy::F16 => UNARY_TABLE_NAMES[op.slot()].is_none(),
     };
-    routed && stream_unary(op).is_some_and(|linalg_op| !linalg_op.is_exact())
+    routed && stream_unary(op, Precision::Exact).is_some_and(|linalg_op| !linalg_op.is_exact())
 }
 
 /// The fp16 and fp32 entry points of one slot.
@@ -579,7 +605,12 @@ fn unary_f16_table(ctx: &mut KernelCtx<'_>) -> KResult {
     if UNARY_TABLE_NAMES[op.slot()].is_none() {
         return gew::unary_f16(ctx);
     }
-    let table = unary_table(op);
+    apply_table(ctx, unary_table(op))
+}
+
+/// `dst = table[src 0]` elementwise over fp16 bit patterns, contiguous rows directly,
+/// strided ones in blocks.
+fn apply_table(ctx: &mut KernelCtx<'_>, table: &UnaryTable) -> KResult {
     let x = ctx.src::<f16>(0);
     let layout = ctx.dst_layout;
     let rank = layout.rank();
@@ -638,9 +669,10 @@ const SLOT_OPS: [UnaryOp; N_UNARY] = [
     UnaryOp::Identity,
 ];
 
-/// The `ew::stream::unary` op computing `op`, if there is one (erf, tanh, log and the gelu
-/// modes keep the portable f64 kernels; a clip with a NaN bound too).
-fn stream_unary(op: UnaryOp) -> Option<LinalgUnary> {
+/// The `ew::stream::unary` op computing `op`, if there is one (erf, tanh, log and exact gelu
+/// keep the portable f64 kernels; a clip with a NaN bound too).
+fn stream_unary(op: UnaryOp, precision: Precision) -> Option<LinalgUnary> {
+    let fast = precision == Precision::Fast;
     Some(match op {
         UnaryOp::Identity => LinalgUnary::Identity,
         UnaryOp::Abs => LinalgUnary::Abs,
@@ -653,6 +685,10 @@ fn stream_unary(op: UnaryOp) -> Option<LinalgUnary> {
         UnaryOp::Exp => LinalgUnary::Exp,
         UnaryOp::Sigmoid => LinalgUnary::Sigmoid,
         UnaryOp::Silu => LinalgUnary::Silu,
+        // Only in the fast profile: the exact profile fuses gelu (its fused kernel evaluates
+        // it as the portable kernel does), and fused exact plans must equal unfused ones.
+        UnaryOp::GeluTanh if fast => LinalgUnary::GeluTanh,
+        UnaryOp::GeluSigmoid if fast => LinalgUnary::GeluSigmoid,
         _ => return None,
     })
 }
@@ -667,9 +703,22 @@ fn unary_stream<T: Elem<C = f32> + Storage>(
         StepOp::Unary(op) => *op,
         other => panic!("unary kernel called for {other:?} (kernel table invariant)"),
     };
-    let Some(linalg_op) = stream_unary(op) else {
+    let Some(linalg_op) = stream_unary(op, ctx.precision) else {
         return portable(ctx);
     };
+    map_stream::<T>(ctx, linalg_op, &[], &|x| x)
+}
+
+/// `dst = f(src 0)` by `ew::stream::unary` with `linalg_op`: contiguous rows directly,
+/// strided (or broadcast) rows in gathered blocks. Elements whose widened f32 bits are one of
+/// `specials` (at most two; inputs the vector op gets wrong) are then overwritten by `fix(x)`.
+fn map_stream<T: Elem<C = f32> + Storage>(
+    ctx: &mut KernelCtx<'_>,
+    linalg_op: LinalgUnary,
+    specials: &[u32],
+    fix: &(dyn Fn(f32) -> f32 + Sync),
+) -> KResult {
+    assert!(specials.len() <= 2, "at most two special inputs");
     let x = ctx.src::<T>(0);
     let layout = ctx.dst_layout;
     let rank = layout.rank();
@@ -677,6 +726,24 @@ fn unary_stream<T: Elem<C = f32> + Storage>(
     let n_tasks = ctx.tasks(layout.numel());
     let (pool, isa) = (ctx.pool, ctx.isa);
     let stride = x.last_stride();
+    let patch = |input: &[T], out: &mut [T]| {
+        let (Some(&first), Some(&last)) = (specials.first(), specials.last()) else {
+            return;
+        };
+        let is_special = |v: &T| {
+            let bits = v.load().to_bits();
+            bits == first || bits == last
+        };
+        // A branch-free scan first (specials are rare).
+        if !input.iter().fold(false, |hit, v| hit | is_special(v)) {
+            return;
+        }
+        for (value, v) in out.iter_mut().zip(input) {
+            if is_special(v) {
+                *value = <T as Elem>::store(fix(v.load()));
+            }
+        }
+    };
     let tiles = DstTiles::<T>::new(ctx.dst_slice::<T>(), layout, n_inner, SEG);
     tiles.run(pool, n_tasks, &mut [], &|cursor, _| {
         let mut idx = [0usize; MAX_RANK];
@@ -689,7 +756,9 @@ fn unary_stream<T: Elem<C = f32> + Storage>(
             if (stride == 1 || len == 1)
                 && let Some(out) = tile.contiguous()
             {
-                stream::unary(isa, linalg_op, &x.data[base..base + len], out);
+                let input = &x.data[base..base + len];
+                stream::unary(isa, linalg_op, input, out);
+                patch(input, out);
                 continue;
             }
             let mut j = 0;
@@ -705,9 +774,12 @@ fn unary_stream<T: Elem<C = f32> + Storage>(
                     &gathered[..n]
                 };
                 if let Some(out) = tile.contiguous() {
-                    stream::unary(isa, linalg_op, input, &mut out[j..j + n]);
+                    let out = &mut out[j..j + n];
+                    stream::unary(isa, linalg_op, input, out);
+                    patch(input, out);
                 } else {
                     stream::unary(isa, linalg_op, input, &mut stored[..n]);
+                    patch(input, &mut stored[..n]);
                     tile.write_at(j, &stored[..n]);
                 }
                 j += n;
@@ -725,4 +797,287 @@ pub fn unary_f32(ctx: &mut KernelCtx<'_>) -> KResult {
 /// Tier fp16 unary ops with parameters (rsqrt, inverse, clip).
 pub fn unary_f16_stream(ctx: &mut KernelCtx<'_>) -> KResult {
     unary_stream::<f16>(ctx, gew::unary_f16)
+}
+
+/// The exponent of a `pow` step whose exponent operand is one value broadcast to every
+/// element (a constant such as `pow(x, -0.5)`), `None` otherwise.
+fn splat_exponent<T: Elem<C = f32>>(ctx: &KernelCtx<'_>) -> Option<f32> {
+    let y = ctx.src::<T>(1);
+    if y.layout.strides.iter().all(|&stride| stride == 0) {
+        Some(y.at(y.layout.offset))
+    } else {
+        None
+    }
+}
+
+/// How the fp32 tier computes `pow(x, e)` for a constant `e` under `precision`: the
+/// `ew::stream::unary` op and
+/// the bit patterns of the inputs whose result it gets wrong (those elements take the portable
+/// scalar `powf`). Other exponents keep the portable kernel.
+fn pow_stream(exponent: f32, precision: Precision) -> Option<(LinalgUnary, &'static [u32])> {
+    const NEG_ZERO: u32 = 0x8000_0000;
+    const NEG_INF: u32 = 0xff80_0000;
+    Some(match exponent {
+        1.0 => (LinalgUnary::Identity, &[]),
+        2.0 => (LinalgUnary::Square, &[]),
+        // Two f32 roundings: only in the fast profile (the exact profile fuses pow, whose
+        // fused kernel evaluates it as the portable kernel does, and fused exact plans must
+        // equal unfused ones).
+        3.0 if precision == Precision::Fast => (LinalgUnary::Cube, &[]),
+        // 1/(x + 0) is +inf at -0, pow(-0, -1) is -inf.
+        -1.0 => (LinalgUnary::Inverse(0.0), &[NEG_ZERO]),
+        // √-0 is -0 but pow(-0, 0.5) is +0; √-inf is NaN, pow(-inf, 0.5) is +inf.
+        0.5 => (LinalgUnary::Sqrt, &[NEG_ZERO, NEG_INF]),
+        // 1/√(x + 0): `+ 0` makes -0 +0, so pow(±0, -0.5) = +inf; pow(-inf, -0.5) is +0.
+        // (Fast profile only, as for 3.)
+        -0.5 if precision == Precision::Fast => (LinalgUnary::Rsqrt(0.0), &[NEG_INF]),
+        _ => return None,
+    })
+}
+
+/// Name of the fp32 `pow` slot of a tier (its constant exponents run on `ew::stream::unary`).
+fn pow_kernel_name(isa: Isa) -> &'static str {
+    match isa {
+        Isa::Generic => "generic_pow_f32_8n",
+        Isa::Avx2 => "avx2_pow_f32_8n",
+        Isa::Avx512 | Isa::Amx => "avx512_pow_f32_16n",
+    }
+}
+
+/// Tier fp32 `pow`: a constant exponent of [`pow_stream`] on the vector kernel (elements it
+/// mishandles recomputed by the portable scalar code), any other exponent by the portable
+/// kernel.
+pub fn pow_f32(ctx: &mut KernelCtx<'_>) -> KResult {
+    let Some(exponent) = splat_exponent::<f32>(ctx) else {
+        return gew::pow_f32(ctx);
+    };
+    let Some((linalg_op, special)) = pow_stream(exponent, ctx.precision) else {
+        return gew::pow_f32(ctx);
+    };
+    let fix = |x: f32| gew::binary_f(BinaryOp::Pow, x, exponent);
+    map_stream::<f32>(ctx, linalg_op, special, &fix)
+}
+
+/// Tier fp16 `pow`: a constant exponent by a 65 536-entry table of the portable kernel's
+/// results (bit-identical), any other exponent by the portable kernel.
+pub fn pow_f16(ctx: &mut KernelCtx<'_>) -> KResult {
+    let table = splat_exponent::<f16>(ctx).and_then(|exponent| {
+        keyed_table(TableKey::Pow(exponent.to_bits()), &|x| {
+            gew::binary_f(BinaryOp::Pow, x, exponent)
+        })
+    });
+    match table {
+        Some(table) => apply_table(ctx, table),
+        None => gew::pow_f16(ctx),
+    }
+}
+
+/// fp16 `log(x + ε)` by a table of the portable kernel's results for that ε (bit-identical).
+fn log_f16_table(ctx: &mut KernelCtx<'_>) -> KResult {
+    let op = match ctx.op {
+        StepOp::Unary(op) => *op,
+        other => panic!("unary kernel called for {other:?} (kernel table invariant)"),
+    };
+    let table = match op {
+        UnaryOp::Log(eps) => {
+            keyed_table(TableKey::Log(eps.to_bits()), &|x| portable_unary_f32(op, x))
+        }
+        _ => None,
+    };
+    match table {
+        Some(table) => apply_table(ctx, table),
+        None => gew::unary_f16(ctx),
+    }
+}
+
+/// What a table of [`keyed_table`] computes: the op and its parameter's bits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TableKey {
+    /// `pow(x, e)`.
+    Pow(u32),
+    /// `log(x + ε)`.
+    Log(u32),
+}
+
+/// Tables of parameterised fp16 ops kept at most (128 KiB each); further parameters use the
+/// portable kernel (the same bits, slower).
+const MAX_KEYED_TABLES: usize = 32;
+
+/// The table of `f` (f32 in, f32 out, rounded to fp16 per entry) under `key`, built on first
+/// use; `None` once [`MAX_KEYED_TABLES`] tables exist (a `pow` whose exponent is a run-time
+/// scalar would otherwise grow the set without bound).
+fn keyed_table(key: TableKey, f: &dyn Fn(f32) -> f32) -> Option<&'static UnaryTable> {
+    type Tables = Vec<(TableKey, &'static UnaryTable)>;
+    static TABLES: std::sync::Mutex<Tables> = std::sync::Mutex::new(Vec::new());
+    // A poisoned lock only means another thread panicked while building: the list is valid.
+    let mut tables = TABLES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(&(_, table)) = tables.iter().find(|(k, _)| *k == key) {
+        return Some(table);
+    }
+    if tables.len() >= MAX_KEYED_TABLES {
+        return None;
+    }
+    let mut table = Box::new([f16::ZERO; 1 << 16]);
+    for (bits, entry) in (0..=u16::MAX).zip(table.iter_mut()) {
+        *entry = f16::from_f32(f(f16::from_bits(bits).to_f32()));
+    }
+    let table: &'static UnaryTable = Box::leak(table);
+    tables.push((key, table));
+    Some(table)
+}
+
+/// Softmax over the middle axis of `[outer, axis, inner]` layouts (the vocabulary of
+/// `[1, V, 1, S]` logits) when the inner axis is contiguous in the source, the portable
+/// kernel otherwise. Pass 1, per (outer, chunk of up to [`SOFTMAX_COLUMNS`] columns), in blocks of
+/// [`SOFTMAX_ROW_BLOCK`] rows: the block's column maxima (`ew::stream::accumulate`), the
+/// running sums rescaled where the maximum grew, then the block's `e^(x - max)` added
+/// (`ew::stream::accumulate_exp`, the block re-read from cache), so the source is read from
+/// memory once; the statistics go to the step's scratch as the portable kernel's do. Pass 2
+/// writes `e^(x - max) · (1/sum)` row by row (`ew::stream::exp_scale`). A column holding NaN
+/// or +inf, or only -inf, gives NaN, as in the portable kernel.
+fn softmax_columns<T: Elem<C = f32> + Storage>(
+    ctx: &mut KernelCtx<'_>,
+    portable: fn(&mut KernelCtx<'_>) -> KResult,
+) -> KResult {
+    let x = ctx.src::<T>(0);
+    let layout = ctx.dst_layout;
+    let (outer, axis_len, inner) = (layout.shape[0], layout.shape[1], layout.shape[2]);
+    let (x_outer, x_axis) = (x.layout.strides[0], x.layout.strides[1]);
+    if x.layout.strides[2] != 1 && inner > 1 {
+        return portable(ctx);
+    }
+    let (pool, isa) = (ctx.pool, ctx.isa);
+    let n_tasks = ctx.tasks(layout.numel() * 4);
+    let width = softmax_chunk(outer, inner, n_tasks);
+    let n_chunks = inner.div_ceil(width);
+    let stats_len = outer * n_chunks * 2 * width;
+    assert!(
+        4 * stats_len <= ctx.scratch.len(),
+        "softmax scratch (planner invariant)"
+    );
+    let stats: &mut [f32] = &mut bytemuck::cast_slice_mut(&mut *ctx.scratch)[..stats_len];
+    // Pass 1: one item per (outer, chunk): [shift; width] then [1/sum; width].
+    let stats_layout = Layout::dense(&[outer, n_chunks, 2 * width]);
+    DstTiles::<f32>::new(stats, &stats_layout, 1, usize::MAX).run(
+        pool,
+        n_tasks,
+        &mut [],
+        &|cursor, _| {
+            let mut idx = [0usize; MAX_RANK];
+            let mut out = [0f32; 2 * SOFTMAX_COLUMNS];
+            let mut block_max = [0f32; SOFTMAX_COLUMNS];
+            let mut finite = [0f32; SOFTMAX_COLUMNS];
+            let chunk_width = width;
+            for item in cursor.items() {
+                let mut tile = cursor.tile(item, &mut idx);
+                let (o, chunk) = (idx[0], idx[1]);
+                let c0 = chunk * chunk_width;
+                let width = (inner - c0).min(chunk_width);
+                let base = x.layout.offset + o * x_outer + c0;
+                let (shift, sum) = out[..2 * chunk_width].split_at_mut(chunk_width);
+                let (shift, sum) = (&mut shift[..width], &mut sum[..width]);
+                let block_max = &mut block_max[..width];
+                shift.fill(f32::NEG_INFINITY);
+                sum.fill(0.0);
+                let mut r0 = 0;
+                while r0 < axis_len {
+                    let rows = r0..(r0 + SOFTMAX_ROW_BLOCK).min(axis_len);
+                    let row = |r: usize| &x.data[base + r * x_axis..][..width];
+                    block_max.copy_from_slice(shift);
+                    for r in rows.clone() {
+                        stream::accumulate(isa, LinalgReduce::Max, block_max, row(r));
+                    }
+                    // `shift` holds the running maxima: rescale the sums where they grew
+                    // (a -inf old maximum had a zero sum; a non-finite new one makes the
+                    // column NaN at the end, whatever the sum).
+                    for ((old, sum), &new) in shift.iter_mut().zip(sum.iter_mut()).zip(&*block_max)
+                    {
+                        if new.is_finite() && new > *old {
+                            *sum *= (*old - new).exp();
+                        }
+                        *old = new;
+                    }
+                    // Shifts for the exp: the maxima where finite, 0 elsewhere.
+                    for (f, &m) in finite.iter_mut().zip(&*shift) {
+                        *f = if m.is_finite() { m } else { 0.0 };
+                    }
+                    for r in rows.clone() {
+                        stream::accumulate_exp(isa, sum, &finite[..width], row(r));
+                    }
+                    r0 = rows.end;
+                }
+                for (m, s) in shift.iter_mut().zip(sum.iter_mut()) {
+                    if m.is_finite() {
+                        *s = 1.0 / *s;
+                    } else {
+                        (*m, *s) = (0.0, f32::NAN);
+                    }
+                }
+                tile.write_all(&out[..2 * chunk_width]);
+            }
+            Ok(())
+        },
+    )?;
+    let stats: &[f32] = &bytemuck::cast_slice(&*ctx.scratch)[..stats_len];
+    // Pass 2: rows of the destination, chunk by chunk.
+    let tiles = DstTiles::<T>::new(bytemuck::cast_slice_mut(&mut *ctx.dst), layout, 1, SEG);
+    tiles.run(pool, n_tasks, &mut [], &|cursor, _| {
+        let mut idx = [0usize; MAX_RANK];
+        let mut stored = [T::default(); SOFTMAX_COLUMNS];
+        for item in cursor.items() {
+            let mut tile = cursor.tile(item, &mut idx);
+            let (o, r) = (idx[0], idx[1]);
+            let (start, len) = (tile.start(), tile.len());
+            let base = x.layout.offset + o * x_outer + r * x_axis;
+            let mut c = start;
+            while c < start + len {
+                let n = (width - c % width).min(start + len - c);
+                let at = (o * n_chunks + c / width) * 2 * width + c % width;
+                let shift = &stats[at..at + n];
+                let scale = &stats[at + width..at + width + n];
+                let input = &x.data[base + c..base + c + n];
+                if let Some(out) = tile.contiguous() {
+                    let out = &mut out[c - start..c - start + n];
+                    stream::exp_scale(isa, input, shift, scale, out);
+                } else {
+                    stream::exp_scale(isa, input, shift, scale, &mut stored[..n]);
+                    tile.write_at(c - start, &stored[..n]);
+                }
+                c += n;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Most columns per statistics chunk of [`softmax_columns`].
+const SOFTMAX_COLUMNS: usize = 256;
+
+/// The chunk width of [`softmax_columns`] for `[outer, _, inner]`: the widest of 256, 128, 64
+/// columns whose statistics fit the planner's scratch (sized for the portable kernel's
+/// 64-column chunks) and that still gives every task a chunk (wider chunks mean fewer, longer
+/// calls into the row kernels).
+fn softmax_chunk(outer: usize, inner: usize, n_tasks: usize) -> usize {
+    let portable = inner.div_ceil(64) * 64;
+    [256, 128]
+        .into_iter()
+        .find(|&width| {
+            inner.div_ceil(width) * width <= portable && outer * inner.div_ceil(width) >= n_tasks
+        })
+        .unwrap_or(64)
+}
+
+/// Rows per block of [`softmax_columns`]'s first pass (a block of one chunk stays in L1/L2).
+const SOFTMAX_ROW_BLOCK: usize = 64;
+
+/// Tier fp16 softmax over a middle axis.
+pub fn softmax_columns_f16(ctx: &mut KernelCtx<'_>) -> KResult {
+    softmax_columns::<f16>(ctx, rd::softmax_columns_f16)
+}
+
+/// Tier fp32 softmax over a middle axis.
+pub fn softmax_columns_f32(ctx: &mut KernelCtx<'_>) -> KResult {
+    softmax_columns::<f32>(ctx, rd::softmax_columns_f32)
 }

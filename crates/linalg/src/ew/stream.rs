@@ -5,9 +5,10 @@
 //! | function | computes | kernel name |
 //! |---|---|---|
 //! | [`binary`] | `out = a ∘ b` for `∘` in add, sub, mul, div; `a` or `b` may be one splatted value | `<isa>_<op>_<dtype>_<lanes>n` |
-//! | [`unary`] | `out = f(x)` for the [`UnaryOp`]s (abs, square, sqrt, relu, clip, identity, rsqrt, inverse, exp, sigmoid, silu) | `<isa>_<op>_<dtype>_<lanes>n` ([`unary_kernel_name`]) |
+//! | [`unary`] | `out = f(x)` for the [`UnaryOp`]s (abs, square, sqrt, relu, clip, identity, rsqrt, inverse, exp, sigmoid, silu, cube, gelu's tanh and sigmoid approximations) | `<isa>_<op>_<dtype>_<lanes>n` ([`unary_kernel_name`]) |
 //! | [`sum`], [`max`] | `Σ x`, `max x` in f32 | `<isa>_reduce{sum,mean,max}_<dtype>_<lanes>n` ([`reduce_kernel_name`]) |
 //! | [`accumulate`] | `acc[i] = acc[i] + x[i]` or the NaN-propagating `max` (a vertical step of a reduction over a non-innermost axis) | as [`sum`], [`max`] |
+//! | [`accumulate_exp`], [`exp_scale`] | `acc[i] += e^(x[i] - shift[i])`, `out[i] = e^(x[i] - shift[i])·scale[i]` (the rows of a softmax over a non-innermost axis) | `<isa>_softmaxcolumns_<dtype>_<lanes>n` ([`softmax_columns_kernel_name`]) |
 //!
 //! # Error bounds
 //!
@@ -27,7 +28,13 @@
 //! ε ≠ 0 ≤ [`UNARY_INVERSE_ULPS`], `exp` ≤ [`UNARY_EXP_ULPS`] (overflow to +inf above about
 //! 88.72, gradual underflow, results below 2⁻¹²⁶ within 2⁻¹²⁶ absolute), `sigmoid` one ulp
 //! and `silu` two ulps more than `exp` for `x ≥ -87` (below, results under 2⁻¹²⁶ absolute);
-//! all of them map NaN to NaN and ±inf to their limits.
+//! all of them map NaN to NaN and ±inf to their limits. `cube` is two f32 products: within
+//! [`UNARY_CUBE_ULPS`] (results below 2⁻¹²⁶ within 2⁻¹⁴⁹ absolute), and exact before the
+//! storage rounding for f16 storage (the product of three f16 values fits in 33 bits; the
+//! square, 22, is exact). The gelu approximations are `x/(1 + e⁻ᶻ)` within [`GELU_ULPS`] plus
+//! [`GELU_ULPS_PER_Z`]`·|z|` ulps. [`accumulate_exp`] and [`exp_scale`] use `exp`'s polynomial on
+//! the f32 difference `x - shift` (one rounding before the `exp`), then one addition, resp.
+//! one product.
 //!
 //! The exact ops lean on the tiers' `max(a, b) = a > b ? a : b` and `min(a, b) = a < b ? a :
 //! b` (x86 `maxps`/`minps` and the portable tier alike: NaN or a tie gives `b`), which the
@@ -259,6 +266,21 @@ pub const UNARY_EXP_ULPS: f64 = 2.0;
 pub const UNARY_RSQRT_ULPS: f64 = 3.0;
 /// Bound of [`UnaryOp::Inverse`] with ε ≠ 0 in f32 ulps (an f32 sum and division).
 pub const UNARY_INVERSE_ULPS: f64 = 2.0;
+/// Bound of [`UnaryOp::Cube`] in f32 ulps for f32 storage (two f32 products).
+pub const UNARY_CUBE_ULPS: f64 = 2.0;
+/// The gelu approximations ([`UnaryOp::GeluTanh`], [`UnaryOp::GeluSigmoid`]) are within
+/// `(GELU_ULPS + GELU_ULPS_PER_Z·|z|)` f32 ulps of the exact function, `z` the sigmoid's
+/// argument (its f32 rounding errors, relative, are scaled by `|z|` in `e⁻ᶻ`). Where `e⁻ᶻ`
+/// overflows (`z < -88.7`) the result is `-0`: such exact results are below 2⁻¹²² in
+/// magnitude (`|x|·e⁻⁸⁸·⁷` with `|x| ≤ 88.7/1.702`), so the bound there is 2⁻¹²² absolute.
+pub const GELU_ULPS: f64 = 5.0;
+/// See [`GELU_ULPS`].
+pub const GELU_ULPS_PER_Z: f64 = 3.0;
+
+/// `2·√(2/π)`, the linear coefficient of [`UnaryOp::GeluTanh`]'s `z`.
+const GELU_TANH_C1: f32 = 1.595_769_2;
+/// `2·√(2/π)·0.044715`, its cubic coefficient.
+const GELU_TANH_C3: f32 = 0.071_354_814;
 
 /// The reductions of [`accumulate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -295,6 +317,14 @@ pub enum UnaryOp {
     Sigmoid,
     /// `x/(1 + e⁻ˣ)`.
     Silu,
+    /// `x·x·x` in f32 (two roundings; exact before the storage rounding for f16 storage,
+    /// whose products of three values fit in f32's significand).
+    Cube,
+    /// gelu, tanh approximation: `x/(1 + e⁻ᶻ)` with `z = 2·√(2/π)·(x + 0.044715·x³)`
+    /// (`0.5·x·(1 + tanh(z/2))` without cancellation).
+    GeluTanh,
+    /// gelu, sigmoid approximation: `x/(1 + e⁻ᶻ)` with `z = 1.702·x`.
+    GeluSigmoid,
 }
 
 impl UnaryOp {
@@ -312,6 +342,9 @@ impl UnaryOp {
             UnaryOp::Exp => 8,
             UnaryOp::Sigmoid => 9,
             UnaryOp::Silu => 10,
+            UnaryOp::Cube => 11,
+            UnaryOp::GeluTanh => 12,
+            UnaryOp::GeluSigmoid => 13,
         }
     }
 
@@ -320,7 +353,13 @@ impl UnaryOp {
     /// `Rsqrt`/`Inverse` with a nonzero ε (three, resp. two, f32 roundings).
     pub fn is_exact(self) -> bool {
         match self {
-            UnaryOp::Rsqrt(_) | UnaryOp::Exp | UnaryOp::Sigmoid | UnaryOp::Silu => false,
+            UnaryOp::Rsqrt(_)
+            | UnaryOp::Exp
+            | UnaryOp::Sigmoid
+            | UnaryOp::Silu
+            | UnaryOp::Cube
+            | UnaryOp::GeluTanh
+            | UnaryOp::GeluSigmoid => false,
             UnaryOp::Inverse(eps) => eps == 0.0,
             _ => true,
         }
@@ -339,10 +378,26 @@ macro_rules! stream_names {
 }
 
 /// Names of [`unary`] in [`UnaryOp::code`] order.
-const UNARY_NAMES: [[[&str; 2]; 11]; 3] = stream_names!(
-    "identity", "abs", "square", "sqrt", "relu", "clip", "rsqrt", "inverse", "exp", "sigmoid",
+const UNARY_NAMES: [[[&str; 2]; 14]; 3] = stream_names!(
+    "identity",
+    "abs",
+    "square",
+    "sqrt",
+    "relu",
+    "clip",
+    "rsqrt",
+    "inverse",
+    "exp",
+    "sigmoid",
     "silu",
+    "cube",
+    "gelutanh",
+    "gelusigmoid",
 );
+
+/// Names of the column softmax ([`accumulate_exp`] and [`exp_scale`] over rows of a
+/// non-innermost axis).
+const SOFTMAX_COLUMNS_NAMES: [[[&str; 2]; 1]; 3] = stream_names!("softmaxcolumns");
 
 /// Names of the engine's reductions on these kernels: `[reducesum, reducemean, reducemax]`.
 const REDUCE_NAMES: [[[&str; 2]; 3]; 3] = stream_names!("reducesum", "reducemean", "reducemax");
@@ -592,7 +647,18 @@ pub(crate) unsafe fn unary_body<S: Simd, T: Storage, const OP: usize>(
                 7 => S::div(one, S::add(x, S::splat(consts.a))),
                 8 => exp_full::<S>(x),
                 9 => S::div(one, S::add(one, exp_full::<S>(negate::<S>(x)))),
-                _ => S::div(x, S::add(one, exp_full::<S>(negate::<S>(x)))),
+                10 => S::div(x, S::add(one, exp_full::<S>(negate::<S>(x)))),
+                11 => S::mul(S::mul(x, x), x),
+                12 => {
+                    // -z = x·(-2c - 2c·0.044715·x²), c = √(2/π).
+                    let x2 = S::mul(x, x);
+                    let k = S::mul_add(x2, S::splat(-GELU_TANH_C3), S::splat(-GELU_TANH_C1));
+                    S::div(x, S::add(one, exp_full::<S>(S::mul(x, k))))
+                }
+                _ => {
+                    let minus_z = S::mul(x, S::splat(-1.702));
+                    S::div(x, S::add(one, exp_full::<S>(minus_z)))
+                }
             }
         }
     }
@@ -609,6 +675,85 @@ pub(crate) unsafe fn unary_body<S: Simd, T: Storage, const OP: usize>(
         if full < len {
             let rest = len - full;
             let value = apply::<S, OP>(load_partial::<S, T>(x.add(full), rest, 1.0), consts);
+            store_partial::<S, T>(out.add(full), rest, value);
+        }
+    }
+}
+
+/// `acc[i] = acc[i] + e^(x[i] - shift[i])` for `len` elements (`exp` as [`UnaryOp::Exp`]).
+///
+/// # Safety
+/// `len` elements readable at `x` and `shift`, readable and writable at `acc`; the host
+/// supports `S`'s tier.
+#[inline(always)]
+pub(crate) unsafe fn accumulate_exp_body<S: Simd, T: Storage>(
+    acc: *mut f32,
+    shift: *const f32,
+    x: *const T,
+    len: usize,
+) {
+    // SAFETY: (whole body) full vectors cover elements below `len - len % LANES`, the tail
+    // goes through `load_partial`/`store_partial` with the remaining count.
+    unsafe {
+        let step = |a: S::V, s: S::V, v: S::V| S::add(a, exp_full::<S>(S::sub(v, s)));
+        let full = len - len % S::LANES;
+        let mut at = 0;
+        while at < full {
+            let value = step(
+                S::load_f32(acc.add(at)),
+                S::load_f32(shift.add(at)),
+                T::load::<S>(x.add(at)),
+            );
+            S::store_f32(acc.add(at), value);
+            at += S::LANES;
+        }
+        if full < len {
+            let rest = len - full;
+            let value = step(
+                load_partial::<S, f32>(acc.add(full), rest, 0.0),
+                load_partial::<S, f32>(shift.add(full), rest, 0.0),
+                load_partial::<S, T>(x.add(full), rest, 0.0),
+            );
+            store_partial::<S, f32>(acc.add(full), rest, value);
+        }
+    }
+}
+
+/// `out[i] = e^(x[i] - shift[i]) · scale[i]` for `len` elements, rounded once to `T`.
+///
+/// # Safety
+/// `len` elements readable at `x`, `shift` and `scale` and writable at `out`; the host
+/// supports `S`'s tier.
+#[inline(always)]
+pub(crate) unsafe fn exp_scale_body<S: Simd, T: Storage>(
+    x: *const T,
+    shift: *const f32,
+    scale: *const f32,
+    out: *mut T,
+    len: usize,
+) {
+    // SAFETY: (whole body) full vectors cover elements below `len - len % LANES`, the tail
+    // goes through `load_partial`/`store_partial` with the remaining count.
+    unsafe {
+        let step = |v: S::V, s: S::V, k: S::V| S::mul(exp_full::<S>(S::sub(v, s)), k);
+        let full = len - len % S::LANES;
+        let mut at = 0;
+        while at < full {
+            let value = step(
+                T::load::<S>(x.add(at)),
+                S::load_f32(shift.add(at)),
+                S::load_f32(scale.add(at)),
+            );
+            T::store::<S>(out.add(at), value);
+            at += S::LANES;
+        }
+        if full < len {
+            let rest = len - full;
+            let value = step(
+                load_partial::<S, T>(x.add(full), rest, 0.0),
+                load_partial::<S, f32>(shift.add(full), rest, 0.0),
+                load_partial::<S, f32>(scale.add(full), rest, 0.0),
+            );
             store_partial::<S, T>(out.add(full), rest, value);
         }
     }
@@ -658,6 +803,22 @@ macro_rules! stamp_stream_tiers {
             pub(crate) unsafe fn unary<T: Storage, const OP: usize>(x: *const T, out: *mut T, len: usize, consts: UnaryConsts) {
                 // SAFETY: forwarded; compiled for the tier.
                 unsafe { super::unary_body::<$simd, T, OP>(x, out, len, consts) }
+            }
+
+            /// # Safety
+            /// As for the body; the host supports this tier.
+            $(#[$attr])*
+            pub(crate) unsafe fn accumulate_exp<T: Storage>(acc: *mut f32, shift: *const f32, x: *const T, len: usize) {
+                // SAFETY: forwarded; compiled for the tier.
+                unsafe { super::accumulate_exp_body::<$simd, T>(acc, shift, x, len) }
+            }
+
+            /// # Safety
+            /// As for the body; the host supports this tier.
+            $(#[$attr])*
+            pub(crate) unsafe fn exp_scale<T: Storage>(x: *const T, shift: *const f32, scale: *const f32, out: *mut T, len: usize) {
+                // SAFETY: forwarded; compiled for the tier.
+                unsafe { super::exp_scale_body::<$simd, T>(x, shift, scale, out, len) }
             }
         }
     )*};
@@ -801,9 +962,49 @@ pub fn unary<T: Storage>(isa: Isa, op: UnaryOp, x: &[T], out: &mut [T]) {
             7 => dispatch_stream!(isa, unary::<T, 7>(x, out, len, consts)),
             8 => dispatch_stream!(isa, unary::<T, 8>(x, out, len, consts)),
             9 => dispatch_stream!(isa, unary::<T, 9>(x, out, len, consts)),
-            _ => dispatch_stream!(isa, unary::<T, 10>(x, out, len, consts)),
+            10 => dispatch_stream!(isa, unary::<T, 10>(x, out, len, consts)),
+            11 => dispatch_stream!(isa, unary::<T, 11>(x, out, len, consts)),
+            12 => dispatch_stream!(isa, unary::<T, 12>(x, out, len, consts)),
+            _ => dispatch_stream!(isa, unary::<T, 13>(x, out, len, consts)),
         }
     }
+}
+
+/// Name of the column softmax built on [`accumulate_exp`] and [`exp_scale`] for `T` storage
+/// with `isa`, e.g. `avx512_softmaxcolumns_f16_16n`.
+pub fn softmax_columns_kernel_name<T: Storage>(isa: Isa) -> &'static str {
+    SOFTMAX_COLUMNS_NAMES[tier_index(isa)][0][dtype_index::<T>()]
+}
+
+/// `acc[i] = acc[i] + e^(x[i] - shift[i])`, in f32 with [`UnaryOp::Exp`]'s `exp` (within
+/// [`UNARY_EXP_ULPS`] of the exact power, gradual underflow; `-inf` arguments give 0, NaN
+/// gives NaN) and one rounding of the addition: one row of a softmax denominator over a
+/// non-innermost axis, `shift` the column maxima.
+///
+/// Panics if the lengths differ or the host lacks `isa`.
+pub fn accumulate_exp<T: Storage>(isa: Isa, acc: &mut [f32], shift: &[f32], x: &[T]) {
+    super::check_isa("accumulate_exp", isa);
+    super::check_len("accumulate_exp", "x", x.len(), acc.len());
+    super::check_len("accumulate_exp", "shift", shift.len(), acc.len());
+    let (acc, shift, x, len) = (acc.as_mut_ptr(), shift.as_ptr(), x.as_ptr(), x.len());
+    // SAFETY: all three hold `len` elements (checked); the tier was checked.
+    unsafe { dispatch_stream!(isa, accumulate_exp::<T>(acc, shift, x, len)) }
+}
+
+/// `out[i] = e^(x[i] - shift[i]) · scale[i]`, in f32 (the `exp` of [`accumulate_exp`], one
+/// rounding of the product) and rounded once to `T`: one row of a softmax over a
+/// non-innermost axis, `scale` the reciprocal column denominators.
+///
+/// Panics if the lengths differ or the host lacks `isa`.
+pub fn exp_scale<T: Storage>(isa: Isa, x: &[T], shift: &[f32], scale: &[f32], out: &mut [T]) {
+    super::check_isa("exp_scale", isa);
+    let len = out.len();
+    super::check_len("exp_scale", "x", x.len(), len);
+    super::check_len("exp_scale", "shift", shift.len(), len);
+    super::check_len("exp_scale", "scale", scale.len(), len);
+    let (x, shift, scale, out) = (x.as_ptr(), shift.as_ptr(), scale.as_ptr(), out.as_mut_ptr());
+    // SAFETY: all four hold `len` elements (checked); the tier was checked.
+    unsafe { dispatch_stream!(isa, exp_scale::<T>(x, shift, scale, out, len)) }
 }
 
 #[cfg(test)]
@@ -1238,6 +1439,156 @@ mod tests {
             assert_eq!(out[0], f32::INFINITY);
             assert!(out[1].is_nan() && out[2].is_nan());
             assert_eq!(out[5], 200.0);
+        }
+    }
+
+    /// `cube`: f16 storage exact (before the storage rounding), f32 within its ulp bound,
+    /// specials kept.
+    #[test]
+    fn cube_is_exact_for_f16_and_within_its_bound_for_f32() {
+        for isa in tiers() {
+            let halves: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+            let mut out = vec![f16::ZERO; halves.len()];
+            unary(isa, UnaryOp::Cube, &halves, &mut out);
+            for (&x, &got) in halves.iter().zip(&out) {
+                let want = f16::from_f32((f64::from(x.to_f32()).powi(3)) as f32);
+                assert!(same(got, want), "{isa} cube f16 {x}: {got} vs {want}");
+            }
+            let mut x = with_specials(21, 4099);
+            x.extend([1e-13f32, -2e-13, 1e13, -7e12, 5.5e-15]);
+            let mut out = vec![0f32; x.len()];
+            unary(isa, UnaryOp::Cube, &x, &mut out);
+            for (&v, &got) in x.iter().zip(&out) {
+                let want = f64::from(v).powi(3);
+                let tiny = want.abs() < f64::from(f32::MIN_POSITIVE)
+                    && (f64::from(got) - want).abs() <= 2f64.powi(-149);
+                assert!(
+                    tiny || ulps(got, want) <= UNARY_CUBE_ULPS,
+                    "{isa} cube f32 {v}: {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    /// The column-softmax steps against f64: `exp` within its ulp bound of the f32
+    /// difference, the sum and the product one rounding each; -inf gives 0, NaN NaN.
+    #[test]
+    #[allow(clippy::cast_precision_loss, reason = "test sizes are small")]
+    fn softmax_column_steps_stay_within_their_bounds() {
+        fn check<T: Storage>(isa: Isa) {
+            for len in SIZES {
+                let shift: Vec<f32> = values(31, len).iter().map(|v| v * 4.0).collect();
+                let scale: Vec<f32> = values(32, len).iter().map(|v| 0.25 + v.abs()).collect();
+                let mut x: Vec<T> = values(33, len)
+                    .iter()
+                    .map(|&v| T::from_f32(v * 10.0))
+                    .collect();
+                x[0] = T::from_f32(f32::NEG_INFINITY);
+                let mut acc: Vec<f32> = values(34, len).iter().map(|v| v.abs()).collect();
+                let before = acc.clone();
+                accumulate_exp(isa, &mut acc, &shift, &x);
+                let mut out = vec![T::default(); len];
+                exp_scale(isa, &x, &shift, &scale, &mut out);
+                for i in 0..len {
+                    let diff = x[i].to_f32() - shift[i];
+                    let e = f64::from(diff).exp();
+                    let want_acc = f64::from(before[i]) + e;
+                    let err = (f64::from(acc[i]) - want_acc).abs();
+                    let bound = (UNARY_EXP_ULPS * 2.0 * e + want_acc) * f64::from(f32::EPSILON);
+                    assert!(err <= bound, "{isa} {} acc len {len} at {i}", T::NAME);
+                    let want_out = e * f64::from(scale[i]);
+                    let got = f64::from(out[i].to_f32());
+                    if T::NAME == "f16" && want_out >= 65520.0 {
+                        assert_eq!(got, f64::INFINITY, "{isa} f16 overflow at {i}");
+                        continue;
+                    }
+                    let storage_ulp = if T::NAME == "f16" {
+                        want_out.abs() * 2f64.powi(-11) + 2f64.powi(-25)
+                    } else {
+                        0.0
+                    };
+                    let bound = (UNARY_EXP_ULPS * 2.0 + 1.0) * want_out * f64::from(f32::EPSILON)
+                        + storage_ulp
+                        + f64::from(f32::MIN_POSITIVE);
+                    assert!(
+                        (got - want_out).abs() <= bound,
+                        "{isa} {} out len {len} at {i}: {got} vs {want_out}",
+                        T::NAME
+                    );
+                }
+                assert_eq!(out[0].to_f32(), 0.0);
+                x[len - 1] = T::from_f32(f32::NAN);
+                accumulate_exp(isa, &mut acc, &shift, &x);
+                exp_scale(isa, &x, &shift, &scale, &mut out);
+                assert!(acc[len - 1].is_nan() && out[len - 1].to_f32().is_nan());
+            }
+        }
+        for isa in tiers() {
+            check::<f32>(isa);
+            check::<f16>(isa);
+        }
+        assert_eq!(
+            softmax_columns_kernel_name::<f16>(Isa::Amx),
+            "avx512_softmaxcolumns_f16_16n"
+        );
+    }
+
+    /// The gelu approximations over dense sweeps, every tier, against f64 within
+    /// `GELU_ULPS + GELU_ULPS_PER_Z·|z|` ulps; infinities and NaN as the exact function.
+    #[test]
+    #[allow(clippy::cast_precision_loss, reason = "sweep indices are small")]
+    fn gelu_approximations_stay_within_their_bound() {
+        let sigmoid = |z: f64| {
+            if z >= 0.0 {
+                1.0 / (1.0 + (-z).exp())
+            } else {
+                z.exp() / (1.0 + z.exp())
+            }
+        };
+        let c = (2.0 / std::f64::consts::PI).sqrt();
+        let z_of = |op: UnaryOp, x: f64| match op {
+            UnaryOp::GeluTanh => 2.0 * c * (x + 0.044715 * x * x * x),
+            _ => 1.702 * x,
+        };
+        const N: usize = 200_003;
+        for isa in tiers() {
+            for op in [UnaryOp::GeluTanh, UnaryOp::GeluSigmoid] {
+                for (lo, hi) in [(-60.0f32, 60.0f32), (-6.0, 6.0), (-1e-3, 1e-3)] {
+                    let x: Vec<f32> = (0..N)
+                        .map(|i| lo + (hi - lo) * (i as f32 / (N - 1) as f32))
+                        .collect();
+                    let mut out = vec![0f32; N];
+                    unary(isa, op, &x, &mut out);
+                    let mut worst = 0f64;
+                    for (&v, &got) in x.iter().zip(&out) {
+                        let z = z_of(op, f64::from(v));
+                        let want = f64::from(v) * sigmoid(z);
+                        let err = (f64::from(got) - want).abs();
+                        let ulp = want.abs() * f64::from(f32::EPSILON) / 2.0;
+                        let bound = (GELU_ULPS + GELU_ULPS_PER_Z * z.abs()) * ulp;
+                        assert!(
+                            err <= bound + 2f64.powi(-122),
+                            "{} at {v}: {got} vs {want}",
+                            unary_kernel_name::<f32>(op, isa)
+                        );
+                        if want.abs() > f64::from(f32::MIN_POSITIVE) {
+                            worst = worst.max(err / ulp / (1.0 + z.abs()));
+                        }
+                    }
+                    eprintln!(
+                        "{} [{lo}, {hi}] worst {worst:.3} ulps/(1+|z|)",
+                        unary_kernel_name::<f32>(op, isa)
+                    );
+                }
+                let specials = [f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 0.0, -0.0, 3e38];
+                let mut out = [0f32; 6];
+                unary(isa, op, &specials, &mut out);
+                assert_eq!(out[0], f32::INFINITY);
+                assert!(out[1].is_nan() && out[2].is_nan());
+                assert_eq!(out[3].to_bits(), 0);
+                assert_eq!(out[4].to_bits(), (-0f32).to_bits());
+                assert_eq!(out[5], 3e38);
+            }
         }
     }
 
