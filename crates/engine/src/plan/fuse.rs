@@ -164,6 +164,28 @@ pub fn unary_of(attrs: &OpAttrs, kind: OpKind) -> Option<UnaryOp> {
     })
 }
 
+/// Whether the tier tables keep fp16 unary `op` a step of its own in every profile: a
+/// transcendental (exp, erf, tanh, sigmoid, silu, gelu) whose fp16 kernel is one lookup in a
+/// 65 536-entry table per element. Inside a fused step the same lookup goes lane by lane
+/// through memory (measured about 2× slower than the table pass plus the unfused arithmetic),
+/// and the fast profile's vector formula costs more than the pass it saves; the arithmetic
+/// around the activation still fuses (SiLU·gate becomes the table pass and one
+/// `(h1 · sig) · h3` step).
+pub fn tabled_activation(op: UnaryOp, ty: FloatTy) -> bool {
+    ty == FloatTy::F16
+        && matches!(
+            op,
+            UnaryOp::Exp
+                | UnaryOp::Erf
+                | UnaryOp::Tanh
+                | UnaryOp::Sigmoid
+                | UnaryOp::Silu
+                | UnaryOp::GeluExact
+                | UnaryOp::GeluTanh
+                | UnaryOp::GeluSigmoid
+        )
+}
+
 /// How a fusable op computes its value.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum FusableOp {
