@@ -1,10 +1,15 @@
 //! The fused elementwise kernel: runs a [`FusedProgram`] (see [`crate::plan::fuse`]) over the
 //! destination row segment by row segment.
 //!
-//! * When every node has a vector form (add, sub, mul, real_div, casts, immediates, fp16
-//!   table lookups, the fast profile's exp/sigmoid/silu) and every source of the segment is a
-//!   contiguous run or a broadcast value, the segment goes to linalg's `ew::program::run` on
-//!   the plan's tier: one sweep, registers in vector registers, the output written in place.
+//! * When the program is one of linalg's compiled trees (`ew::tree::Tree`: SiLU·gate forms,
+//!   `(a·b)·c`, `a·b + c`, `(a ± b)·c`, `(a·(b − c))·d`, `(a − b·c)·d`, `a·b + c·d`; add and mul
+//!   operands may swap), its inner nodes are rounded alike, its leaves share one storage type
+//!   and every source of the segment is a contiguous run or a broadcast value, the segment
+//!   goes to `ew::tree::run`: a monomorphised loop, values in vector registers.
+//! * Otherwise, when every node has a vector form (add, sub, mul, real_div, casts, immediates,
+//!   fp16 table lookups, the fast profile's exp/sigmoid/silu) and the sources are runs or
+//!   broadcast values, the segment goes to linalg's `ew::program::run` on the plan's tier: one
+//!   sweep of a register program, the output written in place.
 //! * Otherwise the block interpreter here evaluates each node over blocks of `BLOCK` (1024)
 //!   elements in f32 stack registers, every source read once per block.
 //!

@@ -19,7 +19,9 @@
 //! intermediates stay f32 and only the root is rounded to its dtype.
 //!
 //! A group is bounded by [`MAX_REGS`] registers and [`MAX_SRCS`] leaves; when a tree would
-//! exceed either, its largest member subtrees become roots of their own steps.
+//! exceed either, its largest member subtrees become roots of their own steps. On the tier
+//! tables an fp16 transcendental ([`tabled_activation`]) stays a table pass of its own in both
+//! profiles; the arithmetic around it still fuses.
 
 use milbridge_mil::facts::FunctionFacts;
 use milbridge_mil::ir::{DType, Function, Handle, HandleVec, Op, OpKind, Value, ValueDef};
