@@ -1,10 +1,15 @@
 //! The fused elementwise kernel: runs a [`FusedProgram`] (see [`crate::plan::fuse`]) over the
 //! destination row segment by row segment.
 //!
-//! * When every node has a vector form (add, sub, mul, real_div, casts, immediates, fp16
-//!   table lookups, the fast profile's exp/sigmoid/silu) and every source of the segment is a
-//!   contiguous run or a broadcast value, the segment goes to linalg's `ew::program::run` on
-//!   the plan's tier: one sweep, registers in vector registers, the output written in place.
+//! * When the program is one of linalg's compiled trees (`ew::tree::Tree`: SiLU·gate forms,
+//!   `(a·b)·c`, `a·b + c`, `(a ± b)·c`, `(a·(b − c))·d`, `(a − b·c)·d`, `a·b + c·d`; add and mul
+//!   operands may swap), its inner nodes are rounded alike, its leaves share one storage type
+//!   and every source of the segment is a contiguous run or a broadcast value, the segment
+//!   goes to `ew::tree::run`: a monomorphised loop, values in vector registers.
+//! * Otherwise, when every node has a vector form (add, sub, mul, real_div, casts, immediates,
+//!   fp16 table lookups, the fast profile's exp/sigmoid/silu) and the sources are runs or
+//!   broadcast values, the segment goes to linalg's `ew::program::run` on the plan's tier: one
+//!   sweep of a register program, the output written in place.
 //! * Otherwise the block interpreter here evaluates each node over blocks of `BLOCK` (1024)
 //!   elements in f32 stack registers, every source read once per block.
 //!
@@ -24,6 +29,7 @@ use milbridge_linalg::cpu::Isa;
 use milbridge_linalg::ew::Storage;
 use milbridge_linalg::ew::program as lprog;
 use milbridge_linalg::ew::stream::{self, BinaryOp as StreamOp, Operand};
+use milbridge_linalg::ew::tree::{self as ltree, Tree};
 
 use crate::Precision;
 use crate::elem::{Elem, Ty};
@@ -188,6 +194,11 @@ fn run<O: Elem<C = f32> + Storage>(
     let round = &round[..program.nodes.len()];
     let fill_imm = &fill_imm[..program.nodes.len()];
     let vector = vector_program(nodes, round);
+    let compiled = match_tree(nodes, round, n_leaves).filter(|_| {
+        // One storage type for every leaf (the compiled loops read one).
+        let first = ctx.srcs[0].ty;
+        ctx.srcs[..n_leaves].iter().all(|src| src.ty == first)
+    });
     let layout = ctx.dst_layout;
     let rank = layout.rank();
     let n_inner = rank.min(1);
@@ -204,7 +215,7 @@ fn run<O: Elem<C = f32> + Storage>(
             let mut tile = cursor.tile(item, &mut idx);
             let outer = &idx[..rank - n_inner];
             let (start, len) = (tile.start(), tile.len());
-            if let Some((instrs, n_instrs)) = &vector {
+            if vector.is_some() || compiled.is_some() {
                 // The whole row segment in one call when every source is a contiguous run or
                 // a broadcast value and the destination is contiguous.
                 let mut inputs = [lprog::Input::Splat(0.0); MAX_SRCS];
@@ -223,8 +234,15 @@ fn run<O: Elem<C = f32> + Storage>(
                             }
                         });
                 if runs && let Some(out) = tile.contiguous() {
-                    lprog::run::<O>(isa, &instrs[..*n_instrs], &inputs[..n_leaves], out);
-                    continue;
+                    if let Some(compiled) = &compiled
+                        && run_tree(isa, compiled, &inputs[..n_leaves], out)
+                    {
+                        continue;
+                    }
+                    if let Some((instrs, n_instrs)) = &vector {
+                        lprog::run::<O>(isa, &instrs[..*n_instrs], &inputs[..n_leaves], out);
+                        continue;
+                    }
                 }
             }
             let mut j = 0;
@@ -258,13 +276,16 @@ fn run<O: Elem<C = f32> + Storage>(
 }
 
 /// The run of `leaf` for row segment `start..start + len` at `outer`: a slice when contiguous,
-/// a splat when broadcast (or one element), `None` when strided.
+/// a splat when broadcast (or one element), `None` when strided. Inlined: called per leaf per
+/// row segment, and an out-of-line return of the enum through memory stalls the reload.
+#[inline(always)]
 fn leaf_run<'a>(
     leaf: Leaf<'a>,
     outer: &[usize],
     start: usize,
     len: usize,
 ) -> Option<lprog::Input<'a>> {
+    #[inline(always)]
     fn run<'a, T: Elem<C = f32>>(
         view: &SrcView<'a, T>,
         outer: &[usize],
@@ -286,6 +307,252 @@ fn leaf_run<'a>(
         Leaf::F16(view) => run(&view, outer, start, len, lprog::Input::F16),
         Leaf::F32(view) => run(&view, outer, start, len, lprog::Input::F32),
     }
+}
+
+/// A leaf of a compiled tree: a source of the step or an immediate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum TreeLeaf {
+    Src(u8),
+    Imm(f32),
+}
+
+/// A program recognised as one of linalg's compiled trees ([`Tree`]).
+#[derive(Clone, Copy)]
+struct Compiled {
+    tree: Tree,
+    leaves: [TreeLeaf; ltree::MAX_LEAVES],
+    round_f16: bool,
+    table: Option<&'static UnaryTable>,
+}
+
+/// Matches the program (its per-node plans and rounding) against the compiled trees: the
+/// same operations in the same order (add and mul operands may swap: IEEE addition and
+/// multiplication are commutative), every inner node rounded alike (all to f16, or none), a
+/// table node's operand a source. `None`: the interpreter runs it.
+fn match_tree(nodes: &[Plan1], round: &[bool], n_leaves: usize) -> Option<Compiled> {
+    let last = nodes.len().checked_sub(1)?;
+    let node = |reg: u8| usize::from(reg).checked_sub(n_leaves).map(|i| nodes[i]);
+    let leaf = |reg: u8| match node(reg) {
+        None => Some(TreeLeaf::Src(reg)),
+        Some(Plan1::Imm(value)) => Some(TreeLeaf::Imm(value)),
+        Some(_) => None,
+    };
+    // The operand pairs of binary node `reg` with op `op`, both orders when it commutes.
+    let pairs = |reg: u8, op: BinaryOp| -> [Option<(u8, u8)>; 2] {
+        match node(reg) {
+            Some(Plan1::Binary(found, x, y)) if found == op => {
+                let swapped = matches!(op, BinaryOp::Add | BinaryOp::Mul).then_some((y, x));
+                [Some((x, y)), swapped]
+            }
+            _ => [None, None],
+        }
+    };
+    let root = u8::try_from(n_leaves + last).ok()?;
+    // Inner nodes: all rounded, or none (immediates and tables are exact already).
+    let mut inner = nodes[..last]
+        .iter()
+        .zip(round)
+        .filter(|(plan, _)| !matches!(plan, Plan1::Imm(_) | Plan1::Table(..)))
+        .map(|(_, &round)| round);
+    let round_f16 = inner.next().unwrap_or(false);
+    if !inner.all(|round| round == round_f16) {
+        return None;
+    }
+    let mut table = None;
+    // `t(a)` or `σ(a)` / `silu(a)` as the program computes it (`kind`: the op wanted).
+    let mut activation = |reg: u8, kind: UnaryOp| -> Option<u8> {
+        match node(reg)? {
+            Plan1::Table(found, x) if leaf(x).is_some() && n_leaves > usize::from(x) => {
+                table = Some(found);
+                (kind == UnaryOp::Identity).then_some(x)
+            }
+            Plan1::Fast(op, x) if op == kind && usize::from(x) < n_leaves => Some(x),
+            _ => None,
+        }
+    };
+    let both = |reg: u8, op: BinaryOp| pairs(reg, op).into_iter().flatten();
+    let found = (|| -> Option<(Tree, [TreeLeaf; 4])> {
+        let z = TreeLeaf::Imm(0.0);
+        for (p, q) in both(root, BinaryOp::Mul) {
+            let Some(d) = leaf(q) else { continue };
+            // t(a)·b, silu(a)·b
+            if let Some(a) = activation(p, UnaryOp::Identity) {
+                return Some((Tree::TabMul, [TreeLeaf::Src(a), d, z, z]));
+            }
+            if let Some(a) = activation(p, UnaryOp::Silu) {
+                return Some((Tree::SiluMul, [TreeLeaf::Src(a), d, z, z]));
+            }
+            for (x, y) in both(p, BinaryOp::Mul) {
+                // (a·t(a))·b, (a·σ(a))·b
+                if let Some(a) = activation(y, UnaryOp::Identity)
+                    && a == x
+                {
+                    return Some((Tree::XTabMul, [TreeLeaf::Src(a), d, z, z]));
+                }
+                if let Some(a) = activation(y, UnaryOp::Sigmoid)
+                    && a == x
+                {
+                    return Some((Tree::XSigMul, [TreeLeaf::Src(a), d, z, z]));
+                }
+                // (a·b)·c
+                if let (Some(a), Some(b)) = (leaf(x), leaf(y)) {
+                    return Some((Tree::MulMul, [a, b, d, z]));
+                }
+                // (a·(b−c))·d
+                if let Some(a) = leaf(x)
+                    && let [Some((b, c)), _] = pairs(y, BinaryOp::Sub)
+                    && let (Some(b), Some(c)) = (leaf(b), leaf(c))
+                {
+                    return Some((Tree::MulSubMul, [a, b, c, d]));
+                }
+            }
+            for (x, y) in both(p, BinaryOp::Add) {
+                if let (Some(a), Some(b)) = (leaf(x), leaf(y)) {
+                    return Some((Tree::AddMul, [a, b, d, z]));
+                }
+            }
+            if let [Some((x, y)), _] = pairs(p, BinaryOp::Sub)
+                && let Some(a) = leaf(x)
+            {
+                // (a−b)·c
+                if let Some(b) = leaf(y) {
+                    return Some((Tree::SubMul, [a, b, d, z]));
+                }
+                // (a − b·c)·d
+                for (b, c) in both(y, BinaryOp::Mul) {
+                    if let (Some(b), Some(c)) = (leaf(b), leaf(c)) {
+                        return Some((Tree::SubMulMul, [a, b, c, d]));
+                    }
+                }
+            }
+        }
+        for (p, q) in both(root, BinaryOp::Add) {
+            for (x, y) in both(p, BinaryOp::Mul) {
+                let (Some(a), Some(b)) = (leaf(x), leaf(y)) else {
+                    continue;
+                };
+                // a·b + c
+                if let Some(c) = leaf(q) {
+                    return Some((Tree::MulAdd, [a, b, c, z]));
+                }
+                // a·b + c·d
+                for (u, v) in both(q, BinaryOp::Mul) {
+                    if let (Some(c), Some(d)) = (leaf(u), leaf(v)) {
+                        return Some((Tree::MulAddMul, [a, b, c, d]));
+                    }
+                }
+            }
+        }
+        None
+    })()?;
+    let (tree, leaves) = found;
+    // Every node of the program belongs to the formula (the tree is the whole program): its
+    // operations plus its immediates.
+    let operations = match tree {
+        Tree::TabMul
+        | Tree::SiluMul
+        | Tree::MulMul
+        | Tree::MulAdd
+        | Tree::AddMul
+        | Tree::SubMul => 2,
+        Tree::XTabMul | Tree::XSigMul | Tree::MulSubMul | Tree::SubMulMul | Tree::MulAddMul => 3,
+    };
+    let imms = leaves[..tree.leaves()]
+        .iter()
+        .filter(|leaf| matches!(leaf, TreeLeaf::Imm(_)))
+        .count();
+    let formula_nodes = operations + imms;
+    if formula_nodes != nodes.len() {
+        return None;
+    }
+    Some(Compiled {
+        tree,
+        leaves,
+        round_f16,
+        table: if tree.uses_table() { table } else { None },
+    })
+}
+
+/// Runs `compiled` over one row segment whose sources are `inputs`; false when a leaf does not
+/// fit the loop's storage (a splat or immediate not exact in f16, or mixed source types).
+#[inline(always)]
+fn run_tree<O: Storage>(
+    isa: Isa,
+    compiled: &Compiled,
+    inputs: &[lprog::Input<'_>],
+    out: &mut [O],
+) -> bool {
+    #[inline(always)]
+    fn leaves<'a, L: Storage>(
+        compiled: &Compiled,
+        inputs: &[lprog::Input<'a>],
+        run: fn(lprog::Input<'a>) -> Option<&'a [L]>,
+        out: &mut [ltree::Leaf<'a, L>; ltree::MAX_LEAVES],
+    ) -> bool {
+        let n = compiled.tree.leaves();
+        for (slot, leaf) in out.iter_mut().zip(&compiled.leaves[..n]) {
+            let value = match *leaf {
+                TreeLeaf::Src(k) => match inputs[usize::from(k)] {
+                    lprog::Input::Splat(value) => value,
+                    input => match run(input) {
+                        Some(values) => {
+                            *slot = ltree::Leaf::Run(values);
+                            continue;
+                        }
+                        None => return false,
+                    },
+                },
+                TreeLeaf::Imm(value) => value,
+            };
+            let stored = L::from_f32(value);
+            if stored.to_f32().to_bits() != value.to_bits() {
+                return false;
+            }
+            *slot = ltree::Leaf::Splat(stored);
+        }
+        true
+    }
+    let n = compiled.tree.leaves();
+    let first_src = compiled.leaves[..n].iter().find_map(|leaf| match leaf {
+        TreeLeaf::Src(k) => Some(inputs[usize::from(*k)]),
+        TreeLeaf::Imm(_) => None,
+    });
+    if let Some(lprog::Input::F32(_)) = first_src {
+        let mut slots = [ltree::Leaf::Splat(0f32); ltree::MAX_LEAVES];
+        let run = |input| match input {
+            lprog::Input::F32(values) => Some(values),
+            _ => None,
+        };
+        if !leaves::<f32>(compiled, inputs, run, &mut slots) {
+            return false;
+        }
+        ltree::run(
+            isa,
+            compiled.tree,
+            compiled.round_f16,
+            compiled.table,
+            &slots[..n],
+            out,
+        );
+    } else {
+        let mut slots = [ltree::Leaf::Splat(f16::ZERO); ltree::MAX_LEAVES];
+        let run = |input| match input {
+            lprog::Input::F16(values) => Some(values),
+            _ => None,
+        };
+        if !leaves::<f16>(compiled, inputs, run, &mut slots) {
+            return false;
+        }
+        ltree::run(
+            isa,
+            compiled.tree,
+            compiled.round_f16,
+            compiled.table,
+            &slots[..n],
+            out,
+        );
+    }
+    true
 }
 
 /// The program as linalg's vector register program, when every node has a vector form
@@ -455,6 +722,70 @@ mod tests {
 
     fn ulps(a: f32, b: f32) -> u32 {
         (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+    }
+
+    fn mul(x: u8, y: u8) -> Plan1 {
+        Plan1::Binary(BinaryOp::Mul, x, y)
+    }
+
+    #[test]
+    fn the_training_kernels_trees_are_compiled() {
+        use TreeLeaf::{Imm, Src};
+        let table = unary_table(UnaryOp::Sigmoid);
+        let z = Imm(0.0);
+        let matched = |nodes: &[Plan1], round: &[bool], n_leaves: usize| {
+            match_tree(nodes, round, n_leaves).map(|c| (c.tree, c.leaves, c.round_f16))
+        };
+        // ffnFused, exact: gate = (h1 · t(h1)) · h3 (operands in either order).
+        let silu_gate = [Plan1::Table(table, 0), mul(2, 0), mul(1, 3)];
+        assert_eq!(
+            matched(&silu_gate, &[false, true, false], 2),
+            Some((Tree::XTabMul, [Src(0), Src(1), z, z], true))
+        );
+        // ffnFused, fast: σ as the vector formula, nothing rounded.
+        let fast_gate = [Plan1::Fast(UnaryOp::Sigmoid, 0), mul(0, 2), mul(3, 1)];
+        assert_eq!(
+            matched(&fast_gate, &[false; 3], 2),
+            Some((Tree::XSigMul, [Src(0), Src(1), z, z], false))
+        );
+        // A σ of another source is not SiLU.
+        let other = [Plan1::Fast(UnaryOp::Sigmoid, 1), mul(0, 2), mul(3, 1)];
+        assert_eq!(matched(&other, &[false; 3], 2), None);
+        // Scale + mask: sc1 · s + cm.
+        let mask = [
+            Plan1::Imm(0.125),
+            mul(0, 2),
+            Plan1::Binary(BinaryOp::Add, 3, 1),
+        ];
+        assert_eq!(
+            matched(&mask, &[false, true, false], 2),
+            Some((Tree::MulAdd, [Src(0), Imm(0.125), Src(1), z], true))
+        );
+        // rmsnormBwd: (dyw − x · coeff) · rrms.
+        let rms_bwd = [mul(1, 2), Plan1::Binary(BinaryOp::Sub, 0, 4), mul(5, 3)];
+        assert_eq!(
+            matched(&rms_bwd, &[true, true, false], 4),
+            Some((Tree::SubMulMul, [Src(0), Src(1), Src(2), Src(3)], true))
+        );
+        // Mixed rounding of inner nodes (an fp32 intermediate in an fp16 tree) is not compiled.
+        assert_eq!(matched(&rms_bwd, &[true, false, false], 4), None);
+        // Subtraction does not commute: x · coeff − dyw is another formula.
+        let swapped = [mul(1, 2), Plan1::Binary(BinaryOp::Sub, 4, 0), mul(5, 3)];
+        assert_eq!(matched(&swapped, &[true, true, false], 4), None);
+        // sdpaBwd2: (p · (dp − spdp)) · s.
+        let sm_bwd = [
+            Plan1::Binary(BinaryOp::Sub, 1, 2),
+            mul(0, 3),
+            Plan1::Imm(0.125),
+            mul(4, 5),
+        ];
+        assert_eq!(
+            matched(&sm_bwd, &[true, true, false, false], 3),
+            Some((Tree::MulSubMul, [Src(0), Src(1), Src(2), Imm(0.125)], true))
+        );
+        // Division has no compiled form.
+        let div = [Plan1::Binary(BinaryOp::RealDiv, 0, 1), mul(2, 1)];
+        assert_eq!(matched(&div, &[true, false], 2), None);
     }
 
     #[test]

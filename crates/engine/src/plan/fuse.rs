@@ -19,7 +19,9 @@
 //! intermediates stay f32 and only the root is rounded to its dtype.
 //!
 //! A group is bounded by [`MAX_REGS`] registers and [`MAX_SRCS`] leaves; when a tree would
-//! exceed either, its largest member subtrees become roots of their own steps.
+//! exceed either, its largest member subtrees become roots of their own steps. On the tier
+//! tables an fp16 transcendental ([`tabled_activation`]) stays a table pass of its own in both
+//! profiles; the arithmetic around it still fuses.
 
 use milbridge_mil::facts::FunctionFacts;
 use milbridge_mil::ir::{DType, Function, Handle, HandleVec, Op, OpKind, Value, ValueDef};
@@ -162,6 +164,28 @@ pub fn unary_of(attrs: &OpAttrs, kind: OpKind) -> Option<UnaryOp> {
         (OpAttrs::Unary, OpKind::Silu) => UnaryOp::Silu,
         _ => return None,
     })
+}
+
+/// Whether the tier tables keep fp16 unary `op` a step of its own in every profile: a
+/// transcendental (exp, erf, tanh, sigmoid, silu, gelu) whose fp16 kernel is one lookup in a
+/// 65 536-entry table per element. Inside a fused step the same lookup goes lane by lane
+/// through memory (measured about 2× slower than the table pass plus the unfused arithmetic),
+/// and the fast profile's vector formula costs more than the pass it saves; the arithmetic
+/// around the activation still fuses (SiLU·gate becomes the table pass and one
+/// `(h1 · sig) · h3` step).
+pub fn tabled_activation(op: UnaryOp, ty: FloatTy) -> bool {
+    ty == FloatTy::F16
+        && matches!(
+            op,
+            UnaryOp::Exp
+                | UnaryOp::Erf
+                | UnaryOp::Tanh
+                | UnaryOp::Sigmoid
+                | UnaryOp::Silu
+                | UnaryOp::GeluExact
+                | UnaryOp::GeluTanh
+                | UnaryOp::GeluSigmoid
+        )
 }
 
 /// How a fusable op computes its value.

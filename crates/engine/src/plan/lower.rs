@@ -132,7 +132,10 @@ pub fn lower(
             facts,
             &needed,
             &|value| homes[value].is_some(),
-            &|op, ty| exact_tier && crate::kernels::tiered::vector_unary_differs(op, ty),
+            &|op, ty| {
+                (exact_tier && crate::kernels::tiered::vector_unary_differs(op, ty))
+                    || (!portable && fuse::tabled_activation(op, ty))
+            },
         ));
     }
     for (op_handle, op) in fuse::computed_ops(func, facts, &needed) {

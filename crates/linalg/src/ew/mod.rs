@@ -11,6 +11,7 @@
 //! | [`add`], [`axpy`] | residual `a + b`, `y += α·x` | `add`, `axpy` |
 //! | [`softmax_rows`] / [`softmax_rows_backward`] | `softmax(scale·x + mask)` along the last axis | `softmax`, `softmax_bwd` |
 //! | [`program::run`] | a register program of add/sub/mul/div, f16 rounding, table lookups and `exp`/sigmoid/silu over contiguous runs: the engine's fused elementwise steps | (the caller's) |
+//! | [`tree::run`] | a fixed formula of [`tree::Tree`] (SiLU·gate, `(a·b)·c`, `a·b + c`, ..., with optional f16 rounding of inner nodes) compiled per tier, values in vector registers: the engine's fused steps of those shapes | (the caller's) |
 //! | [`stream::binary`], [`stream::unary`], [`stream::sum`], [`stream::max`], [`stream::accumulate`], [`stream::accumulate_exp`], [`stream::exp_scale`] | `a ∘ b` (add/sub/mul/div, splat operands), `f(x)` (abs, square, sqrt, relu, clip, identity, rsqrt, inverse, exp, sigmoid, silu, cube), `Σ x`, `max x`, row-wise `acc += x` / `acc = max(acc, x)` / `acc += e^(x - shift)` and `e^(x - shift)·scale` over contiguous runs: the engine's per-op steps (error bounds in [`stream`]) | `add`, `sub`, `mul`, `realdiv`, `exp`, `clip`, ..., `reducesum`, `reducemean`, `reducemax`, `softmaxcolumns` |
 //!
 //! [`kernel_name`] gives e.g. `avx512_rmsnorm_rows_f32_16n` or `generic_softmax_f16_8n`:
@@ -57,6 +58,7 @@ mod simd;
 pub mod stream;
 #[cfg(test)]
 mod tests;
+pub mod tree;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

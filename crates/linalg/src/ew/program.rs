@@ -125,12 +125,23 @@ pub fn run<T: Storage>(isa: Isa, program: &[Instr], inputs: &[Input<'_>], out: &
     // SAFETY: `out` holds `len` elements, every run input was checked to hold `len`, every
     // operand names an earlier register (checked above); the tier was checked.
     unsafe {
+        // The register file is sized to the program (a zeroed 16-register file per call costs
+        // as much as a short row's arithmetic).
+        let regs = n_inputs + program.len();
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => avx2::run::<T>(program, &raw[..n_inputs], out, len),
+            Isa::Avx2 if regs <= 6 => avx2::run::<T, 6>(program, &raw[..n_inputs], out, len),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 | Isa::Amx => avx512::run::<T>(program, &raw[..n_inputs], out, len),
-            _ => generic::run::<T>(program, &raw[..n_inputs], out, len),
+            Isa::Avx2 => avx2::run::<T, MAX_REGS>(program, &raw[..n_inputs], out, len),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 | Isa::Amx if regs <= 6 => {
+                avx512::run::<T, 6>(program, &raw[..n_inputs], out, len)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 | Isa::Amx => {
+                avx512::run::<T, MAX_REGS>(program, &raw[..n_inputs], out, len)
+            }
+            _ => generic::run::<T, MAX_REGS>(program, &raw[..n_inputs], out, len),
         }
     }
 }
@@ -157,10 +168,10 @@ unsafe fn load_input<S: Simd>(input: RawInput, at: usize, count: usize) -> S::V 
 ///
 /// # Safety
 /// `out` holds `len` writable elements, each run input `len` readable ones; every operand
-/// names an earlier register and `inputs.len() + program.len() ≤ MAX_REGS`; the host supports
+/// names an earlier register and `inputs.len() + program.len() ≤ N`; the host supports
 /// `S`'s tier.
 #[inline(always)]
-unsafe fn run_body<S: Simd, T: Storage>(
+unsafe fn run_body<S: Simd, T: Storage, const N: usize>(
     program: &[Instr],
     inputs: &[RawInput],
     out: *mut T,
@@ -173,7 +184,7 @@ unsafe fn run_body<S: Simd, T: Storage>(
     unsafe {
         // Each instruction runs over CHUNK vectors before the next, so the dispatch per
         // instruction is amortised over CHUNK · LANES elements.
-        let mut regs = [[S::splat(0.0); CHUNK]; MAX_REGS];
+        let mut regs = [[S::splat(0.0); CHUNK]; N];
         let mut bits = [f16::ZERO; MAX_LANES];
         let mut at = 0;
         while at < len {
@@ -266,9 +277,9 @@ macro_rules! stamp_program_tiers {
             /// # Safety
             /// As for the body; the host supports this tier.
             $(#[$attr])*
-            pub(super) unsafe fn run<T: Storage>(program: &[Instr], inputs: &[RawInput], out: *mut T, len: usize) {
+            pub(super) unsafe fn run<T: Storage, const N: usize>(program: &[Instr], inputs: &[RawInput], out: *mut T, len: usize) {
                 // SAFETY: forwarded; compiled for the tier.
-                unsafe { super::run_body::<$simd, T>(program, inputs, out, len) }
+                unsafe { super::run_body::<$simd, T, N>(program, inputs, out, len) }
             }
         }
     )*};
