@@ -104,6 +104,31 @@ unsafe fn pack<const R: usize>(src: PanelSrc, valid: usize, kc: usize, dst: *mut
                 let first = 16 * vec_idx;
                 let store_mask = mask16(R - first);
                 let mut lines = [_mm512_setzero_si512(); 16];
+                let rows_here = (R - first).min(16);
+                if k_len == 16 && valid >= first + rows_here {
+                    // A whole block: constant trip counts keep the lines and the transposed
+                    // columns in registers (the general path below indexes them by runtime
+                    // bounds, which spills both to the stack), and lines past R stay zero.
+                    for (lane, line) in lines.iter_mut().enumerate().take(rows_here) {
+                        let at = (first + lane) as isize * src.mn_stride + k0 as isize;
+                        // SAFETY: k0..k0 + 16 of line first + lane (< valid) are inside the
+                        // view.
+                        *line = _mm512_castps_si512(unsafe { load_run(src.ptr, at, k_mask) });
+                    }
+                    // SAFETY: register-only; AVX-512 F present.
+                    let columns = unsafe { transpose_16x16(&lines) };
+                    for (k_idx, column) in columns.iter().enumerate() {
+                        // SAFETY: row k0 + k_idx < kc of the panel, lanes mn < R.
+                        unsafe {
+                            _mm512_mask_storeu_ps(
+                                dst.add((k0 + k_idx) * R + first),
+                                store_mask,
+                                _mm512_castsi512_ps(*column),
+                            );
+                        }
+                    }
+                    continue;
+                }
                 for (lane, line) in lines.iter_mut().enumerate() {
                     let mn = first + lane;
                     if mn < valid {
