@@ -1,6 +1,8 @@
 //! AVX-512 microkernel `avx512_gemm_f32_12x32`: 12 rows × 2 zmm (32 columns) = 24 zmm
 //! accumulators, one B row (2 zmm) and a broadcast per k, FMA on both ports. Panels as in the
-//! module docs. Also the kernel of the AMX tier in `Precision::Exact`.
+//! module docs. Also the kernel of the AMX tier in `Precision::Exact`. A row-major B is
+//! packed in row sweeps across a group of panels (`pack_b_panels`), the other sources panel
+//! by panel with in-register transposes where k is contiguous.
 #![allow(unsafe_code, reason = "AVX-512 intrinsics on raw panel pointers")]
 
 use std::arch::x86_64::*;
@@ -102,6 +104,31 @@ unsafe fn pack<const R: usize>(src: PanelSrc, valid: usize, kc: usize, dst: *mut
                 let first = 16 * vec_idx;
                 let store_mask = mask16(R - first);
                 let mut lines = [_mm512_setzero_si512(); 16];
+                let rows_here = (R - first).min(16);
+                if k_len == 16 && valid >= first + rows_here {
+                    // A whole block: constant trip counts keep the lines and the transposed
+                    // columns in registers (the general path below indexes them by runtime
+                    // bounds, which spills both to the stack), and lines past R stay zero.
+                    for (lane, line) in lines.iter_mut().enumerate().take(rows_here) {
+                        let at = (first + lane) as isize * src.mn_stride + k0 as isize;
+                        // SAFETY: k0..k0 + 16 of line first + lane (< valid) are inside the
+                        // view.
+                        *line = _mm512_castps_si512(unsafe { load_run(src.ptr, at, k_mask) });
+                    }
+                    // SAFETY: register-only; AVX-512 F present.
+                    let columns = unsafe { transpose_16x16(&lines) };
+                    for (k_idx, column) in columns.iter().enumerate() {
+                        // SAFETY: row k0 + k_idx < kc of the panel, lanes mn < R.
+                        unsafe {
+                            _mm512_mask_storeu_ps(
+                                dst.add((k0 + k_idx) * R + first),
+                                store_mask,
+                                _mm512_castsi512_ps(*column),
+                            );
+                        }
+                    }
+                    continue;
+                }
                 for (lane, line) in lines.iter_mut().enumerate() {
                     let mn = first + lane;
                     if mn < valid {
@@ -132,6 +159,56 @@ unsafe fn pack<const R: usize>(src: PanelSrc, valid: usize, kc: usize, dst: *mut
     }
 }
 
+/// Panels one sweep of [`pack_b_n_contiguous_panels`] writes: a 2 KiB run of each source row,
+/// and at most this many destination pages per row (a B as wide as a 32000-token classifier
+/// would otherwise touch a thousand panels, a page each, per row).
+const SWEEP_PANELS: usize = 16;
+
+/// Packs `cols.div_ceil(32)` B panels (panel `j` at `dst + j · panel_stride`, each as
+/// [`pack`] with `R = 32` would) from a source whose columns are contiguous (a row-major B):
+/// for each group of [`SWEEP_PANELS`] panels, k outer and 16-column chunks inner, so each row
+/// `k` is read in runs of up to 512 elements across the group's panels. Packing panel by
+/// panel instead reads a 128-byte strip per row, a new page per row of a wide B, which the
+/// prefetchers don't follow (the AMX packer's finding, `pack_b_n_contiguous_panels` there).
+///
+/// # Safety
+/// As for [`MicroKernel::pack_b_panels`] with `NR = 32`, `src.mn_stride == 1`; the host has
+/// AVX-512 F/BW/VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+unsafe fn pack_b_n_contiguous_panels(
+    src: PanelSrc,
+    cols: usize,
+    kc: usize,
+    dst: *mut f32,
+    panel_stride: usize,
+) {
+    let chunks = cols.div_ceil(32) * 2;
+    for first_chunk in (0..chunks).step_by(2 * SWEEP_PANELS) {
+        let last_chunk = (first_chunk + 2 * SWEEP_PANELS).min(chunks);
+        for k in 0..kc {
+            let row = k as isize * src.k_stride;
+            for chunk in first_chunk..last_chunk {
+                let col0 = chunk * 16;
+                // SAFETY: the loaded lanes are columns < `cols` of row k < kc (inside the view
+                // per the caller); the store is lanes `chunk % 2 · 16..` of row k of panel
+                // `chunk / 2`, inside the caller's buffer. Lanes past `cols` are stored as
+                // zeros.
+                unsafe {
+                    let values = load_run(
+                        src.ptr,
+                        row + col0 as isize,
+                        mask16(cols.saturating_sub(col0)),
+                    );
+                    _mm512_storeu_ps(
+                        dst.add(chunk / 2 * panel_stride + k * 32 + chunk % 2 * 16),
+                        values,
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The AVX-512 f32 kernel.
 pub(crate) struct Avx512;
 
@@ -140,7 +217,11 @@ impl MicroKernel for Avx512 {
     const MR: usize = 12;
     const NR: usize = 32;
     const KU: usize = 1;
-    const MC: usize = 192;
+    /// 24 panels: a 256-token activation is one row block, so a B packed per call is packed
+    /// once per column block (by the item, into L2) rather than up front for every row block,
+    /// and a batched attention product packs its B once; an item's own A panels (288 × 768
+    /// f32, 864 KiB) still fit the 2 MiB L2 beside a shared B block.
+    const MC: usize = 288;
     const KC: usize = 768;
     const NC: usize = 512;
     const ISA: Isa = Isa::Avx512;
@@ -159,6 +240,33 @@ impl MicroKernel for Avx512 {
         unsafe { pack::<32>(src, cols, kc, dst) }
     }
 
+    unsafe fn pack_b_panels(
+        src: PanelSrc,
+        cols: usize,
+        kc: usize,
+        dst: *mut f32,
+        panel_stride: usize,
+    ) {
+        if src.mn_stride == 1 {
+            // SAFETY: forwarded from this function's contract (host has the tier).
+            unsafe { pack_b_n_contiguous_panels(src, cols, kc, dst, panel_stride) }
+        } else {
+            for panel in 0..cols.div_ceil(32) {
+                let col = panel * 32;
+                // SAFETY: as in the trait's default: the panel's columns are inside the
+                // caller's region and its place inside the caller's buffer.
+                unsafe {
+                    pack::<32>(
+                        src.shift_mn(col),
+                        32.min(cols - col),
+                        kc,
+                        dst.add(panel * panel_stride),
+                    )
+                };
+            }
+        }
+    }
+
     unsafe fn kernel(
         _session: &(),
         kc_pad: usize,
@@ -171,5 +279,80 @@ impl MicroKernel for Avx512 {
     ) {
         // SAFETY: forwarded from this function's contract (host has the tier).
         unsafe { kernel_12x32(kc_pad, a, b, c, rs_c, load_c) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use half::f16;
+
+    use super::*;
+    use crate::cpu;
+    use crate::gemm::ElemPtr;
+
+    /// `pack_b_panels` of a row-major (and a transposed) f32/f16 B equals panel-by-panel
+    /// packing with the portable packer, for partial last panels and odd depths, and leaves
+    /// the gaps between panels alone.
+    #[test]
+    fn pack_b_panels_matches_the_portable_packer() {
+        if !cpu::isa_available(Isa::Avx512) {
+            eprintln!("avx512 pack_b_panels: skipping (tier not available)");
+            return;
+        }
+        let (rows, cols) = (23usize, 1100usize);
+        let data: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.53).cos()).collect();
+        let halves: Vec<f16> = data.iter().map(|&v| f16::from_f32(v)).collect();
+        for ptr in [ElemPtr::F32(data.as_ptr()), ElemPtr::F16(halves.as_ptr())] {
+            let row_major = PanelSrc {
+                ptr,
+                mn_stride: 1,
+                k_stride: cols as isize,
+            };
+            let transposed = PanelSrc {
+                ptr,
+                mn_stride: cols as isize,
+                k_stride: 1,
+            };
+            for (src, n_max, k_max) in [(row_major, cols, rows), (transposed, rows, cols)] {
+                for n in [1, 16, 31, 32, 33, 70, 545, n_max] {
+                    for kc in [1, 5, 17, k_max] {
+                        let n = n.min(n_max);
+                        let panels = n.div_ceil(32);
+                        let stride = 32 * kc + 16;
+                        let mut fast = vec![f32::NAN; panels * stride];
+                        let mut slow = vec![f32::NAN; panels * stride];
+                        // SAFETY: columns < n and k < kc are inside the source; each panel
+                        // of 32 × kc fits its `stride` slot; the tier was checked.
+                        unsafe {
+                            <Avx512 as MicroKernel>::pack_b_panels(
+                                src,
+                                n,
+                                kc,
+                                fast.as_mut_ptr(),
+                                stride,
+                            );
+                            for panel in 0..panels {
+                                pack_f32_panel::<32>(
+                                    Isa::Generic,
+                                    src.shift_mn(panel * 32),
+                                    32.min(n - panel * 32),
+                                    kc,
+                                    slow.as_mut_ptr().add(panel * stride),
+                                );
+                            }
+                        }
+                        let same = fast
+                            .iter()
+                            .zip(&slow)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "n {n} kc {kc} strides ({}, {})",
+                            src.mn_stride, src.k_stride
+                        );
+                    }
+                }
+            }
+        }
     }
 }
