@@ -757,3 +757,50 @@ fn fp32_gelu_approximations_stay_within_the_reference_bound() {
         }
     }
 }
+
+/// fp32 log (default and explicit ε) and tanh on the vector kernels in the fast profile,
+/// contiguous and strided, with special values spliced in, within the precision table's
+/// bounds (log ≤ 2, tanh ≤ 3 f32 ulps: 4e-7 relative with the reference's own rounding); the
+/// exact profile keeps the portable kernel.
+#[test]
+fn fp32_log_and_tanh_stay_within_the_reference_bound_in_the_fast_profile() {
+    const TOL_POLY: Tol = Tol {
+        f16_ulps: 0.0,
+        f32_rel: 4e-7,
+        atol_scale: 0.0,
+    };
+    for (call, name) in [
+        ("log(x = x)", "log"),
+        ("log(x = x, epsilon = fp32(0.001))", "log"),
+        ("tanh(x = x)", "tanh"),
+    ] {
+        let text = unary_program("fp32", call);
+        let mut inputs = unary_inputs(&text, 61);
+        check_on_profile(&format!("{call} fp32"), &text, &inputs, TOL_POLY, true);
+        // Positive inputs over many binades (log's useful range).
+        for tensor in &mut inputs {
+            let values: Vec<f64> = tensor
+                .to_f64_vec()
+                .unwrap()
+                .iter()
+                .enumerate()
+                .map(|(k, v)| v.abs() * 10f64.powi((k % 13) as i32 - 6))
+                .collect();
+            *tensor = tensor_of(tensor, &values);
+        }
+        check_on_profile(&format!("{call} fp32 wide"), &text, &inputs, TOL_POLY, true);
+        let program = verified(&text);
+        for tier in tiers() {
+            let exact = compile_tier(&program, tier, 1).stats().kernels;
+            assert_eq!(exact[0], format!("generic_{name}_f32_rows"));
+            let kernels = compile_fast(&program, tier, 1).stats().kernels;
+            let vector = matches!(tier, Tier::Isa(_));
+            assert_eq!(
+                !kernels[0].starts_with("generic_") || kernels[0].ends_with("_8n"),
+                vector,
+                "{tier:?}: {kernels:?}"
+            );
+            assert!(kernels[0].contains(&format!("_{name}_f32")), "{kernels:?}");
+        }
+    }
+}

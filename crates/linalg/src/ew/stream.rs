@@ -5,7 +5,7 @@
 //! | function | computes | kernel name |
 //! |---|---|---|
 //! | [`binary`] | `out = a ∘ b` for `∘` in add, sub, mul, div; `a` or `b` may be one splatted value | `<isa>_<op>_<dtype>_<lanes>n` |
-//! | [`unary`] | `out = f(x)` for the [`UnaryOp`]s (abs, square, sqrt, relu, clip, identity, rsqrt, inverse, exp, sigmoid, silu, cube, gelu's tanh and sigmoid approximations) | `<isa>_<op>_<dtype>_<lanes>n` ([`unary_kernel_name`]) |
+//! | [`unary`] | `out = f(x)` for the [`UnaryOp`]s (abs, square, sqrt, relu, clip, identity, rsqrt, inverse, exp, sigmoid, silu, cube, gelu's tanh and sigmoid approximations, `log(x + ε)`, tanh) | `<isa>_<op>_<dtype>_<lanes>n` ([`unary_kernel_name`]) |
 //! | [`sum`], [`max`] | `Σ x`, `max x` in f32 | `<isa>_reduce{sum,mean,max}_<dtype>_<lanes>n` ([`reduce_kernel_name`]) |
 //! | [`accumulate`] | `acc[i] = acc[i] + x[i]` or the NaN-propagating `max` (a vertical step of a reduction over a non-innermost axis) | as [`sum`], [`max`] |
 //! | [`accumulate_exp`], [`exp_scale`] | `acc[i] += e^(x[i] - shift[i])`, `out[i] = e^(x[i] - shift[i])·scale[i]` (the rows of a softmax over a non-innermost axis) | `<isa>_softmaxcolumns_<dtype>_<lanes>n` ([`softmax_columns_kernel_name`]) |
@@ -32,7 +32,10 @@
 //! [`UNARY_CUBE_ULPS`] (results below 2⁻¹²⁶ within 2⁻¹⁴⁹ absolute), and exact before the
 //! storage rounding for f16 storage (the product of three f16 values fits in 33 bits; the
 //! square, 22, is exact). The gelu approximations are `x/(1 + e⁻ᶻ)` within [`GELU_ULPS`] plus
-//! [`GELU_ULPS_PER_Z`]`·|z|` ulps. [`accumulate_exp`] and [`exp_scale`] use `exp`'s polynomial on
+//! [`GELU_ULPS_PER_Z`]`·|z|` ulps. `log(x + ε)` (the sum kept exact by a two-sum
+//! correction) is within [`UNARY_LOG_ULPS`] over every binade, subnormals included; `tanh`
+//! within [`UNARY_TANH_ULPS`]; both exact on their special values (`log`: `-inf` at 0, NaN
+//! below, `+inf` at `+inf`; `tanh`: signed zeros, subnormals, `±1` at `±inf`). [`accumulate_exp`] and [`exp_scale`] use `exp`'s polynomial on
 //! the f32 difference `x - shift` (one rounding before the `exp`), then one addition, resp.
 //! one product.
 //!
@@ -276,6 +279,10 @@ pub const UNARY_CUBE_ULPS: f64 = 2.0;
 pub const GELU_ULPS: f64 = 5.0;
 /// See [`GELU_ULPS`].
 pub const GELU_ULPS_PER_Z: f64 = 3.0;
+/// Bound of [`UnaryOp::Log`] in f32 ulps of `ln(x + ε)` (checked over every binade).
+pub const UNARY_LOG_ULPS: f64 = 2.0;
+/// Bound of [`UnaryOp::Tanh`] in f32 ulps.
+pub const UNARY_TANH_ULPS: f64 = 3.0;
 
 /// `2·√(2/π)`, the linear coefficient of [`UnaryOp::GeluTanh`]'s `z`.
 const GELU_TANH_C1: f32 = 1.595_769_2;
@@ -325,6 +332,13 @@ pub enum UnaryOp {
     GeluTanh,
     /// gelu, sigmoid approximation: `x/(1 + e⁻ᶻ)` with `z = 1.702·x`.
     GeluSigmoid,
+    /// `ln(x + ε)`, the sum taken exactly (an f32 sum and its rounding error, added back as
+    /// `err/(x + ε)`): the Cephes `logf` polynomial on the mantissa reduced to
+    /// `[√½, √2)`. NaN below 0, `-inf` at 0, `+inf` at `+inf`.
+    Log(f32),
+    /// `tanh x`: the Cephes `tanhf` odd polynomial for `|x| < 0.625`, else
+    /// `1 - 2/(e^{2|x|} + 1)` with the sign of `x` (`-0` kept).
+    Tanh,
 }
 
 impl UnaryOp {
@@ -345,6 +359,8 @@ impl UnaryOp {
             UnaryOp::Cube => 11,
             UnaryOp::GeluTanh => 12,
             UnaryOp::GeluSigmoid => 13,
+            UnaryOp::Log(_) => 14,
+            UnaryOp::Tanh => 15,
         }
     }
 
@@ -359,7 +375,9 @@ impl UnaryOp {
             | UnaryOp::Silu
             | UnaryOp::Cube
             | UnaryOp::GeluTanh
-            | UnaryOp::GeluSigmoid => false,
+            | UnaryOp::GeluSigmoid
+            | UnaryOp::Log(_)
+            | UnaryOp::Tanh => false,
             UnaryOp::Inverse(eps) => eps == 0.0,
             _ => true,
         }
@@ -378,7 +396,7 @@ macro_rules! stream_names {
 }
 
 /// Names of [`unary`] in [`UnaryOp::code`] order.
-const UNARY_NAMES: [[[&str; 2]; 14]; 3] = stream_names!(
+const UNARY_NAMES: [[[&str; 2]; 16]; 3] = stream_names!(
     "identity",
     "abs",
     "square",
@@ -393,6 +411,8 @@ const UNARY_NAMES: [[[&str; 2]; 14]; 3] = stream_names!(
     "cube",
     "gelutanh",
     "gelusigmoid",
+    "log",
+    "tanh",
 );
 
 /// Names of the column softmax ([`accumulate_exp`] and [`exp_scale`] over rows of a
@@ -593,6 +613,106 @@ unsafe fn exp_full<S: Simd>(x: S::V) -> S::V {
     }
 }
 
+/// `ln(x + eps)`: the f32 sum `s` and its exact rounding error `err` (Knuth's two-sum), then
+/// `ln s + err/s` (the first-order correction; its own error is below `(err/s)²`).
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn log_sum<S: Simd>(x: S::V, eps: S::V) -> S::V {
+    // SAFETY: register arithmetic of the caller's tier.
+    unsafe {
+        let s = S::add(x, eps);
+        let eps_part = S::sub(s, x);
+        let err = S::add(S::sub(x, S::sub(s, eps_part)), S::sub(eps, eps_part));
+        log_core::<S>(s, S::div(err, s))
+    }
+}
+
+/// `ln x + correction` lane-wise (Cephes `logf`): `x = 2^e·m` with `m` in `[√½, √2)`
+/// (subnormals scaled by 2^25 first), `f = m - 1` exactly, `ln(1 + f)` by
+/// `f - f²/2 + f³·P(f)`, and `e·ln 2` added in two parts. The correction is only added to
+/// finite positive lanes; NaN stays NaN, negative lanes give NaN, ±0 gives `-inf`, `+inf`
+/// gives `+inf`.
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn log_core<S: Simd>(x: S::V, correction: S::V) -> S::V {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // SAFETY: (whole body) register arithmetic of the caller's tier.
+    unsafe {
+        let one = S::splat(1.0);
+        let tiny = S::lt(x, S::splat(f32::MIN_POSITIVE));
+        let scaled = S::select(tiny, S::mul(x, S::splat(33_554_432.0)), x);
+        let e = S::exponent(scaled);
+        let e = S::select(tiny, S::sub(e, S::splat(25.0)), e);
+        let m = S::mantissa(scaled);
+        let high = S::lt(S::splat(std::f32::consts::SQRT_2), m);
+        let m = S::select(high, S::mul(m, S::splat(0.5)), m);
+        let e = S::select(high, S::add(e, one), e);
+        // Exact: `m` is within a factor 2 of 1 (Sterbenz).
+        let f = S::sub(m, one);
+        let mut p = S::splat(7.037_683_6e-2);
+        for coefficient in [
+            -1.151_461e-1,
+            1.167_699_9e-1,
+            -1.242_014_1e-1,
+            1.424_932_3e-1,
+            -1.666_805_8e-1,
+            2.000_071_4e-1,
+            -2.499_999_4e-1,
+            3.333_333e-1,
+        ] {
+            p = S::mul_add(p, f, S::splat(coefficient));
+        }
+        let f2 = S::mul(f, f);
+        let y = S::mul(S::mul(p, f), f2);
+        let y = S::mul_add(e, S::splat(LN2_LO), y);
+        let y = S::mul_add(f2, S::splat(-0.5), y);
+        let y = S::add(y, correction);
+        let r = S::add(f, y);
+        let r = S::mul_add(e, S::splat(LN2_HI), r);
+        let inf = S::splat(f32::INFINITY);
+        let r = S::select(S::eq(x, inf), inf, r);
+        let r = S::select(S::eq(x, S::splat(0.0)), S::splat(f32::NEG_INFINITY), r);
+        let r = S::select(S::lt(x, S::splat(0.0)), S::splat(f32::NAN), r);
+        S::select(S::is_nan(x), x, r)
+    }
+}
+
+/// `tanh x` lane-wise (see [`UnaryOp::Tanh`]): computed on `|x|`, then given `x`'s sign bit.
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn tanh<S: Simd>(x: S::V) -> S::V {
+    // SAFETY: (whole body) register arithmetic of the caller's tier.
+    unsafe {
+        let one = S::splat(1.0);
+        let sign = S::and(x, S::splat(-0.0));
+        let ax = S::and(x, S::splat(f32::from_bits(0x7fff_ffff)));
+        let s = S::mul(ax, ax);
+        let mut p = S::splat(-5.704_988_7e-3);
+        for coefficient in [
+            2.063_909e-2,
+            -5.373_971_6e-2,
+            1.333_144_2e-1,
+            -3.333_328e-1,
+        ] {
+            p = S::mul_add(p, s, S::splat(coefficient));
+        }
+        let small = S::mul_add(S::mul(p, s), ax, ax);
+        // e^{2|x|} overflows to +inf for large |x|: 2/inf = 0 gives 1.
+        let e = exp_full::<S>(S::add(ax, ax));
+        let large = S::sub(one, S::div(S::splat(2.0), S::add(e, one)));
+        // NaN fails the comparison and takes the polynomial, which keeps it.
+        let r = S::select(S::lt(S::splat(0.625), ax), large, small);
+        S::or(r, sign)
+    }
+}
+
 /// The constants of one [`unary`] call as the body sees them.
 #[derive(Clone, Copy)]
 pub(crate) struct UnaryConsts {
@@ -655,10 +775,12 @@ pub(crate) unsafe fn unary_body<S: Simd, T: Storage, const OP: usize>(
                     let k = S::mul_add(x2, S::splat(-GELU_TANH_C3), S::splat(-GELU_TANH_C1));
                     S::div(x, S::add(one, exp_full::<S>(S::mul(x, k))))
                 }
-                _ => {
+                13 => {
                     let minus_z = S::mul(x, S::splat(-1.702));
                     S::div(x, S::add(one, exp_full::<S>(minus_z)))
                 }
+                14 => log_sum::<S>(x, S::splat(consts.a)),
+                _ => tanh::<S>(x),
             }
         }
     }
@@ -939,7 +1061,7 @@ pub fn unary<T: Storage>(isa: Isa, op: UnaryOp, x: &[T], out: &mut [T]) {
             );
             (lo, -hi)
         }
-        UnaryOp::Rsqrt(eps) | UnaryOp::Inverse(eps) => (eps, 0.0),
+        UnaryOp::Rsqrt(eps) | UnaryOp::Inverse(eps) | UnaryOp::Log(eps) => (eps, 0.0),
         _ => (0.0, 0.0),
     };
     let consts = UnaryConsts {
@@ -965,7 +1087,9 @@ pub fn unary<T: Storage>(isa: Isa, op: UnaryOp, x: &[T], out: &mut [T]) {
             10 => dispatch_stream!(isa, unary::<T, 10>(x, out, len, consts)),
             11 => dispatch_stream!(isa, unary::<T, 11>(x, out, len, consts)),
             12 => dispatch_stream!(isa, unary::<T, 12>(x, out, len, consts)),
-            _ => dispatch_stream!(isa, unary::<T, 13>(x, out, len, consts)),
+            13 => dispatch_stream!(isa, unary::<T, 13>(x, out, len, consts)),
+            14 => dispatch_stream!(isa, unary::<T, 14>(x, out, len, consts)),
+            _ => dispatch_stream!(isa, unary::<T, 15>(x, out, len, consts)),
         }
     }
 }
@@ -1369,6 +1493,8 @@ mod tests {
             UnaryOp::Exp => x.exp(),
             UnaryOp::Sigmoid => sigmoid(x),
             UnaryOp::Silu => x * sigmoid(x),
+            UnaryOp::Log(eps) => (x + f64::from(eps)).ln(),
+            UnaryOp::Tanh => x.tanh(),
             other => panic!("{other:?} has no f64 reference here"),
         }
     }
@@ -1439,6 +1565,111 @@ mod tests {
             assert_eq!(out[0], f32::INFINITY);
             assert!(out[1].is_nan() && out[2].is_nan());
             assert_eq!(out[5], 200.0);
+        }
+    }
+
+    /// The worst ulp error of `op` on `isa` over `x` against [`f64_reference`], and where.
+    fn worst_ulps(isa: Isa, op: UnaryOp, x: &[f32]) -> (f64, f32) {
+        let mut out = vec![0f32; x.len()];
+        unary(isa, op, x, &mut out);
+        let mut worst = (0.0, 0.0);
+        for (&v, &got) in x.iter().zip(&out) {
+            let err = ulps(got, f64_reference(op, f64::from(v)));
+            if err > worst.0 {
+                worst = (err, v);
+            }
+        }
+        worst
+    }
+
+    /// Every `step`-th f32 bit pattern from `from` to `to` (inclusive range of bits).
+    fn bit_sweep(from: u32, to: u32, step: usize) -> Vec<f32> {
+        (from..=to).step_by(step).map(f32::from_bits).collect()
+    }
+
+    /// `log` (with and without ε) over every binade, subnormals included, and a dense sweep
+    /// around 1 (where the result is small), within [`UNARY_LOG_ULPS`]; specials exact.
+    #[test]
+    #[allow(clippy::cast_precision_loss, reason = "sweep indices are small")]
+    fn log_stays_within_its_bound() {
+        let near_one: Vec<f32> = (0..200_001)
+            .map(|i| 0.5 + 1.5 * (i as f32 / 200_000.0))
+            .collect();
+        let every_binade = bit_sweep(1, 0x7f7f_ffff, 4099);
+        for isa in tiers() {
+            for op in [UnaryOp::Log(0.0), UnaryOp::Log(1e-6), UnaryOp::Log(-0.25)] {
+                for x in [&near_one, &every_binade] {
+                    let (worst, at) = worst_ulps(isa, op, x);
+                    let name = unary_kernel_name::<f32>(op, isa);
+                    assert!(
+                        worst <= UNARY_LOG_ULPS,
+                        "{name} {op:?}: {worst} ulps at {at}"
+                    );
+                    eprintln!("{name} {op:?} worst {worst:.3} ulps");
+                }
+            }
+            let specials = [
+                0.0,
+                -0.0,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                -1.0,
+                1.0,
+                f32::from_bits(1),
+                f32::MAX,
+            ];
+            let mut out = [0f32; 9];
+            unary(isa, UnaryOp::Log(0.0), &specials, &mut out);
+            assert_eq!(
+                out[..3],
+                [f32::NEG_INFINITY, f32::NEG_INFINITY, f32::INFINITY]
+            );
+            assert!(out[3].is_nan() && out[4].is_nan() && out[5].is_nan());
+            assert_eq!(out[6].to_bits(), 0);
+            assert!((f64::from(out[7]) - (-149.0 * std::f64::consts::LN_2)).abs() < 1e-5);
+            assert!((f64::from(out[8]) - f64::from(f32::MAX).ln()).abs() < 1e-5);
+            // log(x + ε) at x = -ε is -inf, below it NaN.
+            unary(isa, UnaryOp::Log(0.5), &[-0.5, -0.75], &mut out[..2]);
+            assert_eq!(out[0], f32::NEG_INFINITY);
+            assert!(out[1].is_nan());
+        }
+    }
+
+    /// `tanh` over dense linear sweeps and every small binade within [`UNARY_TANH_ULPS`];
+    /// signed zeros, subnormals, ±inf and NaN exact.
+    #[test]
+    #[allow(clippy::cast_precision_loss, reason = "sweep indices are small")]
+    fn tanh_stays_within_its_bound() {
+        let linear: Vec<f32> = (0..400_001)
+            .map(|i| -12.0 + 24.0 * (i as f32 / 400_000.0))
+            .collect();
+        let mut small = bit_sweep(1, 0x3f80_0000, 1031);
+        small.extend(small.clone().iter().map(|v| -v));
+        for isa in tiers() {
+            for x in [&linear, &small] {
+                let (worst, at) = worst_ulps(isa, UnaryOp::Tanh, x);
+                let name = unary_kernel_name::<f32>(UnaryOp::Tanh, isa);
+                assert!(worst <= UNARY_TANH_ULPS, "{name}: {worst} ulps at {at}");
+                eprintln!("{name} worst {worst:.3} ulps");
+            }
+            let specials = [
+                0.0,
+                -0.0,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                f32::from_bits(1),
+                -f32::from_bits(1),
+                100.0,
+            ];
+            let mut out = [0f32; 8];
+            unary(isa, UnaryOp::Tanh, &specials, &mut out);
+            assert_eq!(out[0].to_bits(), 0);
+            assert_eq!(out[1].to_bits(), (-0f32).to_bits());
+            assert_eq!(out[2..4], [1.0, -1.0]);
+            assert!(out[4].is_nan());
+            assert_eq!(out[5..], [f32::from_bits(1), -f32::from_bits(1), 1.0]);
         }
     }
 
