@@ -723,8 +723,9 @@ fn fp16_log_matches_the_portable_kernel_on_every_input() {
 
 /// fp32 gelu's tanh and sigmoid approximations on the vector kernel in the fast profile,
 /// contiguous and strided, with special values spliced in, within the precision table's
-/// `5 + 3·|z|` f32 ulps (|z| ≤ 11 on inputs in [-4, 4]: 4e-6 relative); exact gelu, and every
-/// mode in the exact profile, keeps the portable kernel.
+/// `5 + 3·|z|` f32 ulps (|z| ≤ 11 on inputs in [-4, 4]: 4e-6 relative); every mode in the
+/// exact profile keeps the portable kernel, and exact gelu is vector code in the fast one
+/// (its bound is checked with log, tanh and erf).
 #[test]
 fn fp32_gelu_approximations_stay_within_the_reference_bound() {
     const TOL_GELU: Tol = Tol {
@@ -747,7 +748,7 @@ fn fp32_gelu_approximations_stay_within_the_reference_bound() {
             let exact = compile_tier(&program, tier, 1).stats().kernels;
             assert_eq!(exact[0], format!("generic_{name}_f32_rows"));
             let kernels = compile_fast(&program, tier, 1).stats().kernels;
-            let vector = matches!(tier, Tier::Isa(_)) && mode != "EXACT";
+            let vector = matches!(tier, Tier::Isa(_));
             assert_eq!(
                 !kernels[0].starts_with("generic_") || kernels[0].ends_with("_8n"),
                 vector,
@@ -758,24 +759,40 @@ fn fp32_gelu_approximations_stay_within_the_reference_bound() {
     }
 }
 
-/// fp32 log (default and explicit ε) and tanh on the vector kernels in the fast profile,
-/// contiguous and strided, with special values spliced in, within the precision table's
-/// bounds (log ≤ 2, tanh ≤ 3 f32 ulps: 4e-7 relative with the reference's own rounding); the
-/// exact profile keeps the portable kernel.
+/// fp32 log (default and explicit ε), tanh, erf and exact gelu on the vector kernels in the
+/// fast profile, contiguous and strided, with special values spliced in, within the
+/// precision table's bounds (≤ 6 f32 ulps: 8e-7 relative with the reference's own
+/// rounding); the exact profile keeps the portable kernel.
 #[test]
-fn fp32_log_and_tanh_stay_within_the_reference_bound_in_the_fast_profile() {
+fn fp32_log_tanh_erf_gelu_stay_within_the_reference_bound_in_the_fast_profile() {
     const TOL_POLY: Tol = Tol {
         f16_ulps: 0.0,
-        f32_rel: 4e-7,
+        f32_rel: 8e-7,
         atol_scale: 0.0,
     };
     for (call, name) in [
         ("log(x = x)", "log"),
         ("log(x = x, epsilon = fp32(0.001))", "log"),
         ("tanh(x = x)", "tanh"),
+        ("erf(x = x)", "erf"),
+        ("gelu(x = x, mode = string(\"EXACT\"))", "gelu"),
     ] {
         let text = unary_program("fp32", call);
         let mut inputs = unary_inputs(&text, 61);
+        if name == "gelu" {
+            // The reference evaluates exact gelu as NaN for finite inputs whose square
+            // overflows (3e38) where the portable kernel gives x: keep finite inputs
+            // moderate so the check is about this kernel.
+            for tensor in &mut inputs {
+                let values: Vec<f64> = tensor
+                    .to_f64_vec()
+                    .unwrap()
+                    .iter()
+                    .map(|&v| if v.is_finite() { v.clamp(-1e4, 1e4) } else { v })
+                    .collect();
+                *tensor = tensor_of(tensor, &values);
+            }
+        }
         check_on_profile(&format!("{call} fp32"), &text, &inputs, TOL_POLY, true);
         // Positive inputs over many binades (log's useful range).
         for tensor in &mut inputs {

@@ -11,7 +11,7 @@
 //! | reduce_sum, reduce_mean, reduce_max over a strided box whose destination rows are source rows (a non-innermost axis: RMSNorm's mean over C of `[1, C, 1, S]`) | `ew::stream::accumulate` (a row of accumulators, one source row per reduced position) | bit-identical (the portable order) |
 //! | fp16 unary ops without parameters (exp, sigmoid, silu, tanh, erf, gelu, sqrt, ...) | a 65 536-entry table of the portable kernel's results, built once per op on first use | bit-identical by construction |
 //! | fp16 `log(x + ε)` and fp16 `pow(x, e)` with `e` one broadcast value (a constant) | a 65 536-entry table per ε or `e` (at most 32 such tables per process, then the portable kernel) | bit-identical by construction |
-//! | fp16 rsqrt(ε), inverse(ε), clip(α, β); fp32 abs, square, sqrt, relu, clip, identity, inverse, rsqrt, exp, sigmoid, silu, and in the fast profile gelu (tanh and sigmoid approximations), `log(x + ε)` and tanh | `ew::stream::unary` | bit-identical for abs, square, sqrt, relu, clip, identity and inverse with ε = 0; rsqrt and inverse(ε ≠ 0) within 3 f32 ulps (f32 instead of f64 arithmetic), exp, sigmoid, silu, gelu, log, tanh within the bounds of `ew::stream` (vector `exp`, Cephes `logf`/`tanhf` polynomials); fp32 erf, exact gelu and, in the exact profile, log, tanh and the other gelu modes keep the portable kernel |
+//! | fp16 rsqrt(ε), inverse(ε), clip(α, β); fp32 abs, square, sqrt, relu, clip, identity, inverse, rsqrt, exp, sigmoid, silu, and in the fast profile gelu (all three modes), `log(x + ε)`, tanh and erf | `ew::stream::unary` | bit-identical for abs, square, sqrt, relu, clip, identity and inverse with ε = 0; rsqrt and inverse(ε ≠ 0) within 3 f32 ulps (f32 instead of f64 arithmetic), exp, sigmoid, silu, gelu, log, tanh, erf within the bounds of `ew::stream` (vector `exp`, Cephes `logf`/`tanhf` polynomials, fitted erf/erfc polynomials); in the exact profile fp32 log, tanh, erf and gelu keep the portable kernel |
 //! | fp32 `pow(x, e)`, `e` a broadcast 1, 2, -1, 0.5, and in the fast profile also 3 or -0.5 | `ew::stream::unary` (identity, square, inverse, sqrt; cube, rsqrt), with the inputs those get wrong (-0 for 0.5 and -1, -inf for ±0.5) recomputed by the portable scalar code | bit-identical for 1, 2, -1, 0.5 (correctly rounded f32 results); 3 and -0.5 within 2 f32 ulps (two f32 roundings); other exponents keep the portable kernel |
 //! | softmax along a contiguous last axis (fp16, fp32) | `ew::softmax_rows` | same bound: vector `exp` (≤ 2 f32 ulps) instead of libm's `expf`; rows holding NaN or +inf, or only -inf, take the portable path so the NaN rules are unchanged |
 //! | softmax over a middle axis with a contiguous inner axis (`[1, V, 1, S]` over V) | `ew::stream::accumulate` (column maxima), `accumulate_exp` (sums, in row blocks rescaled when the maximum grows), `exp_scale` | vector `exp` and a product by `1/sum` instead of libm `expf` and a division: the softmax bound plus the rescalings (see the crate's precision table); NaN columns as in the portable kernel |
@@ -698,6 +698,8 @@ fn stream_unary(op: UnaryOp, precision: Precision) -> Option<LinalgUnary> {
         // Fast only too: vector polynomials, within `ew::stream`'s bounds.
         UnaryOp::Log(eps) if fast => LinalgUnary::Log(eps),
         UnaryOp::Tanh if fast => LinalgUnary::Tanh,
+        UnaryOp::Erf if fast => LinalgUnary::Erf,
+        UnaryOp::GeluExact if fast => LinalgUnary::GeluExact,
         _ => return None,
     })
 }

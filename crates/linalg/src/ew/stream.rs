@@ -35,7 +35,9 @@
 //! [`GELU_ULPS_PER_Z`]`·|z|` ulps. `log(x + ε)` (the sum kept exact by a two-sum
 //! correction) is within [`UNARY_LOG_ULPS`] over every binade, subnormals included; `tanh`
 //! within [`UNARY_TANH_ULPS`]; both exact on their special values (`log`: `-inf` at 0, NaN
-//! below, `+inf` at `+inf`; `tanh`: signed zeros, subnormals, `±1` at `±inf`). [`accumulate_exp`] and [`exp_scale`] use `exp`'s polynomial on
+//! below, `+inf` at `+inf`; `tanh`: signed zeros, subnormals, `±1` at `±inf`). `erf` is
+//! within [`UNARY_ERF_ULPS`] and exact gelu within [`GELU_EXACT_ULPS`] (tiny results:
+//! [`GELU_EXACT_TINY_ULPS`] below [`GELU_EXACT_TINY_BELOW`]), by fitted polynomials and a cancellation-free `e^{-a²}`. [`accumulate_exp`] and [`exp_scale`] use `exp`'s polynomial on
 //! the f32 difference `x - shift` (one rounding before the `exp`), then one addition, resp.
 //! one product.
 //!
@@ -283,6 +285,17 @@ pub const GELU_ULPS_PER_Z: f64 = 3.0;
 pub const UNARY_LOG_ULPS: f64 = 2.0;
 /// Bound of [`UnaryOp::Tanh`] in f32 ulps.
 pub const UNARY_TANH_ULPS: f64 = 3.0;
+/// Bound of [`UnaryOp::Erf`] in f32 ulps.
+pub const UNARY_ERF_ULPS: f64 = 4.0;
+/// Bound of [`UnaryOp::GeluExact`] in f32 ulps for results of at least
+/// [`GELU_EXACT_TINY_BELOW`] in magnitude.
+pub const GELU_EXACT_ULPS: f64 = 6.0;
+/// Results of [`UnaryOp::GeluExact`] below this magnitude (2⁻¹¹⁰: inputs below about
+/// -12.4, where a factor of `e^{-x²/2}` nears the subnormal range) are within
+/// [`GELU_EXACT_TINY_ULPS`] f32 ulps (subnormal results: units of 2⁻¹⁴⁹).
+pub const GELU_EXACT_TINY_BELOW: f64 = 7.7e-34;
+/// See [`GELU_EXACT_TINY_BELOW`].
+pub const GELU_EXACT_TINY_ULPS: f64 = 16.0;
 
 /// `2·√(2/π)`, the linear coefficient of [`UnaryOp::GeluTanh`]'s `z`.
 const GELU_TANH_C1: f32 = 1.595_769_2;
@@ -339,6 +352,14 @@ pub enum UnaryOp {
     /// `tanh x`: the Cephes `tanhf` odd polynomial for `|x| < 0.625`, else
     /// `1 - 2/(e^{2|x|} + 1)` with the sign of `x` (`-0` kept).
     Tanh,
+    /// `erf x`: `x·P(x²)` for `|x| < 1`, else `1 - erfc|x|` with the sign of `x`, `erfc a`
+    /// as `e^{-a²}·Q(1/a)/a` (`a²` split into an exact square and a small remainder, so
+    /// `e^{-a²}` has no cancellation error); `P` and `Q` fitted to this crate's bound.
+    Erf,
+    /// Exact gelu, `x·Φ(x)` with `Φ(x) = erfc(-x/√2)/2` from [`UnaryOp::Erf`]'s pieces:
+    /// `erfc` directly for `x < -√½` (a fitted `erfc` on [-√2, -√½], the `e^{-a²}` form
+    /// below: no cancellation), `(1 - erf)/2` / `(1 + erf)/2` above.
+    GeluExact,
 }
 
 impl UnaryOp {
@@ -361,6 +382,8 @@ impl UnaryOp {
             UnaryOp::GeluSigmoid => 13,
             UnaryOp::Log(_) => 14,
             UnaryOp::Tanh => 15,
+            UnaryOp::Erf => 16,
+            UnaryOp::GeluExact => 17,
         }
     }
 
@@ -377,7 +400,9 @@ impl UnaryOp {
             | UnaryOp::GeluTanh
             | UnaryOp::GeluSigmoid
             | UnaryOp::Log(_)
-            | UnaryOp::Tanh => false,
+            | UnaryOp::Tanh
+            | UnaryOp::Erf
+            | UnaryOp::GeluExact => false,
             UnaryOp::Inverse(eps) => eps == 0.0,
             _ => true,
         }
@@ -396,7 +421,7 @@ macro_rules! stream_names {
 }
 
 /// Names of [`unary`] in [`UnaryOp::code`] order.
-const UNARY_NAMES: [[[&str; 2]; 16]; 3] = stream_names!(
+const UNARY_NAMES: [[[&str; 2]; 18]; 3] = stream_names!(
     "identity",
     "abs",
     "square",
@@ -413,6 +438,8 @@ const UNARY_NAMES: [[[&str; 2]; 16]; 3] = stream_names!(
     "gelusigmoid",
     "log",
     "tanh",
+    "erf",
+    "gelu",
 );
 
 /// Names of the column softmax ([`accumulate_exp`] and [`exp_scale`] over rows of a
@@ -695,12 +722,7 @@ unsafe fn tanh<S: Simd>(x: S::V) -> S::V {
         let ax = S::and(x, S::splat(f32::from_bits(0x7fff_ffff)));
         let s = S::mul(ax, ax);
         let mut p = S::splat(-5.704_988_7e-3);
-        for coefficient in [
-            2.063_909e-2,
-            -5.373_971_6e-2,
-            1.333_144_2e-1,
-            -3.333_328e-1,
-        ] {
+        for coefficient in [2.063_909e-2, -5.373_971_6e-2, 1.333_144_2e-1, -3.333_328e-1] {
             p = S::mul_add(p, s, S::splat(coefficient));
         }
         let small = S::mul_add(S::mul(p, s), ax, ax);
@@ -710,6 +732,156 @@ unsafe fn tanh<S: Simd>(x: S::V) -> S::V {
         // NaN fails the comparison and takes the polynomial, which keeps it.
         let r = S::select(S::lt(S::splat(0.625), ax), large, small);
         S::or(r, sign)
+    }
+}
+
+/// `erf(z)/z` on `t = z²` in [0, 1] (a relative least-squares fit, Lawson-weighted towards
+/// minimax; fit error 1.2e-9), lowest degree first.
+#[allow(
+    clippy::approx_constant,
+    reason = "a fitted coefficient (one f32 ulp below 2/√π)"
+)]
+const ERF_SMALL: [f32; 7] = [
+    1.128_379_1,
+    -0.376_126_26,
+    0.112_835_85,
+    -0.026_853_811,
+    0.005_188_328,
+    -0.000_801_019_25,
+    7.853_858e-5,
+];
+
+/// `a·e^{a²}·erfc(a)` on `v = 1/a - 0.55` for `a` in [1, 10] (fit as [`ERF_SMALL`]; fit
+/// error 1.0e-8), lowest degree first.
+const ERFC_LARGE: [f32; 12] = [
+    0.502_353_4,
+    -0.170_035_12,
+    -0.020_365_657,
+    0.098_358_83,
+    -0.096_912_906,
+    0.049_831_29,
+    0.009_628_56,
+    -0.060_239_97,
+    0.105_812_79,
+    -0.096_746_996,
+    -0.048_368_55,
+    0.120_483_875,
+];
+
+/// `erfc(a)` on `v = a - 0.75` for `a` in [0.5, 1] (fit as [`ERF_SMALL`]; fit error 9e-10),
+/// lowest degree first: gelu's `Φ` for `x` in [-√2, -√½] without `1 - erf`'s cancellation.
+const ERFC_MID: [f32; 8] = [
+    0.288_844_38,
+    -0.642_931_04,
+    0.482_198_18,
+    -0.026_788_67,
+    -0.150_675_8,
+    0.053_227_358,
+    0.026_584_687,
+    -0.017_979_5,
+];
+
+/// The polynomial with coefficients `c` (lowest degree first) at `t`, by Horner's rule.
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn horner<S: Simd>(c: &[f32], t: S::V) -> S::V {
+    // SAFETY: register arithmetic of the caller's tier.
+    unsafe {
+        let (&last, rest) = c.split_last().expect("a coefficient");
+        let mut p = S::splat(last);
+        for &coefficient in rest.iter().rev() {
+            p = S::mul_add(p, t, S::splat(coefficient));
+        }
+        p
+    }
+}
+
+/// `erf(√k·z)` for `√k·z` in [0, 1]: `√k·z·P(k·z²)`.
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn erf_small<S: Simd>(z: S::V, k: f32) -> S::V {
+    // SAFETY: register arithmetic of the caller's tier.
+    unsafe {
+        let t = S::mul(S::mul(z, z), S::splat(k));
+        S::mul(S::mul(z, S::splat(k.sqrt())), horner::<S>(&ERF_SMALL, t))
+    }
+}
+
+/// `erfc(a)` for `a = √k·z ≥ 1` (`z ≥ 0`, `k` 1 or ½): `e^{-a²}·Q(1/a)/a`, with
+/// `k·z² = k·h² + k·l·(z + h)` for `h` the top 12 bits of `z` (so `k·h²` is exact) and the
+/// two exponentials taken apart. `a` is clamped at 10.5, where `e^{-a²}` is 0 in f32.
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn erfc_large<S: Simd>(z: S::V, k: f32) -> S::V {
+    // SAFETY: (whole body) register arithmetic of the caller's tier.
+    unsafe {
+        let inv_sqrt_k = 1.0 / k.sqrt();
+        let z = S::min(S::splat(10.5 * inv_sqrt_k), z);
+        let u = S::div(S::splat(inv_sqrt_k), z);
+        let q = horner::<S>(
+            &ERFC_LARGE,
+            S::sub(S::max(u, S::splat(0.1)), S::splat(0.55)),
+        );
+        let high = S::and(z, S::splat(f32::from_bits(0xffff_f000)));
+        let low = S::sub(z, high);
+        let minus_k = S::splat(-k);
+        let e_high = exp_full::<S>(S::mul(S::mul(high, high), minus_k));
+        let e_low = exp_full::<S>(S::mul(S::mul(low, S::add(z, high)), minus_k));
+        S::mul(S::mul(S::mul(q, u), e_high), e_low)
+    }
+}
+
+/// `erf x` lane-wise (see [`UnaryOp::Erf`]).
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn erf<S: Simd>(x: S::V) -> S::V {
+    // SAFETY: (whole body) register arithmetic of the caller's tier.
+    unsafe {
+        let sign = S::and(x, S::splat(-0.0));
+        let ax = S::and(x, S::splat(f32::from_bits(0x7fff_ffff)));
+        let small = erf_small::<S>(ax, 1.0);
+        let large = S::sub(S::splat(1.0), erfc_large::<S>(ax, 1.0));
+        let r = S::select(S::lt(ax, S::splat(1.0)), small, large);
+        S::select(S::is_nan(x), x, S::or(r, sign))
+    }
+}
+
+/// Exact gelu lane-wise (see [`UnaryOp::GeluExact`]).
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn gelu_exact<S: Simd>(x: S::V) -> S::V {
+    // SAFETY: (whole body) register arithmetic of the caller's tier.
+    unsafe {
+        let half = S::splat(0.5);
+        let ax = S::and(x, S::splat(f32::from_bits(0x7fff_ffff)));
+        let negative = S::lt(x, S::splat(0.0));
+        // |x|/√2 < 1: Φ = (1 ± erf)/2, below -√½ erfc/2 (no cancellation).
+        let e = erf_small::<S>(ax, 0.5);
+        let near = S::select(
+            negative,
+            S::sub(half, S::mul(e, half)),
+            S::mul_add(e, half, half),
+        );
+        let a = S::mul(ax, S::splat(std::f32::consts::FRAC_1_SQRT_2));
+        let mid = S::mul(horner::<S>(&ERFC_MID, S::sub(a, S::splat(0.75))), half);
+        let mid_range = S::lt(S::splat(std::f32::consts::FRAC_1_SQRT_2), ax);
+        let near = S::select(mid_range, S::select(negative, mid, near), near);
+        // |x|/√2 ≥ 1: Φ = erfc/2 below 0, 1 - erfc/2 above.
+        let c = S::mul(erfc_large::<S>(ax, 0.5), half);
+        let far = S::select(negative, c, S::sub(S::splat(1.0), c));
+        let phi = S::select(S::lt(ax, S::splat(std::f32::consts::SQRT_2)), near, far);
+        let r = S::mul(x, phi);
+        S::select(S::is_nan(x), x, r)
     }
 }
 
@@ -780,7 +952,9 @@ pub(crate) unsafe fn unary_body<S: Simd, T: Storage, const OP: usize>(
                     S::div(x, S::add(one, exp_full::<S>(minus_z)))
                 }
                 14 => log_sum::<S>(x, S::splat(consts.a)),
-                _ => tanh::<S>(x),
+                15 => tanh::<S>(x),
+                16 => erf::<S>(x),
+                _ => gelu_exact::<S>(x),
             }
         }
     }
@@ -1089,7 +1263,9 @@ pub fn unary<T: Storage>(isa: Isa, op: UnaryOp, x: &[T], out: &mut [T]) {
             12 => dispatch_stream!(isa, unary::<T, 12>(x, out, len, consts)),
             13 => dispatch_stream!(isa, unary::<T, 13>(x, out, len, consts)),
             14 => dispatch_stream!(isa, unary::<T, 14>(x, out, len, consts)),
-            _ => dispatch_stream!(isa, unary::<T, 15>(x, out, len, consts)),
+            15 => dispatch_stream!(isa, unary::<T, 15>(x, out, len, consts)),
+            16 => dispatch_stream!(isa, unary::<T, 16>(x, out, len, consts)),
+            _ => dispatch_stream!(isa, unary::<T, 17>(x, out, len, consts)),
         }
     }
 }
@@ -1495,6 +1671,9 @@ mod tests {
             UnaryOp::Silu => x * sigmoid(x),
             UnaryOp::Log(eps) => (x + f64::from(eps)).ln(),
             UnaryOp::Tanh => x.tanh(),
+            UnaryOp::Erf if x.abs() < 2.5 => erf_series(x),
+            UnaryOp::Erf => x.signum() * (1.0 - erfc64(x.abs())),
+            UnaryOp::GeluExact => 0.5 * x * erfc64(-x / std::f64::consts::SQRT_2),
             other => panic!("{other:?} has no f64 reference here"),
         }
     }
@@ -1566,6 +1745,37 @@ mod tests {
             assert!(out[1].is_nan() && out[2].is_nan());
             assert_eq!(out[5], 200.0);
         }
+    }
+
+    /// `erfc x` in f64 (x ≥ 0 by `2 - erfc(-x)` otherwise): `1 -` [`erf_series`] below
+    /// 2.5, the continued fraction above.
+    #[allow(clippy::cast_precision_loss, reason = "small term indices")]
+    fn erfc64(x: f64) -> f64 {
+        if x < 0.0 {
+            return 2.0 - erfc64(-x);
+        }
+        if x.is_infinite() {
+            return 0.0;
+        }
+        if x < 2.5 {
+            return 1.0 - erf_series(x);
+        }
+        let mut fraction = x;
+        for n in (1..300).rev() {
+            fraction = x + (n as f64 / 2.0) / fraction;
+        }
+        (-x * x).exp() / std::f64::consts::PI.sqrt() / fraction
+    }
+
+    /// `erf x = 2/√π·e^{-x²}·Σ 2ⁿx^{2n+1}/(2n+1)!!` (positive terms: no cancellation).
+    #[allow(clippy::cast_precision_loss, reason = "small term indices")]
+    fn erf_series(x: f64) -> f64 {
+        let (mut term, mut sum) = (x, x);
+        for n in 1..200 {
+            term *= 2.0 * x * x / (2 * n + 1) as f64;
+            sum += term;
+        }
+        2.0 / std::f64::consts::PI.sqrt() * (-x * x).exp() * sum
     }
 
     /// The worst ulp error of `op` on `isa` over `x` against [`f64_reference`], and where.
@@ -1670,6 +1880,74 @@ mod tests {
             assert_eq!(out[2..4], [1.0, -1.0]);
             assert!(out[4].is_nan());
             assert_eq!(out[5..], [f32::from_bits(1), -f32::from_bits(1), 1.0]);
+        }
+    }
+
+    /// `erf` and exact gelu over dense sweeps (gelu down to where it underflows) and every
+    /// small binade within [`UNARY_ERF_ULPS`], [`GELU_EXACT_ULPS`] (results below
+    /// [`GELU_EXACT_TINY_BELOW`] within [`GELU_EXACT_TINY_ULPS`] below [`GELU_EXACT_TINY_BELOW`]); special values exact.
+    #[test]
+    #[allow(clippy::cast_precision_loss, reason = "sweep indices are small")]
+    fn erf_and_exact_gelu_stay_within_their_bounds() {
+        let linear = |lo: f32, hi: f32| -> Vec<f32> {
+            (0..400_001)
+                .map(|i| lo + (hi - lo) * (i as f32 / 400_000.0))
+                .collect()
+        };
+        let mut small = bit_sweep(1, 0x3fc0_0000, 1031);
+        small.extend(small.clone().iter().map(|v| -v));
+        for isa in tiers() {
+            for (op, x, bound) in [
+                (UnaryOp::Erf, linear(-5.0, 5.0), UNARY_ERF_ULPS),
+                (UnaryOp::Erf, small.clone(), UNARY_ERF_ULPS),
+                (UnaryOp::GeluExact, linear(-15.0, 10.0), GELU_EXACT_ULPS),
+                (UnaryOp::GeluExact, linear(-3.0, 3.0), GELU_EXACT_ULPS),
+                (UnaryOp::GeluExact, small.clone(), GELU_EXACT_ULPS),
+            ] {
+                let mut out = vec![0f32; x.len()];
+                unary(isa, op, &x, &mut out);
+                let mut worst = (0.0, 0.0);
+                for (&v, &got) in x.iter().zip(&out) {
+                    let want = f64_reference(op, f64::from(v));
+                    if op == UnaryOp::GeluExact && want.abs() < GELU_EXACT_TINY_BELOW {
+                        let err = ulps(got, want);
+                        assert!(err <= GELU_EXACT_TINY_ULPS, "{op:?} at {v}: {got}, {want}");
+                        continue;
+                    }
+                    let err = ulps(got, want);
+                    if err > worst.0 {
+                        worst = (err, v);
+                    }
+                }
+                let name = unary_kernel_name::<f32>(op, isa);
+                assert!(worst.0 <= bound, "{name}: {} ulps at {}", worst.0, worst.1);
+                eprintln!("{name} worst {:.3} ulps at {}", worst.0, worst.1);
+            }
+            let specials = [
+                0.0,
+                -0.0,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                f32::from_bits(1),
+                -f32::from_bits(1),
+                100.0,
+                -100.0,
+            ];
+            let mut out = [0f32; 9];
+            unary(isa, UnaryOp::Erf, &specials, &mut out);
+            assert_eq!(out[0].to_bits(), 0);
+            assert_eq!(out[1].to_bits(), (-0f32).to_bits());
+            assert_eq!(out[2..4], [1.0, -1.0]);
+            assert!(out[4].is_nan());
+            assert_eq!(out[7..], [1.0, -1.0]);
+            unary(isa, UnaryOp::GeluExact, &specials, &mut out);
+            assert_eq!(out[0].to_bits(), 0);
+            assert_eq!(out[1], 0.0);
+            assert_eq!(out[2], f32::INFINITY);
+            assert!(out[3].is_nan() && out[4].is_nan());
+            assert_eq!(out[5..7], [0.0, 0.0]);
+            assert_eq!(out[7..], [100.0, 0.0]);
         }
     }
 
