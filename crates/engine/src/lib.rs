@@ -57,7 +57,7 @@
 //! | scaled_dot_product_attention | f32 scores, softmax and P·V, rounded once | ≤ 0.5 ulp + (E + S + 4)·2⁻²⁴ relative to Σ\|p\|\|v\| | as exact |
 //! | quantize / dequantize | f64 division / f32 product, rounded once | exact rounding of the f64 quotient; dequantize ≤ 0.5 ulp + 2⁻²⁴ | as exact |
 //!
-//! The tier tables (`KernelTable::for_isa`) run add/sub/mul/real_div (any strides), fp16 unary
+//! The tier tables (`KernelTable::for_isa`) run add/sub/mul/real_div/maximum/minimum (any strides), fp16 unary
 //! ops (tables without parameters and for log(ε), vector code for rsqrt, inverse, clip), fp32
 //! unary ops but erf, tanh, log and gelu (which are vector code in the fast profile), pow with a constant exponent (fp16 tables, fp32 vector code for 1, 2, -1,
 //! 0.5, and in the fast profile 3 and -0.5), softmax over the last or a middle axis and

@@ -6,7 +6,7 @@
 //!
 //! | slot | tier kernel | against the portable kernel |
 //! |---|---|---|
-//! | add, sub, mul, real_div (fp16, fp32), any operand/destination strides | `ew::stream::binary` | bit-identical (one f32 op, one round-to-nearest-even) |
+//! | add, sub, mul, real_div, maximum, minimum (fp16, fp32), any operand/destination strides | `ew::stream::binary` | bit-identical (one f32 op, one round-to-nearest-even; maximum/minimum IEEE 754-2019: the default NaN, `-0 < +0`) |
 //! | reduce_sum, reduce_mean, reduce_max over a dense trailing box (fp16, fp32) | `ew::stream::sum`, `ew::stream::max` | max bit-identical (a `±0` maximum takes the sign of the row's first zero, as the portable order does); sums within the same bound in a different order (`4·lanes` partial sums) |
 //! | reduce_sum, reduce_mean, reduce_max over a strided box whose destination rows are source rows (a non-innermost axis: RMSNorm's mean over C of `[1, C, 1, S]`) | `ew::stream::accumulate` (a row of accumulators, one source row per reduced position) | bit-identical (the portable order) |
 //! | fp16 unary ops without parameters (exp, sigmoid, silu, tanh, erf, gelu, sqrt, ...) | a 65 536-entry table of the portable kernel's results, built once per op on first use | bit-identical by construction |
@@ -43,11 +43,21 @@ type KResult = Result<(), KernelError>;
 
 /// Installs the tier kernels of this module into `table` (built for `isa`).
 pub fn plug(table: &mut KernelTable, isa: Isa) {
-    let binaries: [(BinaryOp, LinalgBinary, KernelFns); 4] = [
+    let binaries: [(BinaryOp, LinalgBinary, KernelFns); 6] = [
         (BinaryOp::Add, LinalgBinary::Add, (add_f16, add_f32)),
         (BinaryOp::Sub, LinalgBinary::Sub, (sub_f16, sub_f32)),
         (BinaryOp::Mul, LinalgBinary::Mul, (mul_f16, mul_f32)),
         (BinaryOp::RealDiv, LinalgBinary::Div, (div_f16, div_f32)),
+        (
+            BinaryOp::Maximum,
+            LinalgBinary::Maximum,
+            (maximum_f16, maximum_f32),
+        ),
+        (
+            BinaryOp::Minimum,
+            LinalgBinary::Minimum,
+            (minimum_f16, minimum_f32),
+        ),
     ];
     for (op, linalg_op, (run_f16, run_f32)) in binaries {
         table.binary_f16[op as usize] = Kernel {
@@ -259,6 +269,10 @@ binary_kernels! {
     sub_f32: f32, LinalgBinary::Sub;
     mul_f32: f32, LinalgBinary::Mul;
     div_f32: f32, LinalgBinary::Div;
+    maximum_f16: f16, LinalgBinary::Maximum;
+    minimum_f16: f16, LinalgBinary::Minimum;
+    maximum_f32: f32, LinalgBinary::Maximum;
+    minimum_f32: f32, LinalgBinary::Minimum;
 }
 
 /// Storage types whose special values can be recognised from their bits.

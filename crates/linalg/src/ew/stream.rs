@@ -4,7 +4,7 @@
 //!
 //! | function | computes | kernel name |
 //! |---|---|---|
-//! | [`binary`] | `out = a ∘ b` for `∘` in add, sub, mul, div; `a` or `b` may be one splatted value | `<isa>_<op>_<dtype>_<lanes>n` |
+//! | [`binary`] | `out = a ∘ b` for `∘` in add, sub, mul, div, IEEE 754-2019 maximum and minimum; `a` or `b` may be one splatted value | `<isa>_<op>_<dtype>_<lanes>n` |
 //! | [`unary`] | `out = f(x)` for the [`UnaryOp`]s (abs, square, sqrt, relu, clip, identity, rsqrt, inverse, exp, sigmoid, silu, cube, gelu's tanh and sigmoid approximations, `log(x + ε)`, tanh) | `<isa>_<op>_<dtype>_<lanes>n` ([`unary_kernel_name`]) |
 //! | [`sum`], [`max`] | `Σ x`, `max x` in f32 | `<isa>_reduce{sum,mean,max}_<dtype>_<lanes>n` ([`reduce_kernel_name`]) |
 //! | [`accumulate`] | `acc[i] = acc[i] + x[i]` or the NaN-propagating `max` (a vertical step of a reduction over a non-innermost axis) | as [`sum`], [`max`] |
@@ -12,7 +12,8 @@
 //!
 //! # Error bounds
 //!
-//! [`binary`] is exact IEEE arithmetic: one f32 operation per element, rounded once to the
+//! [`binary`] is exact IEEE arithmetic (maximum and minimum: NaN-propagating with the default
+//! NaN, `-0 < +0`): one f32 operation per element, rounded once to the
 //! storage type with round-to-nearest-even (`vcvtps2ph` on the x86 tiers, `half`'s correctly
 //! rounded conversion on the generic tier), so every tier gives the same bits as scalar Rust
 //! `f32` arithmetic followed by `f16::from_f32` (NaN payloads aside). So are [`accumulate`]
@@ -37,7 +38,8 @@
 //! within [`UNARY_TANH_ULPS`]; both exact on their special values (`log`: `-inf` at 0, NaN
 //! below, `+inf` at `+inf`; `tanh`: signed zeros, subnormals, `±1` at `±inf`). `erf` is
 //! within [`UNARY_ERF_ULPS`] and exact gelu within [`GELU_EXACT_ULPS`] (tiny results:
-//! [`GELU_EXACT_TINY_ULPS`] below [`GELU_EXACT_TINY_BELOW`]), by fitted polynomials and a cancellation-free `e^{-a²}`. [`accumulate_exp`] and [`exp_scale`] use `exp`'s polynomial on
+//! [`GELU_EXACT_TINY_ULPS`] below [`GELU_EXACT_TINY_BELOW`]), by fitted polynomials and a
+//! cancellation-free `e^{-a²}`. [`accumulate_exp`] and [`exp_scale`] use `exp`'s polynomial on
 //! the f32 difference `x - shift` (one rounding before the `exp`), then one addition, resp.
 //! one product.
 //!
@@ -68,11 +70,22 @@ pub enum BinaryOp {
     Mul,
     /// `a / b`.
     Div,
+    /// IEEE 754-2019 `maximum(a, b)`: NaN (the default quiet NaN) if either is NaN, `-0 < +0`.
+    Maximum,
+    /// IEEE 754-2019 `minimum(a, b)`: NaN (the default quiet NaN) if either is NaN, `-0 < +0`.
+    Minimum,
 }
 
 impl BinaryOp {
     /// Every operation.
-    pub const ALL: [BinaryOp; 4] = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div];
+    pub const ALL: [BinaryOp; 6] = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Maximum,
+        BinaryOp::Minimum,
+    ];
 
     /// The scalar result (what every tier computes per element, before storage rounding).
     #[inline]
@@ -82,6 +95,12 @@ impl BinaryOp {
             BinaryOp::Sub => a - b,
             BinaryOp::Mul => a * b,
             BinaryOp::Div => a / b,
+            BinaryOp::Maximum | BinaryOp::Minimum if a.is_nan() || b.is_nan() => f32::NAN,
+            // Equal values (±0 included): the bits of both ANDed (`+0` wins) or ORed (`-0`).
+            BinaryOp::Maximum if a == b => f32::from_bits(a.to_bits() & b.to_bits()),
+            BinaryOp::Minimum if a == b => f32::from_bits(a.to_bits() | b.to_bits()),
+            BinaryOp::Maximum => a.max(b),
+            BinaryOp::Minimum => a.min(b),
         }
     }
 }
@@ -96,24 +115,30 @@ pub enum Operand<'a, T> {
 }
 
 /// The `[tier][op][f32, f16]` kernel names of [`binary`] (the Amx tier runs avx512).
-const BINARY_NAMES: [[[&str; 2]; 4]; 3] = [
+const BINARY_NAMES: [[[&str; 2]; 6]; 3] = [
     [
         ["generic_add_f32_8n", "generic_add_f16_8n"],
         ["generic_sub_f32_8n", "generic_sub_f16_8n"],
         ["generic_mul_f32_8n", "generic_mul_f16_8n"],
         ["generic_realdiv_f32_8n", "generic_realdiv_f16_8n"],
+        ["generic_maximum_f32_8n", "generic_maximum_f16_8n"],
+        ["generic_minimum_f32_8n", "generic_minimum_f16_8n"],
     ],
     [
         ["avx2_add_f32_8n", "avx2_add_f16_8n"],
         ["avx2_sub_f32_8n", "avx2_sub_f16_8n"],
         ["avx2_mul_f32_8n", "avx2_mul_f16_8n"],
         ["avx2_realdiv_f32_8n", "avx2_realdiv_f16_8n"],
+        ["avx2_maximum_f32_8n", "avx2_maximum_f16_8n"],
+        ["avx2_minimum_f32_8n", "avx2_minimum_f16_8n"],
     ],
     [
         ["avx512_add_f32_16n", "avx512_add_f16_16n"],
         ["avx512_sub_f32_16n", "avx512_sub_f16_16n"],
         ["avx512_mul_f32_16n", "avx512_mul_f16_16n"],
         ["avx512_realdiv_f32_16n", "avx512_realdiv_f16_16n"],
+        ["avx512_maximum_f32_16n", "avx512_maximum_f16_16n"],
+        ["avx512_minimum_f32_16n", "avx512_minimum_f16_16n"],
     ],
 ];
 
@@ -166,7 +191,16 @@ pub(crate) unsafe fn binary_body<S: Simd, T: Storage, const OP: u8>(
                 0 => S::add(a, b),
                 1 => S::sub(a, b),
                 2 => S::mul(a, b),
-                _ => S::div(a, b),
+                3 => S::div(a, b),
+                // IEEE maximum/minimum: ties (±0 included) take the bits ANDed (maximum:
+                // `+0` wins) or ORed (minimum: `-0` wins), NaN gives the default NaN.
+                _ => {
+                    let tie = if OP == 4 { S::and(a, b) } else { S::or(a, b) };
+                    let pick = if OP == 4 { S::max(a, b) } else { S::min(a, b) };
+                    let value = S::select(S::eq(a, b), tie, pick);
+                    let nan = S::mask_or(S::is_nan(a), S::is_nan(b));
+                    S::select(nan, S::splat(f32::NAN), value)
+                }
             }
         }
     }
@@ -1177,6 +1211,8 @@ pub fn binary<T: Storage>(
             BinaryOp::Sub => dispatch_stream!(isa, binary::<T, 1>(a, b, out, len)),
             BinaryOp::Mul => dispatch_stream!(isa, binary::<T, 2>(a, b, out, len)),
             BinaryOp::Div => dispatch_stream!(isa, binary::<T, 3>(a, b, out, len)),
+            BinaryOp::Maximum => dispatch_stream!(isa, binary::<T, 4>(a, b, out, len)),
+            BinaryOp::Minimum => dispatch_stream!(isa, binary::<T, 5>(a, b, out, len)),
         }
     }
 }
@@ -1795,6 +1831,71 @@ mod tests {
     /// Every `step`-th f32 bit pattern from `from` to `to` (inclusive range of bits).
     fn bit_sweep(from: u32, to: u32, step: usize) -> Vec<f32> {
         (from..=to).step_by(step).map(f32::from_bits).collect()
+    }
+
+    /// IEEE maximum/minimum on every pair of special values, every tier and operand form,
+    /// f32 and f16: the bits of [`BinaryOp::apply`] (which the tests pin down for ties).
+    #[test]
+    fn maximum_and_minimum_are_ieee_on_special_pairs() {
+        assert_eq!(BinaryOp::Maximum.apply(-0.0, 0.0).to_bits(), 0);
+        assert_eq!(BinaryOp::Maximum.apply(0.0, -0.0).to_bits(), 0);
+        assert_eq!(
+            BinaryOp::Minimum.apply(0.0, -0.0).to_bits(),
+            (-0f32).to_bits()
+        );
+        assert_eq!(
+            BinaryOp::Minimum.apply(-0.0, 0.0).to_bits(),
+            (-0f32).to_bits()
+        );
+        assert!(BinaryOp::Maximum.apply(f32::NAN, 1.0).is_nan());
+        assert!(BinaryOp::Minimum.apply(1.0, f32::NAN).is_nan());
+        fn check<T: Storage>(isa: Isa) {
+            let specials = [
+                0.0,
+                -0.0,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                f32::from_bits(1),
+                -1e-40,
+                1.0,
+                -1.0,
+                0.5,
+                3e38,
+                -3e38,
+            ];
+            let n = specials.len();
+            let a: Vec<T> = (0..n * n).map(|k| T::from_f32(specials[k / n])).collect();
+            let b: Vec<T> = (0..n * n).map(|k| T::from_f32(specials[k % n])).collect();
+            for op in [BinaryOp::Maximum, BinaryOp::Minimum] {
+                let mut out = vec![T::default(); n * n];
+                for (x, y, splat) in [
+                    (Operand::Slice(&a), Operand::Slice(&b), None),
+                    (Operand::Slice(&a), Operand::Splat(-0.0), Some(-0.0)),
+                    (Operand::Splat(0.0), Operand::Slice(&b), Some(0.0)),
+                ] {
+                    binary(isa, op, x, y, &mut out);
+                    for (k, got) in out.iter().enumerate() {
+                        let (lhs, rhs) = match splat {
+                            None => (a[k].to_f32(), b[k].to_f32()),
+                            Some(v) if matches!(x, Operand::Splat(_)) => (v, b[k].to_f32()),
+                            Some(v) => (a[k].to_f32(), v),
+                        };
+                        let want = T::from_f32(op.apply(lhs, rhs)).to_f32();
+                        let got = got.to_f32();
+                        assert!(
+                            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                            "{} {op:?}({lhs}, {rhs}) = {got}, want {want}",
+                            binary_kernel_name::<T>(op, isa)
+                        );
+                    }
+                }
+            }
+        }
+        for isa in tiers() {
+            check::<f32>(isa);
+            check::<f16>(isa);
+        }
     }
 
     /// `log` (with and without ε) over every binade, subnormals included, and a dense sweep
