@@ -45,6 +45,7 @@
 //! | exp, erf, tanh, sigmoid, silu, gelu (3 modes), log, rsqrt, inverse, pow | evaluated in f64 from the input, rounded once | ≤ 0.5 ulp + 2⁻⁵² relative (≤ 1 ulp) | as exact; inside a fused step not rounded, and exp, sigmoid, silu use an f32 vector `exp` (≤ 2 f32 ulps; sigmoid, silu ≤ 5·10⁻⁶ relative; on contiguous runs results below 2⁻¹²⁶ flush to 0, inputs above 88.37 saturate near 2.4·10³⁸, NaN inputs give unspecified values) |
 //! | a fused step (a tree of the two rows above, [`plan::fuse`]) | each node as above, rounded to its dtype where the unfused op would store it | bit-identical to the unfused steps (the bounds of the ops it holds) | result rounded once: ≤ 0.5 ulp + Σₖ εₖ·\|vₖ·∂y/∂vₖ\| over its nodes vₖ (εₖ the node's f32 error above: 2⁻²⁴ for arithmetic, 5·10⁻⁶ for sigmoid/silu); against the per-op-rounded reference the reference's own roundings add, which the tests bound by `n_ops` ulps of the output plus `n_ops·2⁻¹¹` (fp32: `2⁻²²`) of its largest magnitude |
 //! | on a tier table: fp32 exp, sigmoid, silu; fp32 and fp16 rsqrt, inverse (ε ≠ 0) | f32 vector arithmetic (`ew::stream::unary`: Cephes `exp` polynomial; `1/√(x+ε)`, `1/(x+ε)` in f32), rounded once | fp32: ≤ 2 f32 ulps (exp, inverse), 3 (rsqrt, sigmoid), 4 (silu), results below 2⁻¹²⁶ within 2⁻¹²⁶ absolute; fp16: that error before the fp16 rounding (≤ 0.5 ulp + 4·2⁻²³ relative) | as exact |
+//! | fp32 `log(x + ε)`, tanh, erf and exact gelu, on a tier table | as the portable kernel (f64, rounded once) | ≤ 0.5 ulp + 2⁻⁵² relative | f32 vector Cephes `logf` (the sum `x + ε` kept exact by a two-sum correction) and `tanhf` polynomials (`1 - 2/(e^{2\|x\|} + 1)` above 0.625), fitted erf/erfc polynomials with a cancellation-free `e^{-x²}`: log ≤ 2, tanh ≤ 3, erf ≤ 4, gelu ≤ 6 f32 ulps (gelu results below 2⁻¹¹⁰: ≤ 16 ulps, subnormals in units of 2⁻¹⁴⁹); special values (±0, ±inf, NaN, subnormals) exact |
 //! | fp32 gelu, tanh and sigmoid modes, on a tier table | as the portable kernel (f64, rounded once) | ≤ 0.5 ulp + 2⁻⁵² relative | f32 vector `x/(1+e⁻ᶻ)` (`ew::stream::unary`), `z` the sigmoid's argument (2·√(2/π)·(x + 0.044715x³) or 1.702x) in f32: ≤ 5 + 3·\|z\| f32 ulps, results below 2⁻¹²² within 2⁻¹²² absolute |
 //! | reduce_sum, reduce_mean | f32 accumulation (in order; on a tier table over a dense box, `4·lanes` interleaved partial sums; over a strided box, in order), rounded once | ≤ 0.5 ulp + n·2⁻²⁴·Σ\|xᵢ\| | as exact |
 //! | reduce_max | exact, rounded once (NaN-propagating) | ≤ 0.5 ulp (exact for same-dtype) | as exact |
@@ -56,10 +57,9 @@
 //! | scaled_dot_product_attention | f32 scores, softmax and P·V, rounded once | ≤ 0.5 ulp + (E + S + 4)·2⁻²⁴ relative to Σ\|p\|\|v\| | as exact |
 //! | quantize / dequantize | f64 division / f32 product, rounded once | exact rounding of the f64 quotient; dequantize ≤ 0.5 ulp + 2⁻²⁴ | as exact |
 //!
-//! The tier tables (`KernelTable::for_isa`) run add/sub/mul/real_div (any strides), fp16 unary
+//! The tier tables (`KernelTable::for_isa`) run add/sub/mul/real_div/maximum/minimum (any strides), fp16 unary
 //! ops (tables without parameters and for log(ε), vector code for rsqrt, inverse, clip), fp32
-//! unary ops but erf, tanh, log and gelu (its tanh and sigmoid modes are vector code in the
-//! fast profile), pow with a constant exponent (fp16 tables, fp32 vector code for 1, 2, -1,
+//! unary ops but erf, tanh, log and gelu (which are vector code in the fast profile), pow with a constant exponent (fp16 tables, fp32 vector code for 1, 2, -1,
 //! 0.5, and in the fast profile 3 and -0.5), softmax over the last or a middle axis and
 //! reduce_sum/mean/max (dense boxes and strided axes) on vectorised or table-driven kernels
 //! ([`kernels::tiered`]); binary results, the exact unary ops (abs, square, sqrt, relu, clip,

@@ -6,12 +6,12 @@
 //!
 //! | slot | tier kernel | against the portable kernel |
 //! |---|---|---|
-//! | add, sub, mul, real_div (fp16, fp32), any operand/destination strides | `ew::stream::binary` | bit-identical (one f32 op, one round-to-nearest-even) |
+//! | add, sub, mul, real_div, maximum, minimum (fp16, fp32), any operand/destination strides | `ew::stream::binary` | bit-identical (one f32 op, one round-to-nearest-even; maximum/minimum IEEE 754-2019: the default NaN, `-0 < +0`) |
 //! | reduce_sum, reduce_mean, reduce_max over a dense trailing box (fp16, fp32) | `ew::stream::sum`, `ew::stream::max` | max bit-identical (a `±0` maximum takes the sign of the row's first zero, as the portable order does); sums within the same bound in a different order (`4·lanes` partial sums) |
 //! | reduce_sum, reduce_mean, reduce_max over a strided box whose destination rows are source rows (a non-innermost axis: RMSNorm's mean over C of `[1, C, 1, S]`) | `ew::stream::accumulate` (a row of accumulators, one source row per reduced position) | bit-identical (the portable order) |
 //! | fp16 unary ops without parameters (exp, sigmoid, silu, tanh, erf, gelu, sqrt, ...) | a 65 536-entry table of the portable kernel's results, built once per op on first use | bit-identical by construction |
 //! | fp16 `log(x + ε)` and fp16 `pow(x, e)` with `e` one broadcast value (a constant) | a 65 536-entry table per ε or `e` (at most 32 such tables per process, then the portable kernel) | bit-identical by construction |
-//! | fp16 rsqrt(ε), inverse(ε), clip(α, β); fp32 abs, square, sqrt, relu, clip, identity, inverse, rsqrt, exp, sigmoid, silu, and in the fast profile gelu (tanh and sigmoid approximations) | `ew::stream::unary` | bit-identical for abs, square, sqrt, relu, clip, identity and inverse with ε = 0; rsqrt and inverse(ε ≠ 0) within 3 f32 ulps (f32 instead of f64 arithmetic), exp, sigmoid, silu, gelu within the bounds of `ew::stream` (vector `exp`); fp32 erf, tanh, log, exact gelu and, in the exact profile, the other gelu modes keep the portable kernel |
+//! | fp16 rsqrt(ε), inverse(ε), clip(α, β); fp32 abs, square, sqrt, relu, clip, identity, inverse, rsqrt, exp, sigmoid, silu, and in the fast profile gelu (all three modes), `log(x + ε)`, tanh and erf | `ew::stream::unary` | bit-identical for abs, square, sqrt, relu, clip, identity and inverse with ε = 0; rsqrt and inverse(ε ≠ 0) within 3 f32 ulps (f32 instead of f64 arithmetic), exp, sigmoid, silu, gelu, log, tanh, erf within the bounds of `ew::stream` (vector `exp`, Cephes `logf`/`tanhf` polynomials, fitted erf/erfc polynomials); in the exact profile fp32 log, tanh, erf and gelu keep the portable kernel |
 //! | fp32 `pow(x, e)`, `e` a broadcast 1, 2, -1, 0.5, and in the fast profile also 3 or -0.5 | `ew::stream::unary` (identity, square, inverse, sqrt; cube, rsqrt), with the inputs those get wrong (-0 for 0.5 and -1, -inf for ±0.5) recomputed by the portable scalar code | bit-identical for 1, 2, -1, 0.5 (correctly rounded f32 results); 3 and -0.5 within 2 f32 ulps (two f32 roundings); other exponents keep the portable kernel |
 //! | softmax along a contiguous last axis (fp16, fp32) | `ew::softmax_rows` | same bound: vector `exp` (≤ 2 f32 ulps) instead of libm's `expf`; rows holding NaN or +inf, or only -inf, take the portable path so the NaN rules are unchanged |
 //! | softmax over a middle axis with a contiguous inner axis (`[1, V, 1, S]` over V) | `ew::stream::accumulate` (column maxima), `accumulate_exp` (sums, in row blocks rescaled when the maximum grows), `exp_scale` | vector `exp` and a product by `1/sum` instead of libm `expf` and a division: the softmax bound plus the rescalings (see the crate's precision table); NaN columns as in the portable kernel |
@@ -43,11 +43,21 @@ type KResult = Result<(), KernelError>;
 
 /// Installs the tier kernels of this module into `table` (built for `isa`).
 pub fn plug(table: &mut KernelTable, isa: Isa) {
-    let binaries: [(BinaryOp, LinalgBinary, KernelFns); 4] = [
+    let binaries: [(BinaryOp, LinalgBinary, KernelFns); 6] = [
         (BinaryOp::Add, LinalgBinary::Add, (add_f16, add_f32)),
         (BinaryOp::Sub, LinalgBinary::Sub, (sub_f16, sub_f32)),
         (BinaryOp::Mul, LinalgBinary::Mul, (mul_f16, mul_f32)),
         (BinaryOp::RealDiv, LinalgBinary::Div, (div_f16, div_f32)),
+        (
+            BinaryOp::Maximum,
+            LinalgBinary::Maximum,
+            (maximum_f16, maximum_f32),
+        ),
+        (
+            BinaryOp::Minimum,
+            LinalgBinary::Minimum,
+            (minimum_f16, minimum_f32),
+        ),
     ];
     for (op, linalg_op, (run_f16, run_f32)) in binaries {
         table.binary_f16[op as usize] = Kernel {
@@ -121,7 +131,7 @@ pub fn plug(table: &mut KernelTable, isa: Isa) {
             name: stream::unary_kernel_name::<f32>(linalg_op, isa),
             run: unary_f32,
         };
-        if UNARY_TABLE_NAMES[slot].is_none() {
+        if f16_streamed(op) {
             table.unary_f16[slot] = Kernel {
                 name: stream::unary_kernel_name::<f16>(linalg_op, isa),
                 run: unary_f16_stream,
@@ -137,9 +147,15 @@ pub fn plug(table: &mut KernelTable, isa: Isa) {
 pub fn vector_unary_differs(op: UnaryOp, ty: crate::kernels::table::FloatTy) -> bool {
     let routed = match ty {
         crate::kernels::table::FloatTy::F32 => true,
-        crate::kernels::table::FloatTy::F16 => UNARY_TABLE_NAMES[op.slot()].is_none(),
+        crate::kernels::table::FloatTy::F16 => f16_streamed(op),
     };
     routed && stream_unary(op, Precision::Exact).is_some_and(|linalg_op| !linalg_op.is_exact())
+}
+
+/// Whether fp16 `op` goes to `ew::stream::unary` (when that has it): the ops without an
+/// fp16 table (fp16 `log` has per-ε tables, [`log_f16_table`]).
+fn f16_streamed(op: UnaryOp) -> bool {
+    UNARY_TABLE_NAMES[op.slot()].is_none() && !matches!(op, UnaryOp::Log(_))
 }
 
 /// The fp16 and fp32 entry points of one slot.
@@ -253,6 +269,10 @@ binary_kernels! {
     sub_f32: f32, LinalgBinary::Sub;
     mul_f32: f32, LinalgBinary::Mul;
     div_f32: f32, LinalgBinary::Div;
+    maximum_f16: f16, LinalgBinary::Maximum;
+    minimum_f16: f16, LinalgBinary::Minimum;
+    maximum_f32: f32, LinalgBinary::Maximum;
+    minimum_f32: f32, LinalgBinary::Minimum;
 }
 
 /// Storage types whose special values can be recognised from their bits.
@@ -689,6 +709,11 @@ fn stream_unary(op: UnaryOp, precision: Precision) -> Option<LinalgUnary> {
         // it as the portable kernel does), and fused exact plans must equal unfused ones.
         UnaryOp::GeluTanh if fast => LinalgUnary::GeluTanh,
         UnaryOp::GeluSigmoid if fast => LinalgUnary::GeluSigmoid,
+        // Fast only too: vector polynomials, within `ew::stream`'s bounds.
+        UnaryOp::Log(eps) if fast => LinalgUnary::Log(eps),
+        UnaryOp::Tanh if fast => LinalgUnary::Tanh,
+        UnaryOp::Erf if fast => LinalgUnary::Erf,
+        UnaryOp::GeluExact if fast => LinalgUnary::GeluExact,
         _ => return None,
     })
 }

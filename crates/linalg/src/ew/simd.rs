@@ -64,6 +64,28 @@ pub trait Simd: 'static {
     unsafe fn load_dup_pairs(ptr: *const f32) -> Self::V;
     /// Negates the even lanes: `[-a0, a1, -a2, a3, ...]`.
     unsafe fn negate_even(a: Self::V) -> Self::V;
+
+    /// A lane mask (the result of a comparison), consumed by [`Simd::select`].
+    type M: Copy;
+    /// Lanes where `a < b` (false when either is NaN).
+    unsafe fn lt(a: Self::V, b: Self::V) -> Self::M;
+    /// Lanes where `a == b` (false when either is NaN; `-0 == +0`).
+    unsafe fn eq(a: Self::V, b: Self::V) -> Self::M;
+    /// Lanes where `a` is NaN.
+    unsafe fn is_nan(a: Self::V) -> Self::M;
+    /// Lanes set in `a` or in `b`.
+    unsafe fn mask_or(a: Self::M, b: Self::M) -> Self::M;
+    /// Lane-wise `mask ? a : b` (the bits of the chosen lane, NaN payloads included).
+    unsafe fn select(mask: Self::M, a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise bitwise `a & b` of the f32 bit patterns.
+    unsafe fn and(a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise bitwise `a | b` of the f32 bit patterns.
+    unsafe fn or(a: Self::V, b: Self::V) -> Self::V;
+    /// `floor(log2 a)` as a float, for positive normal finite `a` (other lanes unspecified).
+    unsafe fn exponent(a: Self::V) -> Self::V;
+    /// `a / 2^floor(log2 a)`, in [1, 2), for positive normal finite `a` (exact; other lanes
+    /// unspecified).
+    unsafe fn mantissa(a: Self::V) -> Self::V;
 }
 
 /// Largest `LANES` of any tier (AVX-512: 16).
@@ -406,5 +428,135 @@ impl Simd for Portable {
     #[inline(always)]
     unsafe fn negate_even(a: Lanes) -> Lanes {
         std::array::from_fn(|lane| if lane % 2 == 0 { -a[lane] } else { a[lane] })
+    }
+
+    type M = [bool; PORTABLE_LANES];
+
+    #[inline(always)]
+    unsafe fn lt(a: Lanes, b: Lanes) -> Self::M {
+        std::array::from_fn(|lane| a[lane] < b[lane])
+    }
+
+    #[inline(always)]
+    unsafe fn eq(a: Lanes, b: Lanes) -> Self::M {
+        std::array::from_fn(|lane| a[lane] == b[lane])
+    }
+
+    #[inline(always)]
+    unsafe fn is_nan(a: Lanes) -> Self::M {
+        a.map(f32::is_nan)
+    }
+
+    #[inline(always)]
+    unsafe fn mask_or(a: Self::M, b: Self::M) -> Self::M {
+        std::array::from_fn(|lane| a[lane] | b[lane])
+    }
+
+    #[inline(always)]
+    unsafe fn select(mask: Self::M, a: Lanes, b: Lanes) -> Lanes {
+        std::array::from_fn(|lane| if mask[lane] { a[lane] } else { b[lane] })
+    }
+
+    #[inline(always)]
+    unsafe fn and(a: Lanes, b: Lanes) -> Lanes {
+        zip(a, b, |a, b| f32::from_bits(a.to_bits() & b.to_bits()))
+    }
+
+    #[inline(always)]
+    unsafe fn or(a: Lanes, b: Lanes) -> Lanes {
+        zip(a, b, |a, b| f32::from_bits(a.to_bits() | b.to_bits()))
+    }
+
+    #[inline(always)]
+    unsafe fn exponent(a: Lanes) -> Lanes {
+        map(a, |a| (((a.to_bits() >> 23) & 0xff) as i32 - 127) as f32)
+    }
+
+    #[inline(always)]
+    unsafe fn mantissa(a: Lanes) -> Lanes {
+        map(a, |a| {
+            f32::from_bits((a.to_bits() & 0x007f_ffff) | 0x3f80_0000)
+        })
+    }
+}
+
+/// Checks of the comparison, select, bit and exponent primitives, shared by every tier's
+/// tests.
+#[cfg(test)]
+pub(crate) mod primitive_checks {
+    use super::{MAX_LANES, Simd};
+
+    /// Positive normal inputs of `exponent` and `mantissa`.
+    const XS: [f32; 8] = [
+        1.0,
+        1.5,
+        3.0,
+        0.75,
+        1.0e-30,
+        6.0e37,
+        f32::MIN_POSITIVE,
+        1.999_999_9,
+    ];
+
+    fn lanes<S: Simd>(v: S::V) -> [f32; MAX_LANES] {
+        let mut out = [0f32; MAX_LANES];
+        // SAFETY: `out` holds MAX_LANES ≥ LANES values; the caller's tier is available.
+        unsafe { S::store_f32(out.as_mut_ptr(), v) };
+        out
+    }
+
+    fn load<S: Simd>(values: [f32; 8]) -> S::V {
+        let mut buf = [0f32; MAX_LANES];
+        for (lane, slot) in buf.iter_mut().enumerate() {
+            *slot = values[lane % 8];
+        }
+        // SAFETY: `buf` holds MAX_LANES ≥ LANES values; the caller's tier is available.
+        unsafe { S::load_f32(buf.as_ptr()) }
+    }
+
+    /// Runs the checks on `S`.
+    ///
+    /// # Safety
+    /// The host supports `S`'s tier (the caller is compiled for it).
+    #[inline(always)]
+    pub(crate) unsafe fn check<S: Simd>() {
+        // SAFETY: (whole body) register arithmetic of the caller's tier.
+        unsafe {
+            let x = load::<S>(XS);
+            let exponent = lanes::<S>(S::exponent(x));
+            let mantissa = lanes::<S>(S::mantissa(x));
+            for lane in 0..S::LANES {
+                let v = XS[lane % 8];
+                let e = v.log2().floor();
+                assert_eq!(exponent[lane], e, "exponent of {v}");
+                assert_eq!(mantissa[lane], v / 2f32.powf(e), "mantissa of {v}");
+            }
+            let a = load::<S>([1.0, f32::NAN, -0.0, 2.0, 5.0, -1.0, f32::INFINITY, 0.0]);
+            let b = load::<S>([2.0, 1.0, 0.0, f32::NAN, 5.0, -2.0, 1.0, 0.0]);
+            let yes = S::splat(10.0);
+            let no = S::splat(20.0);
+            let lt = lanes::<S>(S::select(S::lt(a, b), yes, no));
+            let eq = lanes::<S>(S::select(S::eq(a, b), yes, no));
+            let nan = lanes::<S>(S::select(S::mask_or(S::is_nan(a), S::is_nan(b)), yes, no));
+            for lane in 0..S::LANES {
+                let want = |cond: bool| if cond { 10.0 } else { 20.0 };
+                let k = lane % 8;
+                assert_eq!(lt[lane], want(k == 0), "lt lane {lane}");
+                assert_eq!(eq[lane], want([2, 4, 7].contains(&k)), "eq lane {lane}");
+                assert_eq!(nan[lane], want([1, 3].contains(&k)), "nan lane {lane}");
+            }
+            let and = lanes::<S>(S::and(a, S::splat(f32::from_bits(0x7fff_ffff))));
+            let or = lanes::<S>(S::or(b, S::splat(-0.0)));
+            assert_eq!(and[2].to_bits(), 0);
+            assert_eq!(and[5], 1.0);
+            assert_eq!(or[0], -2.0);
+            assert_eq!(or[2].to_bits(), (-0f32).to_bits());
+        }
+    }
+
+    #[test]
+    fn portable_primitives() {
+        // SAFETY: the portable tier runs on every host.
+        unsafe { check::<super::Portable>() }
     }
 }

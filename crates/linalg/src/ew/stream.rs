@@ -4,15 +4,16 @@
 //!
 //! | function | computes | kernel name |
 //! |---|---|---|
-//! | [`binary`] | `out = a ∘ b` for `∘` in add, sub, mul, div; `a` or `b` may be one splatted value | `<isa>_<op>_<dtype>_<lanes>n` |
-//! | [`unary`] | `out = f(x)` for the [`UnaryOp`]s (abs, square, sqrt, relu, clip, identity, rsqrt, inverse, exp, sigmoid, silu, cube, gelu's tanh and sigmoid approximations) | `<isa>_<op>_<dtype>_<lanes>n` ([`unary_kernel_name`]) |
+//! | [`binary`] | `out = a ∘ b` for `∘` in add, sub, mul, div, IEEE 754-2019 maximum and minimum; `a` or `b` may be one splatted value | `<isa>_<op>_<dtype>_<lanes>n` |
+//! | [`unary`] | `out = f(x)` for the [`UnaryOp`]s (abs, square, sqrt, relu, clip, identity, rsqrt, inverse, exp, sigmoid, silu, cube, gelu's tanh and sigmoid approximations, `log(x + ε)`, tanh) | `<isa>_<op>_<dtype>_<lanes>n` ([`unary_kernel_name`]) |
 //! | [`sum`], [`max`] | `Σ x`, `max x` in f32 | `<isa>_reduce{sum,mean,max}_<dtype>_<lanes>n` ([`reduce_kernel_name`]) |
 //! | [`accumulate`] | `acc[i] = acc[i] + x[i]` or the NaN-propagating `max` (a vertical step of a reduction over a non-innermost axis) | as [`sum`], [`max`] |
 //! | [`accumulate_exp`], [`exp_scale`] | `acc[i] += e^(x[i] - shift[i])`, `out[i] = e^(x[i] - shift[i])·scale[i]` (the rows of a softmax over a non-innermost axis) | `<isa>_softmaxcolumns_<dtype>_<lanes>n` ([`softmax_columns_kernel_name`]) |
 //!
 //! # Error bounds
 //!
-//! [`binary`] is exact IEEE arithmetic: one f32 operation per element, rounded once to the
+//! [`binary`] is exact IEEE arithmetic (maximum and minimum: NaN-propagating with the default
+//! NaN, `-0 < +0`): one f32 operation per element, rounded once to the
 //! storage type with round-to-nearest-even (`vcvtps2ph` on the x86 tiers, `half`'s correctly
 //! rounded conversion on the generic tier), so every tier gives the same bits as scalar Rust
 //! `f32` arithmetic followed by `f16::from_f32` (NaN payloads aside). So are [`accumulate`]
@@ -32,7 +33,13 @@
 //! [`UNARY_CUBE_ULPS`] (results below 2⁻¹²⁶ within 2⁻¹⁴⁹ absolute), and exact before the
 //! storage rounding for f16 storage (the product of three f16 values fits in 33 bits; the
 //! square, 22, is exact). The gelu approximations are `x/(1 + e⁻ᶻ)` within [`GELU_ULPS`] plus
-//! [`GELU_ULPS_PER_Z`]`·|z|` ulps. [`accumulate_exp`] and [`exp_scale`] use `exp`'s polynomial on
+//! [`GELU_ULPS_PER_Z`]`·|z|` ulps. `log(x + ε)` (the sum kept exact by a two-sum
+//! correction) is within [`UNARY_LOG_ULPS`] over every binade, subnormals included; `tanh`
+//! within [`UNARY_TANH_ULPS`]; both exact on their special values (`log`: `-inf` at 0, NaN
+//! below, `+inf` at `+inf`; `tanh`: signed zeros, subnormals, `±1` at `±inf`). `erf` is
+//! within [`UNARY_ERF_ULPS`] and exact gelu within [`GELU_EXACT_ULPS`] (tiny results:
+//! [`GELU_EXACT_TINY_ULPS`] below [`GELU_EXACT_TINY_BELOW`]), by fitted polynomials and a
+//! cancellation-free `e^{-a²}`. [`accumulate_exp`] and [`exp_scale`] use `exp`'s polynomial on
 //! the f32 difference `x - shift` (one rounding before the `exp`), then one addition, resp.
 //! one product.
 //!
@@ -63,11 +70,22 @@ pub enum BinaryOp {
     Mul,
     /// `a / b`.
     Div,
+    /// IEEE 754-2019 `maximum(a, b)`: NaN (the default quiet NaN) if either is NaN, `-0 < +0`.
+    Maximum,
+    /// IEEE 754-2019 `minimum(a, b)`: NaN (the default quiet NaN) if either is NaN, `-0 < +0`.
+    Minimum,
 }
 
 impl BinaryOp {
     /// Every operation.
-    pub const ALL: [BinaryOp; 4] = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div];
+    pub const ALL: [BinaryOp; 6] = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Maximum,
+        BinaryOp::Minimum,
+    ];
 
     /// The scalar result (what every tier computes per element, before storage rounding).
     #[inline]
@@ -77,6 +95,12 @@ impl BinaryOp {
             BinaryOp::Sub => a - b,
             BinaryOp::Mul => a * b,
             BinaryOp::Div => a / b,
+            BinaryOp::Maximum | BinaryOp::Minimum if a.is_nan() || b.is_nan() => f32::NAN,
+            // Equal values (±0 included): the bits of both ANDed (`+0` wins) or ORed (`-0`).
+            BinaryOp::Maximum if a == b => f32::from_bits(a.to_bits() & b.to_bits()),
+            BinaryOp::Minimum if a == b => f32::from_bits(a.to_bits() | b.to_bits()),
+            BinaryOp::Maximum => a.max(b),
+            BinaryOp::Minimum => a.min(b),
         }
     }
 }
@@ -91,24 +115,30 @@ pub enum Operand<'a, T> {
 }
 
 /// The `[tier][op][f32, f16]` kernel names of [`binary`] (the Amx tier runs avx512).
-const BINARY_NAMES: [[[&str; 2]; 4]; 3] = [
+const BINARY_NAMES: [[[&str; 2]; 6]; 3] = [
     [
         ["generic_add_f32_8n", "generic_add_f16_8n"],
         ["generic_sub_f32_8n", "generic_sub_f16_8n"],
         ["generic_mul_f32_8n", "generic_mul_f16_8n"],
         ["generic_realdiv_f32_8n", "generic_realdiv_f16_8n"],
+        ["generic_maximum_f32_8n", "generic_maximum_f16_8n"],
+        ["generic_minimum_f32_8n", "generic_minimum_f16_8n"],
     ],
     [
         ["avx2_add_f32_8n", "avx2_add_f16_8n"],
         ["avx2_sub_f32_8n", "avx2_sub_f16_8n"],
         ["avx2_mul_f32_8n", "avx2_mul_f16_8n"],
         ["avx2_realdiv_f32_8n", "avx2_realdiv_f16_8n"],
+        ["avx2_maximum_f32_8n", "avx2_maximum_f16_8n"],
+        ["avx2_minimum_f32_8n", "avx2_minimum_f16_8n"],
     ],
     [
         ["avx512_add_f32_16n", "avx512_add_f16_16n"],
         ["avx512_sub_f32_16n", "avx512_sub_f16_16n"],
         ["avx512_mul_f32_16n", "avx512_mul_f16_16n"],
         ["avx512_realdiv_f32_16n", "avx512_realdiv_f16_16n"],
+        ["avx512_maximum_f32_16n", "avx512_maximum_f16_16n"],
+        ["avx512_minimum_f32_16n", "avx512_minimum_f16_16n"],
     ],
 ];
 
@@ -161,7 +191,16 @@ pub(crate) unsafe fn binary_body<S: Simd, T: Storage, const OP: u8>(
                 0 => S::add(a, b),
                 1 => S::sub(a, b),
                 2 => S::mul(a, b),
-                _ => S::div(a, b),
+                3 => S::div(a, b),
+                // IEEE maximum/minimum: ties (±0 included) take the bits ANDed (maximum:
+                // `+0` wins) or ORed (minimum: `-0` wins), NaN gives the default NaN.
+                _ => {
+                    let tie = if OP == 4 { S::and(a, b) } else { S::or(a, b) };
+                    let pick = if OP == 4 { S::max(a, b) } else { S::min(a, b) };
+                    let value = S::select(S::eq(a, b), tie, pick);
+                    let nan = S::mask_or(S::is_nan(a), S::is_nan(b));
+                    S::select(nan, S::splat(f32::NAN), value)
+                }
             }
         }
     }
@@ -276,6 +315,21 @@ pub const UNARY_CUBE_ULPS: f64 = 2.0;
 pub const GELU_ULPS: f64 = 5.0;
 /// See [`GELU_ULPS`].
 pub const GELU_ULPS_PER_Z: f64 = 3.0;
+/// Bound of [`UnaryOp::Log`] in f32 ulps of `ln(x + ε)` (checked over every binade).
+pub const UNARY_LOG_ULPS: f64 = 2.0;
+/// Bound of [`UnaryOp::Tanh`] in f32 ulps.
+pub const UNARY_TANH_ULPS: f64 = 3.0;
+/// Bound of [`UnaryOp::Erf`] in f32 ulps.
+pub const UNARY_ERF_ULPS: f64 = 4.0;
+/// Bound of [`UnaryOp::GeluExact`] in f32 ulps for results of at least
+/// [`GELU_EXACT_TINY_BELOW`] in magnitude.
+pub const GELU_EXACT_ULPS: f64 = 6.0;
+/// Results of [`UnaryOp::GeluExact`] below this magnitude (2⁻¹¹⁰: inputs below about
+/// -12.4, where a factor of `e^{-x²/2}` nears the subnormal range) are within
+/// [`GELU_EXACT_TINY_ULPS`] f32 ulps (subnormal results: units of 2⁻¹⁴⁹).
+pub const GELU_EXACT_TINY_BELOW: f64 = 7.7e-34;
+/// See [`GELU_EXACT_TINY_BELOW`].
+pub const GELU_EXACT_TINY_ULPS: f64 = 16.0;
 
 /// `2·√(2/π)`, the linear coefficient of [`UnaryOp::GeluTanh`]'s `z`.
 const GELU_TANH_C1: f32 = 1.595_769_2;
@@ -325,6 +379,21 @@ pub enum UnaryOp {
     GeluTanh,
     /// gelu, sigmoid approximation: `x/(1 + e⁻ᶻ)` with `z = 1.702·x`.
     GeluSigmoid,
+    /// `ln(x + ε)`, the sum taken exactly (an f32 sum and its rounding error, added back as
+    /// `err/(x + ε)`): the Cephes `logf` polynomial on the mantissa reduced to
+    /// `[√½, √2)`. NaN below 0, `-inf` at 0, `+inf` at `+inf`.
+    Log(f32),
+    /// `tanh x`: the Cephes `tanhf` odd polynomial for `|x| < 0.625`, else
+    /// `1 - 2/(e^{2|x|} + 1)` with the sign of `x` (`-0` kept).
+    Tanh,
+    /// `erf x`: `x·P(x²)` for `|x| < 1`, else `1 - erfc|x|` with the sign of `x`, `erfc a`
+    /// as `e^{-a²}·Q(1/a)/a` (`a²` split into an exact square and a small remainder, so
+    /// `e^{-a²}` has no cancellation error); `P` and `Q` fitted to this crate's bound.
+    Erf,
+    /// Exact gelu, `x·Φ(x)` with `Φ(x) = erfc(-x/√2)/2` from [`UnaryOp::Erf`]'s pieces:
+    /// `erfc` directly for `x < -√½` (a fitted `erfc` on [-√2, -√½], the `e^{-a²}` form
+    /// below: no cancellation), `(1 - erf)/2` / `(1 + erf)/2` above.
+    GeluExact,
 }
 
 impl UnaryOp {
@@ -345,6 +414,10 @@ impl UnaryOp {
             UnaryOp::Cube => 11,
             UnaryOp::GeluTanh => 12,
             UnaryOp::GeluSigmoid => 13,
+            UnaryOp::Log(_) => 14,
+            UnaryOp::Tanh => 15,
+            UnaryOp::Erf => 16,
+            UnaryOp::GeluExact => 17,
         }
     }
 
@@ -359,7 +432,11 @@ impl UnaryOp {
             | UnaryOp::Silu
             | UnaryOp::Cube
             | UnaryOp::GeluTanh
-            | UnaryOp::GeluSigmoid => false,
+            | UnaryOp::GeluSigmoid
+            | UnaryOp::Log(_)
+            | UnaryOp::Tanh
+            | UnaryOp::Erf
+            | UnaryOp::GeluExact => false,
             UnaryOp::Inverse(eps) => eps == 0.0,
             _ => true,
         }
@@ -378,7 +455,7 @@ macro_rules! stream_names {
 }
 
 /// Names of [`unary`] in [`UnaryOp::code`] order.
-const UNARY_NAMES: [[[&str; 2]; 14]; 3] = stream_names!(
+const UNARY_NAMES: [[[&str; 2]; 18]; 3] = stream_names!(
     "identity",
     "abs",
     "square",
@@ -393,6 +470,10 @@ const UNARY_NAMES: [[[&str; 2]; 14]; 3] = stream_names!(
     "cube",
     "gelutanh",
     "gelusigmoid",
+    "log",
+    "tanh",
+    "erf",
+    "gelu",
 );
 
 /// Names of the column softmax ([`accumulate_exp`] and [`exp_scale`] over rows of a
@@ -593,6 +674,251 @@ unsafe fn exp_full<S: Simd>(x: S::V) -> S::V {
     }
 }
 
+/// `ln(x + eps)`: the f32 sum `s` and its exact rounding error `err` (Knuth's two-sum), then
+/// `ln s + err/s` (the first-order correction; its own error is below `(err/s)²`).
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn log_sum<S: Simd>(x: S::V, eps: S::V) -> S::V {
+    // SAFETY: register arithmetic of the caller's tier.
+    unsafe {
+        let s = S::add(x, eps);
+        let eps_part = S::sub(s, x);
+        let err = S::add(S::sub(x, S::sub(s, eps_part)), S::sub(eps, eps_part));
+        log_core::<S>(s, S::div(err, s))
+    }
+}
+
+/// `ln x + correction` lane-wise (Cephes `logf`): `x = 2^e·m` with `m` in `[√½, √2)`
+/// (subnormals scaled by 2^25 first), `f = m - 1` exactly, `ln(1 + f)` by
+/// `f - f²/2 + f³·P(f)`, and `e·ln 2` added in two parts. The correction is only added to
+/// finite positive lanes; NaN stays NaN, negative lanes give NaN, ±0 gives `-inf`, `+inf`
+/// gives `+inf`.
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn log_core<S: Simd>(x: S::V, correction: S::V) -> S::V {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // SAFETY: (whole body) register arithmetic of the caller's tier.
+    unsafe {
+        let one = S::splat(1.0);
+        let tiny = S::lt(x, S::splat(f32::MIN_POSITIVE));
+        let scaled = S::select(tiny, S::mul(x, S::splat(33_554_432.0)), x);
+        let e = S::exponent(scaled);
+        let e = S::select(tiny, S::sub(e, S::splat(25.0)), e);
+        let m = S::mantissa(scaled);
+        let high = S::lt(S::splat(std::f32::consts::SQRT_2), m);
+        let m = S::select(high, S::mul(m, S::splat(0.5)), m);
+        let e = S::select(high, S::add(e, one), e);
+        // Exact: `m` is within a factor 2 of 1 (Sterbenz).
+        let f = S::sub(m, one);
+        let mut p = S::splat(7.037_683_6e-2);
+        for coefficient in [
+            -1.151_461e-1,
+            1.167_699_9e-1,
+            -1.242_014_1e-1,
+            1.424_932_3e-1,
+            -1.666_805_8e-1,
+            2.000_071_4e-1,
+            -2.499_999_4e-1,
+            3.333_333e-1,
+        ] {
+            p = S::mul_add(p, f, S::splat(coefficient));
+        }
+        let f2 = S::mul(f, f);
+        let y = S::mul(S::mul(p, f), f2);
+        let y = S::mul_add(e, S::splat(LN2_LO), y);
+        let y = S::mul_add(f2, S::splat(-0.5), y);
+        let y = S::add(y, correction);
+        let r = S::add(f, y);
+        let r = S::mul_add(e, S::splat(LN2_HI), r);
+        let inf = S::splat(f32::INFINITY);
+        let r = S::select(S::eq(x, inf), inf, r);
+        let r = S::select(S::eq(x, S::splat(0.0)), S::splat(f32::NEG_INFINITY), r);
+        let r = S::select(S::lt(x, S::splat(0.0)), S::splat(f32::NAN), r);
+        S::select(S::is_nan(x), x, r)
+    }
+}
+
+/// `tanh x` lane-wise (see [`UnaryOp::Tanh`]): computed on `|x|`, then given `x`'s sign bit.
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn tanh<S: Simd>(x: S::V) -> S::V {
+    // SAFETY: (whole body) register arithmetic of the caller's tier.
+    unsafe {
+        let one = S::splat(1.0);
+        let sign = S::and(x, S::splat(-0.0));
+        let ax = S::and(x, S::splat(f32::from_bits(0x7fff_ffff)));
+        let s = S::mul(ax, ax);
+        let mut p = S::splat(-5.704_988_7e-3);
+        for coefficient in [2.063_909e-2, -5.373_971_6e-2, 1.333_144_2e-1, -3.333_328e-1] {
+            p = S::mul_add(p, s, S::splat(coefficient));
+        }
+        let small = S::mul_add(S::mul(p, s), ax, ax);
+        // e^{2|x|} overflows to +inf for large |x|: 2/inf = 0 gives 1.
+        let e = exp_full::<S>(S::add(ax, ax));
+        let large = S::sub(one, S::div(S::splat(2.0), S::add(e, one)));
+        // NaN fails the comparison and takes the polynomial, which keeps it.
+        let r = S::select(S::lt(S::splat(0.625), ax), large, small);
+        S::or(r, sign)
+    }
+}
+
+/// `erf(z)/z` on `t = z²` in [0, 1] (a relative least-squares fit, Lawson-weighted towards
+/// minimax; fit error 1.2e-9), lowest degree first.
+#[allow(
+    clippy::approx_constant,
+    reason = "a fitted coefficient (one f32 ulp below 2/√π)"
+)]
+const ERF_SMALL: [f32; 7] = [
+    1.128_379_1,
+    -0.376_126_26,
+    0.112_835_85,
+    -0.026_853_811,
+    0.005_188_328,
+    -0.000_801_019_25,
+    7.853_858e-5,
+];
+
+/// `a·e^{a²}·erfc(a)` on `v = 1/a - 0.55` for `a` in [1, 10] (fit as [`ERF_SMALL`]; fit
+/// error 1.0e-8), lowest degree first.
+const ERFC_LARGE: [f32; 12] = [
+    0.502_353_4,
+    -0.170_035_12,
+    -0.020_365_657,
+    0.098_358_83,
+    -0.096_912_906,
+    0.049_831_29,
+    0.009_628_56,
+    -0.060_239_97,
+    0.105_812_79,
+    -0.096_746_996,
+    -0.048_368_55,
+    0.120_483_875,
+];
+
+/// `erfc(a)` on `v = a - 0.75` for `a` in [0.5, 1] (fit as [`ERF_SMALL`]; fit error 9e-10),
+/// lowest degree first: gelu's `Φ` for `x` in [-√2, -√½] without `1 - erf`'s cancellation.
+const ERFC_MID: [f32; 8] = [
+    0.288_844_38,
+    -0.642_931_04,
+    0.482_198_18,
+    -0.026_788_67,
+    -0.150_675_8,
+    0.053_227_358,
+    0.026_584_687,
+    -0.017_979_5,
+];
+
+/// The polynomial with coefficients `c` (lowest degree first) at `t`, by Horner's rule.
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn horner<S: Simd>(c: &[f32], t: S::V) -> S::V {
+    // SAFETY: register arithmetic of the caller's tier.
+    unsafe {
+        let (&last, rest) = c.split_last().expect("a coefficient");
+        let mut p = S::splat(last);
+        for &coefficient in rest.iter().rev() {
+            p = S::mul_add(p, t, S::splat(coefficient));
+        }
+        p
+    }
+}
+
+/// `erf(√k·z)` for `√k·z` in [0, 1]: `√k·z·P(k·z²)`.
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn erf_small<S: Simd>(z: S::V, k: f32) -> S::V {
+    // SAFETY: register arithmetic of the caller's tier.
+    unsafe {
+        let t = S::mul(S::mul(z, z), S::splat(k));
+        S::mul(S::mul(z, S::splat(k.sqrt())), horner::<S>(&ERF_SMALL, t))
+    }
+}
+
+/// `erfc(a)` for `a = √k·z ≥ 1` (`z ≥ 0`, `k` 1 or ½): `e^{-a²}·Q(1/a)/a`, with
+/// `k·z² = k·h² + k·l·(z + h)` for `h` the top 12 bits of `z` (so `k·h²` is exact) and the
+/// two exponentials taken apart. `a` is clamped at 10.5, where `e^{-a²}` is 0 in f32.
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn erfc_large<S: Simd>(z: S::V, k: f32) -> S::V {
+    // SAFETY: (whole body) register arithmetic of the caller's tier.
+    unsafe {
+        let inv_sqrt_k = 1.0 / k.sqrt();
+        let z = S::min(S::splat(10.5 * inv_sqrt_k), z);
+        let u = S::div(S::splat(inv_sqrt_k), z);
+        let q = horner::<S>(
+            &ERFC_LARGE,
+            S::sub(S::max(u, S::splat(0.1)), S::splat(0.55)),
+        );
+        let high = S::and(z, S::splat(f32::from_bits(0xffff_f000)));
+        let low = S::sub(z, high);
+        let minus_k = S::splat(-k);
+        let e_high = exp_full::<S>(S::mul(S::mul(high, high), minus_k));
+        let e_low = exp_full::<S>(S::mul(S::mul(low, S::add(z, high)), minus_k));
+        S::mul(S::mul(S::mul(q, u), e_high), e_low)
+    }
+}
+
+/// `erf x` lane-wise (see [`UnaryOp::Erf`]).
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn erf<S: Simd>(x: S::V) -> S::V {
+    // SAFETY: (whole body) register arithmetic of the caller's tier.
+    unsafe {
+        let sign = S::and(x, S::splat(-0.0));
+        let ax = S::and(x, S::splat(f32::from_bits(0x7fff_ffff)));
+        let small = erf_small::<S>(ax, 1.0);
+        let large = S::sub(S::splat(1.0), erfc_large::<S>(ax, 1.0));
+        let r = S::select(S::lt(ax, S::splat(1.0)), small, large);
+        S::select(S::is_nan(x), x, S::or(r, sign))
+    }
+}
+
+/// Exact gelu lane-wise (see [`UnaryOp::GeluExact`]).
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+unsafe fn gelu_exact<S: Simd>(x: S::V) -> S::V {
+    // SAFETY: (whole body) register arithmetic of the caller's tier.
+    unsafe {
+        let half = S::splat(0.5);
+        let ax = S::and(x, S::splat(f32::from_bits(0x7fff_ffff)));
+        let negative = S::lt(x, S::splat(0.0));
+        // |x|/√2 < 1: Φ = (1 ± erf)/2, below -√½ erfc/2 (no cancellation).
+        let e = erf_small::<S>(ax, 0.5);
+        let near = S::select(
+            negative,
+            S::sub(half, S::mul(e, half)),
+            S::mul_add(e, half, half),
+        );
+        let a = S::mul(ax, S::splat(std::f32::consts::FRAC_1_SQRT_2));
+        let mid = S::mul(horner::<S>(&ERFC_MID, S::sub(a, S::splat(0.75))), half);
+        let mid_range = S::lt(S::splat(std::f32::consts::FRAC_1_SQRT_2), ax);
+        let near = S::select(mid_range, S::select(negative, mid, near), near);
+        // |x|/√2 ≥ 1: Φ = erfc/2 below 0, 1 - erfc/2 above.
+        let c = S::mul(erfc_large::<S>(ax, 0.5), half);
+        let far = S::select(negative, c, S::sub(S::splat(1.0), c));
+        let phi = S::select(S::lt(ax, S::splat(std::f32::consts::SQRT_2)), near, far);
+        let r = S::mul(x, phi);
+        S::select(S::is_nan(x), x, r)
+    }
+}
+
 /// The constants of one [`unary`] call as the body sees them.
 #[derive(Clone, Copy)]
 pub(crate) struct UnaryConsts {
@@ -655,10 +981,14 @@ pub(crate) unsafe fn unary_body<S: Simd, T: Storage, const OP: usize>(
                     let k = S::mul_add(x2, S::splat(-GELU_TANH_C3), S::splat(-GELU_TANH_C1));
                     S::div(x, S::add(one, exp_full::<S>(S::mul(x, k))))
                 }
-                _ => {
+                13 => {
                     let minus_z = S::mul(x, S::splat(-1.702));
                     S::div(x, S::add(one, exp_full::<S>(minus_z)))
                 }
+                14 => log_sum::<S>(x, S::splat(consts.a)),
+                15 => tanh::<S>(x),
+                16 => erf::<S>(x),
+                _ => gelu_exact::<S>(x),
             }
         }
     }
@@ -881,6 +1211,8 @@ pub fn binary<T: Storage>(
             BinaryOp::Sub => dispatch_stream!(isa, binary::<T, 1>(a, b, out, len)),
             BinaryOp::Mul => dispatch_stream!(isa, binary::<T, 2>(a, b, out, len)),
             BinaryOp::Div => dispatch_stream!(isa, binary::<T, 3>(a, b, out, len)),
+            BinaryOp::Maximum => dispatch_stream!(isa, binary::<T, 4>(a, b, out, len)),
+            BinaryOp::Minimum => dispatch_stream!(isa, binary::<T, 5>(a, b, out, len)),
         }
     }
 }
@@ -939,7 +1271,7 @@ pub fn unary<T: Storage>(isa: Isa, op: UnaryOp, x: &[T], out: &mut [T]) {
             );
             (lo, -hi)
         }
-        UnaryOp::Rsqrt(eps) | UnaryOp::Inverse(eps) => (eps, 0.0),
+        UnaryOp::Rsqrt(eps) | UnaryOp::Inverse(eps) | UnaryOp::Log(eps) => (eps, 0.0),
         _ => (0.0, 0.0),
     };
     let consts = UnaryConsts {
@@ -965,7 +1297,11 @@ pub fn unary<T: Storage>(isa: Isa, op: UnaryOp, x: &[T], out: &mut [T]) {
             10 => dispatch_stream!(isa, unary::<T, 10>(x, out, len, consts)),
             11 => dispatch_stream!(isa, unary::<T, 11>(x, out, len, consts)),
             12 => dispatch_stream!(isa, unary::<T, 12>(x, out, len, consts)),
-            _ => dispatch_stream!(isa, unary::<T, 13>(x, out, len, consts)),
+            13 => dispatch_stream!(isa, unary::<T, 13>(x, out, len, consts)),
+            14 => dispatch_stream!(isa, unary::<T, 14>(x, out, len, consts)),
+            15 => dispatch_stream!(isa, unary::<T, 15>(x, out, len, consts)),
+            16 => dispatch_stream!(isa, unary::<T, 16>(x, out, len, consts)),
+            _ => dispatch_stream!(isa, unary::<T, 17>(x, out, len, consts)),
         }
     }
 }
@@ -1369,6 +1705,11 @@ mod tests {
             UnaryOp::Exp => x.exp(),
             UnaryOp::Sigmoid => sigmoid(x),
             UnaryOp::Silu => x * sigmoid(x),
+            UnaryOp::Log(eps) => (x + f64::from(eps)).ln(),
+            UnaryOp::Tanh => x.tanh(),
+            UnaryOp::Erf if x.abs() < 2.5 => erf_series(x),
+            UnaryOp::Erf => x.signum() * (1.0 - erfc64(x.abs())),
+            UnaryOp::GeluExact => 0.5 * x * erfc64(-x / std::f64::consts::SQRT_2),
             other => panic!("{other:?} has no f64 reference here"),
         }
     }
@@ -1439,6 +1780,275 @@ mod tests {
             assert_eq!(out[0], f32::INFINITY);
             assert!(out[1].is_nan() && out[2].is_nan());
             assert_eq!(out[5], 200.0);
+        }
+    }
+
+    /// `erfc x` in f64 (x ≥ 0 by `2 - erfc(-x)` otherwise): `1 -` [`erf_series`] below
+    /// 2.5, the continued fraction above.
+    #[allow(clippy::cast_precision_loss, reason = "small term indices")]
+    fn erfc64(x: f64) -> f64 {
+        if x < 0.0 {
+            return 2.0 - erfc64(-x);
+        }
+        if x.is_infinite() {
+            return 0.0;
+        }
+        if x < 2.5 {
+            return 1.0 - erf_series(x);
+        }
+        let mut fraction = x;
+        for n in (1..300).rev() {
+            fraction = x + (n as f64 / 2.0) / fraction;
+        }
+        (-x * x).exp() / std::f64::consts::PI.sqrt() / fraction
+    }
+
+    /// `erf x = 2/√π·e^{-x²}·Σ 2ⁿx^{2n+1}/(2n+1)!!` (positive terms: no cancellation).
+    #[allow(clippy::cast_precision_loss, reason = "small term indices")]
+    fn erf_series(x: f64) -> f64 {
+        let (mut term, mut sum) = (x, x);
+        for n in 1..200 {
+            term *= 2.0 * x * x / (2 * n + 1) as f64;
+            sum += term;
+        }
+        2.0 / std::f64::consts::PI.sqrt() * (-x * x).exp() * sum
+    }
+
+    /// The worst ulp error of `op` on `isa` over `x` against [`f64_reference`], and where.
+    fn worst_ulps(isa: Isa, op: UnaryOp, x: &[f32]) -> (f64, f32) {
+        let mut out = vec![0f32; x.len()];
+        unary(isa, op, x, &mut out);
+        let mut worst = (0.0, 0.0);
+        for (&v, &got) in x.iter().zip(&out) {
+            let err = ulps(got, f64_reference(op, f64::from(v)));
+            if err > worst.0 {
+                worst = (err, v);
+            }
+        }
+        worst
+    }
+
+    /// Every `step`-th f32 bit pattern from `from` to `to` (inclusive range of bits).
+    fn bit_sweep(from: u32, to: u32, step: usize) -> Vec<f32> {
+        (from..=to).step_by(step).map(f32::from_bits).collect()
+    }
+
+    /// IEEE maximum/minimum on every pair of special values, every tier and operand form,
+    /// f32 and f16: the bits of [`BinaryOp::apply`] (which the tests pin down for ties).
+    #[test]
+    fn maximum_and_minimum_are_ieee_on_special_pairs() {
+        assert_eq!(BinaryOp::Maximum.apply(-0.0, 0.0).to_bits(), 0);
+        assert_eq!(BinaryOp::Maximum.apply(0.0, -0.0).to_bits(), 0);
+        assert_eq!(
+            BinaryOp::Minimum.apply(0.0, -0.0).to_bits(),
+            (-0f32).to_bits()
+        );
+        assert_eq!(
+            BinaryOp::Minimum.apply(-0.0, 0.0).to_bits(),
+            (-0f32).to_bits()
+        );
+        assert!(BinaryOp::Maximum.apply(f32::NAN, 1.0).is_nan());
+        assert!(BinaryOp::Minimum.apply(1.0, f32::NAN).is_nan());
+        fn check<T: Storage>(isa: Isa) {
+            let specials = [
+                0.0,
+                -0.0,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                f32::from_bits(1),
+                -1e-40,
+                1.0,
+                -1.0,
+                0.5,
+                3e38,
+                -3e38,
+            ];
+            let n = specials.len();
+            let a: Vec<T> = (0..n * n).map(|k| T::from_f32(specials[k / n])).collect();
+            let b: Vec<T> = (0..n * n).map(|k| T::from_f32(specials[k % n])).collect();
+            for op in [BinaryOp::Maximum, BinaryOp::Minimum] {
+                let mut out = vec![T::default(); n * n];
+                for (x, y, splat) in [
+                    (Operand::Slice(&a), Operand::Slice(&b), None),
+                    (Operand::Slice(&a), Operand::Splat(-0.0), Some(-0.0)),
+                    (Operand::Splat(0.0), Operand::Slice(&b), Some(0.0)),
+                ] {
+                    binary(isa, op, x, y, &mut out);
+                    for (k, got) in out.iter().enumerate() {
+                        let (lhs, rhs) = match splat {
+                            None => (a[k].to_f32(), b[k].to_f32()),
+                            Some(v) if matches!(x, Operand::Splat(_)) => (v, b[k].to_f32()),
+                            Some(v) => (a[k].to_f32(), v),
+                        };
+                        let want = T::from_f32(op.apply(lhs, rhs)).to_f32();
+                        let got = got.to_f32();
+                        assert!(
+                            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                            "{} {op:?}({lhs}, {rhs}) = {got}, want {want}",
+                            binary_kernel_name::<T>(op, isa)
+                        );
+                    }
+                }
+            }
+        }
+        for isa in tiers() {
+            check::<f32>(isa);
+            check::<f16>(isa);
+        }
+    }
+
+    /// `log` (with and without ε) over every binade, subnormals included, and a dense sweep
+    /// around 1 (where the result is small), within [`UNARY_LOG_ULPS`]; specials exact.
+    #[test]
+    #[allow(clippy::cast_precision_loss, reason = "sweep indices are small")]
+    fn log_stays_within_its_bound() {
+        let near_one: Vec<f32> = (0..200_001)
+            .map(|i| 0.5 + 1.5 * (i as f32 / 200_000.0))
+            .collect();
+        let every_binade = bit_sweep(1, 0x7f7f_ffff, 4099);
+        for isa in tiers() {
+            for op in [UnaryOp::Log(0.0), UnaryOp::Log(1e-6), UnaryOp::Log(-0.25)] {
+                for x in [&near_one, &every_binade] {
+                    let (worst, at) = worst_ulps(isa, op, x);
+                    let name = unary_kernel_name::<f32>(op, isa);
+                    assert!(
+                        worst <= UNARY_LOG_ULPS,
+                        "{name} {op:?}: {worst} ulps at {at}"
+                    );
+                    eprintln!("{name} {op:?} worst {worst:.3} ulps");
+                }
+            }
+            let specials = [
+                0.0,
+                -0.0,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                -1.0,
+                1.0,
+                f32::from_bits(1),
+                f32::MAX,
+            ];
+            let mut out = [0f32; 9];
+            unary(isa, UnaryOp::Log(0.0), &specials, &mut out);
+            assert_eq!(
+                out[..3],
+                [f32::NEG_INFINITY, f32::NEG_INFINITY, f32::INFINITY]
+            );
+            assert!(out[3].is_nan() && out[4].is_nan() && out[5].is_nan());
+            assert_eq!(out[6].to_bits(), 0);
+            assert!((f64::from(out[7]) - (-149.0 * std::f64::consts::LN_2)).abs() < 1e-5);
+            assert!((f64::from(out[8]) - f64::from(f32::MAX).ln()).abs() < 1e-5);
+            // log(x + ε) at x = -ε is -inf, below it NaN.
+            unary(isa, UnaryOp::Log(0.5), &[-0.5, -0.75], &mut out[..2]);
+            assert_eq!(out[0], f32::NEG_INFINITY);
+            assert!(out[1].is_nan());
+        }
+    }
+
+    /// `tanh` over dense linear sweeps and every small binade within [`UNARY_TANH_ULPS`];
+    /// signed zeros, subnormals, ±inf and NaN exact.
+    #[test]
+    #[allow(clippy::cast_precision_loss, reason = "sweep indices are small")]
+    fn tanh_stays_within_its_bound() {
+        let linear: Vec<f32> = (0..400_001)
+            .map(|i| -12.0 + 24.0 * (i as f32 / 400_000.0))
+            .collect();
+        let mut small = bit_sweep(1, 0x3f80_0000, 1031);
+        small.extend(small.clone().iter().map(|v| -v));
+        for isa in tiers() {
+            for x in [&linear, &small] {
+                let (worst, at) = worst_ulps(isa, UnaryOp::Tanh, x);
+                let name = unary_kernel_name::<f32>(UnaryOp::Tanh, isa);
+                assert!(worst <= UNARY_TANH_ULPS, "{name}: {worst} ulps at {at}");
+                eprintln!("{name} worst {worst:.3} ulps");
+            }
+            let specials = [
+                0.0,
+                -0.0,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                f32::from_bits(1),
+                -f32::from_bits(1),
+                100.0,
+            ];
+            let mut out = [0f32; 8];
+            unary(isa, UnaryOp::Tanh, &specials, &mut out);
+            assert_eq!(out[0].to_bits(), 0);
+            assert_eq!(out[1].to_bits(), (-0f32).to_bits());
+            assert_eq!(out[2..4], [1.0, -1.0]);
+            assert!(out[4].is_nan());
+            assert_eq!(out[5..], [f32::from_bits(1), -f32::from_bits(1), 1.0]);
+        }
+    }
+
+    /// `erf` and exact gelu over dense sweeps (gelu down to where it underflows) and every
+    /// small binade within [`UNARY_ERF_ULPS`], [`GELU_EXACT_ULPS`] (results below
+    /// [`GELU_EXACT_TINY_BELOW`] within [`GELU_EXACT_TINY_ULPS`] below [`GELU_EXACT_TINY_BELOW`]); special values exact.
+    #[test]
+    #[allow(clippy::cast_precision_loss, reason = "sweep indices are small")]
+    fn erf_and_exact_gelu_stay_within_their_bounds() {
+        let linear = |lo: f32, hi: f32| -> Vec<f32> {
+            (0..400_001)
+                .map(|i| lo + (hi - lo) * (i as f32 / 400_000.0))
+                .collect()
+        };
+        let mut small = bit_sweep(1, 0x3fc0_0000, 1031);
+        small.extend(small.clone().iter().map(|v| -v));
+        for isa in tiers() {
+            for (op, x, bound) in [
+                (UnaryOp::Erf, linear(-5.0, 5.0), UNARY_ERF_ULPS),
+                (UnaryOp::Erf, small.clone(), UNARY_ERF_ULPS),
+                (UnaryOp::GeluExact, linear(-15.0, 10.0), GELU_EXACT_ULPS),
+                (UnaryOp::GeluExact, linear(-3.0, 3.0), GELU_EXACT_ULPS),
+                (UnaryOp::GeluExact, small.clone(), GELU_EXACT_ULPS),
+            ] {
+                let mut out = vec![0f32; x.len()];
+                unary(isa, op, &x, &mut out);
+                let mut worst = (0.0, 0.0);
+                for (&v, &got) in x.iter().zip(&out) {
+                    let want = f64_reference(op, f64::from(v));
+                    if op == UnaryOp::GeluExact && want.abs() < GELU_EXACT_TINY_BELOW {
+                        let err = ulps(got, want);
+                        assert!(err <= GELU_EXACT_TINY_ULPS, "{op:?} at {v}: {got}, {want}");
+                        continue;
+                    }
+                    let err = ulps(got, want);
+                    if err > worst.0 {
+                        worst = (err, v);
+                    }
+                }
+                let name = unary_kernel_name::<f32>(op, isa);
+                assert!(worst.0 <= bound, "{name}: {} ulps at {}", worst.0, worst.1);
+                eprintln!("{name} worst {:.3} ulps at {}", worst.0, worst.1);
+            }
+            let specials = [
+                0.0,
+                -0.0,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                f32::from_bits(1),
+                -f32::from_bits(1),
+                100.0,
+                -100.0,
+            ];
+            let mut out = [0f32; 9];
+            unary(isa, UnaryOp::Erf, &specials, &mut out);
+            assert_eq!(out[0].to_bits(), 0);
+            assert_eq!(out[1].to_bits(), (-0f32).to_bits());
+            assert_eq!(out[2..4], [1.0, -1.0]);
+            assert!(out[4].is_nan());
+            assert_eq!(out[7..], [1.0, -1.0]);
+            unary(isa, UnaryOp::GeluExact, &specials, &mut out);
+            assert_eq!(out[0].to_bits(), 0);
+            assert_eq!(out[1], 0.0);
+            assert_eq!(out[2], f32::INFINITY);
+            assert!(out[3].is_nan() && out[4].is_nan());
+            assert_eq!(out[5..7], [0.0, 0.0]);
+            assert_eq!(out[7..], [100.0, 0.0]);
         }
     }
 

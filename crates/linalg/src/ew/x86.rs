@@ -161,6 +161,69 @@ impl Simd for Avx2 {
             _mm256_xor_ps(a, signs)
         }
     }
+
+    type M = __m256;
+
+    #[inline(always)]
+    unsafe fn lt(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX.
+        unsafe { _mm256_cmp_ps::<_CMP_LT_OQ>(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn eq(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX.
+        unsafe { _mm256_cmp_ps::<_CMP_EQ_OQ>(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn is_nan(a: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX.
+        unsafe { _mm256_cmp_ps::<_CMP_UNORD_Q>(a, a) }
+    }
+
+    #[inline(always)]
+    unsafe fn mask_or(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX.
+        unsafe { _mm256_or_ps(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn select(mask: __m256, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX; `mask` lanes are all ones or all zeros.
+        unsafe { _mm256_blendv_ps(b, a, mask) }
+    }
+
+    #[inline(always)]
+    unsafe fn and(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX.
+        unsafe { _mm256_and_ps(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn or(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX.
+        unsafe { _mm256_or_ps(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn exponent(a: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX2; the biased exponent field minus 127.
+        unsafe {
+            let biased = _mm256_srli_epi32::<23>(_mm256_castps_si256(a));
+            let field = _mm256_and_si256(biased, _mm256_set1_epi32(0xff));
+            _mm256_cvtepi32_ps(_mm256_sub_epi32(field, _mm256_set1_epi32(127)))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn mantissa(a: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX2; the fraction bits under the exponent of 1.
+        unsafe {
+            let fraction = _mm256_and_si256(_mm256_castps_si256(a), _mm256_set1_epi32(0x007f_ffff));
+            _mm256_castsi256_ps(_mm256_or_si256(fraction, _mm256_set1_epi32(0x3f80_0000)))
+        }
+    }
 }
 
 /// 512-bit vectors: AVX-512 F/BW/VL.
@@ -314,6 +377,106 @@ impl Simd for Avx512 {
                 _mm512_castps_si512(a),
                 _mm512_castps_si512(signs),
             ))
+        }
+    }
+
+    type M = __mmask16;
+
+    #[inline(always)]
+    unsafe fn lt(a: __m512, b: __m512) -> __mmask16 {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn eq(a: __m512, b: __m512) -> __mmask16 {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn is_nan(a: __m512) -> __mmask16 {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, a) }
+    }
+
+    #[inline(always)]
+    unsafe fn mask_or(a: __mmask16, b: __mmask16) -> __mmask16 {
+        a | b
+    }
+
+    #[inline(always)]
+    unsafe fn select(mask: __mmask16, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F; set mask bits take `a`.
+        unsafe { _mm512_mask_blend_ps(mask, b, a) }
+    }
+
+    #[inline(always)]
+    unsafe fn and(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F (integer form: `vandps` needs DQ).
+        unsafe {
+            _mm512_castsi512_ps(_mm512_and_si512(
+                _mm512_castps_si512(a),
+                _mm512_castps_si512(b),
+            ))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn or(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F (integer form: `vorps` needs DQ).
+        unsafe {
+            _mm512_castsi512_ps(_mm512_or_si512(
+                _mm512_castps_si512(a),
+                _mm512_castps_si512(b),
+            ))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn exponent(a: __m512) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { _mm512_getexp_ps(a) }
+    }
+
+    #[inline(always)]
+    unsafe fn mantissa(a: __m512) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { _mm512_getmant_ps::<_MM_MANT_NORM_1_2, _MM_MANT_SIGN_SRC>(a) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::simd::primitive_checks::check;
+    use super::{Avx2, Avx512};
+    use crate::cpu::{self, Isa};
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn check_avx2() {
+        // SAFETY: compiled for AVX2; the caller checked the host.
+        unsafe { check::<Avx2>() }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    unsafe fn check_avx512() {
+        // SAFETY: compiled for AVX-512; the caller checked the host.
+        unsafe { check::<Avx512>() }
+    }
+
+    #[test]
+    fn x86_primitives() {
+        if cpu::isa_available(Isa::Avx2) {
+            // SAFETY: the host has AVX2.
+            unsafe { check_avx2() }
+        } else {
+            eprintln!("skipped avx2: not available on this host");
+        }
+        if cpu::isa_available(Isa::Avx512) {
+            // SAFETY: the host has AVX-512.
+            unsafe { check_avx512() }
+        } else {
+            eprintln!("skipped avx512: not available on this host");
         }
     }
 }
