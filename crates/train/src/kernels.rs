@@ -449,6 +449,8 @@ impl KernelBackend {
             .sum()
     }
 
+    /// Every unit, mutably: the eight with per-layer weights first (see `weighted_mut`), then
+    /// the attention backward, the classifier and (Qwen3) the q/k-norm kernels.
     fn units_mut(&mut self) -> impl Iterator<Item = &mut Unit> {
         [
             &mut self.attn_fwd,
@@ -790,17 +792,9 @@ impl Backend for KernelBackend {
 }
 
 impl KernelBackend {
-    fn weighted_mut(&mut self) -> [&mut Unit; 8] {
-        [
-            &mut self.attn_fwd,
-            &mut self.wo_fwd,
-            &mut self.ffn_fwd,
-            &mut self.ffn_w2,
-            &mut self.ffn_w13,
-            &mut self.wo_bwd,
-            &mut self.q_bwd,
-            &mut self.kv_bwd,
-        ]
+    /// The units holding per-layer weights: the first eight of [`KernelBackend::units_mut`].
+    fn weighted_mut(&mut self) -> impl Iterator<Item = &mut Unit> {
+        self.units_mut().take(8)
     }
 
     /// (kernel instance, staging slot) of `layer`: per-layer kernels with function parameters;
