@@ -6,7 +6,7 @@
 //! source from its own cache line: about 1 GB/s for the trainer's head transposes
 //! (`[1, 768, 1, 256]` ↔ `[1, 12, 256, 64]`). Here the copy is iterated as
 //! `[other axes…, L-block, P, L-in]` (P the source's contiguous axis, L the destination's,
-//! split into blocks of at most [`MAX_BLOCK`]): a task takes up to [`GROUP`] consecutive P
+//! split into blocks of at most `MAX_BLOCK`): a task takes up to `GROUP` consecutive P
 //! rows of one L block, reads the source block as `L-in` contiguous runs of P values into a
 //! stack buffer, and writes each destination row from it contiguously. Copies whose rows are
 //! contiguous on both sides are row slice copies (no per-element conversion). The result is

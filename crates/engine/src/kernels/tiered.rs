@@ -869,7 +869,7 @@ fn pow_kernel_name(isa: Isa) -> &'static str {
     }
 }
 
-/// Tier fp32 `pow`: a constant exponent of [`pow_stream`] on the vector kernel (elements it
+/// Tier fp32 `pow`: a constant exponent that `pow_stream` maps onto the vector kernel (elements it
 /// mishandles recomputed by the portable scalar code), any other exponent by the portable
 /// kernel.
 pub fn pow_f32(ctx: &mut KernelCtx<'_>) -> KResult {
