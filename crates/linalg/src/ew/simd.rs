@@ -255,12 +255,26 @@ pub(crate) unsafe fn store_at<S: Simd, T: Storage>(
 /// The host supports `S`'s tier.
 #[inline(always)]
 pub(crate) unsafe fn exp<S: Simd>(x: S::V) -> S::V {
+    // SAFETY: (whole body) register arithmetic of the caller's tier.
+    unsafe {
+        let x = S::min(S::max(x, S::splat(-88.0)), S::splat(88.376_26));
+        let (p, n) = exp_parts::<S>(x);
+        S::mul(p, S::pow2i(n))
+    }
+}
+
+/// The Cephes `expf` reduction of an already clamped `x`: `(p, n)` with `e^x = p · 2^n`,
+/// `n = round(x·log2 e)` (integral) and `p` the polynomial on `r = x - n·ln 2`.
+///
+/// # Safety
+/// The host supports `S`'s tier.
+#[inline(always)]
+pub(crate) unsafe fn exp_parts<S: Simd>(x: S::V) -> (S::V, S::V) {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     // SAFETY: (whole body) register arithmetic of the caller's tier.
     unsafe {
-        let x = S::min(S::max(x, S::splat(-88.0)), S::splat(88.376_26));
         let n = S::round(S::mul(x, S::splat(LOG2E)));
         let r = S::mul_add(n, S::splat(-LN2_HI), x);
         let r = S::mul_add(n, S::splat(-LN2_LO), r);
@@ -275,8 +289,7 @@ pub(crate) unsafe fn exp<S: Simd>(x: S::V) -> S::V {
             p = S::mul_add(p, r, S::splat(coefficient));
         }
         let r2 = S::mul(r, r);
-        let p = S::add(S::mul_add(p, r2, r), S::splat(1.0));
-        S::mul(p, S::pow2i(n))
+        (S::add(S::mul_add(p, r2, r), S::splat(1.0)), n)
     }
 }
 

@@ -644,29 +644,12 @@ unsafe fn negate<S: Simd>(x: S::V) -> S::V {
 /// The host supports `S`'s tier.
 #[inline(always)]
 unsafe fn exp_full<S: Simd>(x: S::V) -> S::V {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
     // SAFETY: (whole body) register arithmetic of the caller's tier; `n` is integral in
     // [-152, 129], so both halves are in [-76, 65], inside `pow2i`'s range.
     unsafe {
         // `max(c, x)`/`min(c, x)` let a NaN `x` through.
         let x = S::min(S::splat(89.0), S::max(S::splat(-105.0), x));
-        let n = S::round(S::mul(x, S::splat(LOG2E)));
-        let r = S::mul_add(n, S::splat(-LN2_HI), x);
-        let r = S::mul_add(n, S::splat(-LN2_LO), r);
-        let mut p = S::splat(1.987_569_1e-4);
-        for coefficient in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ] {
-            p = S::mul_add(p, r, S::splat(coefficient));
-        }
-        let r2 = S::mul(r, r);
-        let p = S::add(S::mul_add(p, r2, r), S::splat(1.0));
+        let (p, n) = super::simd::exp_parts::<S>(x);
         // floor(n / 2) for integral n, then the rest.
         let n1 = S::round(S::sub(S::mul(n, S::splat(0.5)), S::splat(0.25)));
         let n2 = S::sub(n, n1);
