@@ -512,47 +512,58 @@ fn run_tree<O: Storage>(
         }
         true
     }
+    /// The leaves as `L` runs and splats, then the compiled loop.
+    #[inline(always)]
+    fn run_as<'a, L: Storage, O: Storage>(
+        isa: Isa,
+        compiled: &Compiled,
+        inputs: &[lprog::Input<'a>],
+        run: fn(lprog::Input<'a>) -> Option<&'a [L]>,
+        out: &mut [O],
+    ) -> bool {
+        let mut slots = [ltree::Leaf::Splat(L::from_f32(0.0)); ltree::MAX_LEAVES];
+        if !leaves::<L>(compiled, inputs, run, &mut slots) {
+            return false;
+        }
+        let n = compiled.tree.leaves();
+        ltree::run(
+            isa,
+            compiled.tree,
+            compiled.round_f16,
+            compiled.table,
+            &slots[..n],
+            out,
+        );
+        true
+    }
     let n = compiled.tree.leaves();
     let first_src = compiled.leaves[..n].iter().find_map(|leaf| match leaf {
         TreeLeaf::Src(k) => Some(inputs[usize::from(*k)]),
         TreeLeaf::Imm(_) => None,
     });
     if let Some(lprog::Input::F32(_)) = first_src {
-        let mut slots = [ltree::Leaf::Splat(0f32); ltree::MAX_LEAVES];
-        let run = |input| match input {
-            lprog::Input::F32(values) => Some(values),
-            _ => None,
-        };
-        if !leaves::<f32>(compiled, inputs, run, &mut slots) {
-            return false;
-        }
-        ltree::run(
+        run_as::<f32, O>(
             isa,
-            compiled.tree,
-            compiled.round_f16,
-            compiled.table,
-            &slots[..n],
+            compiled,
+            inputs,
+            |input| match input {
+                lprog::Input::F32(values) => Some(values),
+                _ => None,
+            },
             out,
-        );
+        )
     } else {
-        let mut slots = [ltree::Leaf::Splat(f16::ZERO); ltree::MAX_LEAVES];
-        let run = |input| match input {
-            lprog::Input::F16(values) => Some(values),
-            _ => None,
-        };
-        if !leaves::<f16>(compiled, inputs, run, &mut slots) {
-            return false;
-        }
-        ltree::run(
+        run_as::<f16, O>(
             isa,
-            compiled.tree,
-            compiled.round_f16,
-            compiled.table,
-            &slots[..n],
+            compiled,
+            inputs,
+            |input| match input {
+                lprog::Input::F16(values) => Some(values),
+                _ => None,
+            },
             out,
-        );
+        )
     }
-    true
 }
 
 /// The program as linalg's vector register program, when every node has a vector form
