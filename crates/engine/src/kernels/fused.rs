@@ -39,7 +39,7 @@ use crate::kernels::generic::elementwise::{binary_f, load_row, unary_f32};
 use crate::kernels::table::FloatTy;
 use crate::kernels::{KernelCtx, SEG, SrcView};
 use crate::layout::MAX_RANK;
-use crate::plan::fuse::{FusedInstr, FusedProgram, MAX_REGS};
+use crate::plan::fuse::{FusedInstr, FusedProgram, MAX_REGS, TreeForm, TreeLeaf};
 use crate::plan::step::{BinaryOp, MAX_SRCS, N_UNARY, StepOp, UnaryOp};
 
 type KResult = Result<(), KernelError>;
@@ -152,52 +152,29 @@ fn run<O: Elem<C = f32> + Storage>(
             other => panic!("fused source of type {other:?} (planner invariant)"),
         });
     }
-    let mut plans = [Plan1::Imm(0.0); MAX_REGS];
-    let mut round = [false; MAX_REGS];
-    let last = program.nodes.len() - 1;
-    for (i, node) in program.nodes.iter().enumerate() {
-        let reg = n_leaves + i;
-        plans[i] = match node.instr {
-            FusedInstr::Imm(value) => Plan1::Imm(value),
-            FusedInstr::Unary { op, x } => {
-                let f16_exact =
-                    reg_ty[usize::from(x)] == FloatTy::F16 && (exact || usize::from(x) < n_leaves);
-                if exact && f16_exact && has_table(op) && op != UnaryOp::Identity {
-                    Plan1::Table(unary_table(op), x)
-                } else if !exact && matches!(op, UnaryOp::Exp | UnaryOp::Sigmoid | UnaryOp::Silu) {
-                    Plan1::Fast(op, x)
-                } else {
-                    Plan1::Unary(op, x)
-                }
-            }
-            FusedInstr::Binary { op, x, y } => Plan1::Binary(op, x, y),
-        };
-        // A table result is already fp16; the last node is rounded by the store.
-        let tabled = matches!(plans[i], Plan1::Table(..)) && node.ty == FloatTy::F16;
-        round[i] = exact && node.ty == FloatTy::F16 && i != last && !tabled;
-        reg_ty[reg] = node.ty;
-    }
-    let mut fill_imm = [false; MAX_REGS];
-    for node in &program.nodes {
-        if let FusedInstr::Unary { x, .. } = node.instr
-            && let Some(i) = usize::from(x).checked_sub(n_leaves)
-        {
-            fill_imm[i] = true;
-        }
-    }
-    for (i, node) in program.nodes.iter().enumerate() {
-        if matches!(node.instr, FusedInstr::Imm(_)) {
-            round[i] = false;
-        }
-    }
+    let NodePlans {
+        plans,
+        round,
+        fill_imm,
+    } = node_plans(program, &|k| reg_ty[k] == FloatTy::F16, exact);
     let nodes = &plans[..program.nodes.len()];
     let round = &round[..program.nodes.len()];
     let fill_imm = &fill_imm[..program.nodes.len()];
     let vector = vector_program(nodes, round);
-    let compiled = match_tree(nodes, round, n_leaves).filter(|_| {
-        // One storage type for every leaf (the compiled loops read one).
-        let first = ctx.srcs[0].ty;
-        ctx.srcs[..n_leaves].iter().all(|src| src.ty == first)
+    // The formula was matched when the plan was compiled (`match_program`); the table of a
+    // tabled formula is its program's one table node.
+    let compiled = program.tree.map(|form| Compiled {
+        tree: form.tree,
+        leaves: form.leaves,
+        round_f16: form.round_f16,
+        table: if form.tree.uses_table() {
+            nodes.iter().find_map(|plan| match plan {
+                Plan1::Table(table, _) => Some(*table),
+                _ => None,
+            })
+        } else {
+            None
+        },
     });
     let layout = ctx.dst_layout;
     let rank = layout.rank();
@@ -275,6 +252,97 @@ fn run<O: Elem<C = f32> + Storage>(
     })
 }
 
+/// The per-node decisions of a program: how each node runs, whether it is rounded to fp16,
+/// and whether an immediate needs its register filled (a unary operand).
+struct NodePlans {
+    plans: [Plan1; MAX_REGS],
+    round: [bool; MAX_REGS],
+    fill_imm: [bool; MAX_REGS],
+}
+
+/// Decides how each node of `program` runs (`leaf_f16(k)`: whether source `k` is fp16).
+fn node_plans(program: &FusedProgram, leaf_f16: &dyn Fn(usize) -> bool, exact: bool) -> NodePlans {
+    let n_leaves = usize::from(program.n_leaves);
+    // The dtype of each register; in the exact profile every register holds a value exactly
+    // representable in it.
+    let mut reg_ty = [FloatTy::F32; MAX_REGS];
+    for (k, ty) in reg_ty.iter_mut().enumerate().take(n_leaves) {
+        if leaf_f16(k) {
+            *ty = FloatTy::F16;
+        }
+    }
+    let mut plans = [Plan1::Imm(0.0); MAX_REGS];
+    let mut round = [false; MAX_REGS];
+    let last = program.nodes.len() - 1;
+    for (i, node) in program.nodes.iter().enumerate() {
+        let reg = n_leaves + i;
+        plans[i] = match node.instr {
+            FusedInstr::Imm(value) => Plan1::Imm(value),
+            FusedInstr::Unary { op, x } => {
+                let f16_exact =
+                    reg_ty[usize::from(x)] == FloatTy::F16 && (exact || usize::from(x) < n_leaves);
+                if exact && f16_exact && has_table(op) && op != UnaryOp::Identity {
+                    Plan1::Table(unary_table(op), x)
+                } else if !exact && matches!(op, UnaryOp::Exp | UnaryOp::Sigmoid | UnaryOp::Silu) {
+                    Plan1::Fast(op, x)
+                } else {
+                    Plan1::Unary(op, x)
+                }
+            }
+            FusedInstr::Binary { op, x, y } => Plan1::Binary(op, x, y),
+        };
+        // A table result is already fp16; the last node is rounded by the store.
+        let tabled = matches!(plans[i], Plan1::Table(..)) && node.ty == FloatTy::F16;
+        round[i] = exact && node.ty == FloatTy::F16 && i != last && !tabled;
+        reg_ty[reg] = node.ty;
+    }
+    let mut fill_imm = [false; MAX_REGS];
+    for node in &program.nodes {
+        if let FusedInstr::Unary { x, .. } = node.instr
+            && let Some(i) = usize::from(x).checked_sub(n_leaves)
+        {
+            fill_imm[i] = true;
+        }
+    }
+    for (i, node) in program.nodes.iter().enumerate() {
+        if matches!(node.instr, FusedInstr::Imm(_)) {
+            round[i] = false;
+        }
+    }
+    NodePlans {
+        plans,
+        round,
+        fill_imm,
+    }
+}
+
+/// The compiled formula (`ew::tree`) `program` runs as, decided once when the plan is
+/// compiled (and checked again when a serialised plan is read): `src_tys` are the step's
+/// source types, `precision` the plan's profile. `None` when the sources are not all fp16 or
+/// all fp32 (the compiled loops read one storage type) or no formula matches.
+pub fn match_program(
+    program: &FusedProgram,
+    src_tys: &[Ty],
+    precision: Precision,
+) -> Option<TreeForm> {
+    let n_leaves = usize::from(program.n_leaves);
+    if src_tys.len() != n_leaves
+        || !program.is_valid(n_leaves)
+        || !src_tys.iter().all(|&ty| ty == src_tys[0])
+        || !src_tys.iter().all(|&ty| matches!(ty, Ty::F16 | Ty::F32))
+    {
+        return None;
+    }
+    let exact = precision == Precision::Exact;
+    let NodePlans { plans, round, .. } = node_plans(program, &|k| src_tys[k] == Ty::F16, exact);
+    let n = program.nodes.len();
+    match_tree(&plans[..n], &round[..n], n_leaves).map(|compiled| TreeForm {
+        tree: compiled.tree,
+        leaves: compiled.leaves,
+        round_f16: compiled.round_f16,
+    })
+}
+
 /// The run of `leaf` for row segment `start..start + len` at `outer`: a slice when contiguous,
 /// a splat when broadcast (or one element), `None` when strided. Inlined: called per leaf per
 /// row segment, and an out-of-line return of the enum through memory stalls the reload.
@@ -307,13 +375,6 @@ fn leaf_run<'a>(
         Leaf::F16(view) => run(&view, outer, start, len, lprog::Input::F16),
         Leaf::F32(view) => run(&view, outer, start, len, lprog::Input::F32),
     }
-}
-
-/// A leaf of a compiled tree: a source of the step or an immediate.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum TreeLeaf {
-    Src(u8),
-    Imm(f32),
 }
 
 /// A program recognised as one of linalg's compiled trees ([`Tree`]).

@@ -7,6 +7,7 @@ pub mod conv;
 pub mod copy;
 pub mod fused;
 pub mod generic;
+pub mod pattern;
 pub mod table;
 pub mod tiered;
 

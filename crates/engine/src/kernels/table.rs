@@ -16,7 +16,7 @@ use crate::elem::Ty;
 use crate::error::KernelError;
 use crate::exec::raw::{self, DstTiles, GemmDst, GemmSrc, Mat3};
 use crate::kernels::generic::{elementwise as ew, linalg as la, movement as mv, reduce as rd};
-use crate::kernels::{Kernel, KernelCtx, fused};
+use crate::kernels::{Kernel, KernelCtx, fused, pattern};
 use crate::layout::MAX_RANK;
 use crate::plan::pack::PackedOperand;
 use crate::plan::step::{BinaryOp, N_BINARY, N_REDUCE, N_UNARY, ReduceOp, StepOp};
@@ -137,6 +137,10 @@ pub enum KernelId {
     Dequantize,
     /// A fused elementwise program, by destination type.
     Fused(FloatTy),
+    /// The RMSNorm pattern step.
+    RmsNorm(FloatTy),
+    /// The scaled, masked softmax pattern step.
+    SoftmaxScaled(FloatTy),
 }
 
 /// Per-op, per-dtype kernels. Every field is filled by [`KernelTable::generic`].
@@ -200,6 +204,10 @@ pub struct KernelTable {
     pub dequantize: Kernel,
     /// Fused elementwise programs (f16, f32 destination).
     pub fused: [Kernel; 2],
+    /// RMSNorm pattern steps (f16, f32).
+    pub rmsnorm: [Kernel; 2],
+    /// Scaled, masked softmax pattern steps (f16, f32).
+    pub softmax_scaled: [Kernel; 2],
 }
 
 macro_rules! k {
@@ -356,6 +364,20 @@ impl KernelTable {
                 k!("generic_fused_f16_rows", fused::fused_f16_portable),
                 k!("generic_fused_f32_rows", fused::fused_f32_portable),
             ],
+            rmsnorm: [
+                k!("generic_rmsnorm_f16_rows", pattern::rmsnorm_f16_portable),
+                k!("generic_rmsnorm_f32_rows", pattern::rmsnorm_f32_portable),
+            ],
+            softmax_scaled: [
+                k!(
+                    "generic_softmaxscaled_f16_rows",
+                    pattern::softmax_scaled_f16_portable
+                ),
+                k!(
+                    "generic_softmaxscaled_f32_rows",
+                    pattern::softmax_scaled_f32_portable
+                ),
+            ],
         }
     }
 
@@ -437,6 +459,8 @@ impl KernelTable {
             KernelId::Quantize => self.quantize,
             KernelId::Dequantize => self.dequantize,
             KernelId::Fused(ty) => self.fused[float(ty)],
+            KernelId::RmsNorm(ty) => self.rmsnorm[float(ty)],
+            KernelId::SoftmaxScaled(ty) => self.softmax_scaled[float(ty)],
         })
     }
 
@@ -470,6 +494,8 @@ impl KernelTable {
         all.push(self.quantize);
         all.push(self.dequantize);
         all.extend(self.fused);
+        all.extend(self.rmsnorm);
+        all.extend(self.softmax_scaled);
         all
     }
 }
@@ -503,6 +529,8 @@ pub fn kernel_id(op: &StepOp, src_tys: &[Ty], dst_ty: Ty) -> Option<KernelId> {
         StepOp::Quantize { .. } => KernelId::Quantize,
         StepOp::Dequantize { .. } => KernelId::Dequantize,
         StepOp::Fused(_) => KernelId::Fused(FloatTy::of(dst_ty)?),
+        StepOp::RmsNorm { .. } => KernelId::RmsNorm(FloatTy::of(dst_ty)?),
+        StepOp::SoftmaxScaled { .. } => KernelId::SoftmaxScaled(FloatTy::of(dst_ty)?),
     })
 }
 
@@ -561,6 +589,50 @@ fn plug_fused(table: &mut KernelTable, isa: Isa) {
         Kernel {
             name: names[1],
             run: fused::fused_f32,
+        },
+    ];
+    let (rms, softmax) = match isa {
+        Isa::Generic => (
+            ["generic_rmsnorm_f16_rows", "generic_rmsnorm_f32_rows"],
+            [
+                "generic_softmaxscaled_f16_rows",
+                "generic_softmaxscaled_f32_rows",
+            ],
+        ),
+        Isa::Avx2 => (
+            ["avx2_rmsnorm_f16_rows", "avx2_rmsnorm_f32_rows"],
+            ["avx2_softmaxscaled_f16_rows", "avx2_softmaxscaled_f32_rows"],
+        ),
+        Isa::Avx512 => (
+            ["avx512_rmsnorm_f16_rows", "avx512_rmsnorm_f32_rows"],
+            [
+                "avx512_softmaxscaled_f16_rows",
+                "avx512_softmaxscaled_f32_rows",
+            ],
+        ),
+        Isa::Amx => (
+            ["amx_rmsnorm_f16_rows", "amx_rmsnorm_f32_rows"],
+            ["amx_softmaxscaled_f16_rows", "amx_softmaxscaled_f32_rows"],
+        ),
+    };
+    table.rmsnorm = [
+        Kernel {
+            name: rms[0],
+            run: pattern::rmsnorm_f16,
+        },
+        Kernel {
+            name: rms[1],
+            run: pattern::rmsnorm_f32,
+        },
+    ];
+    table.softmax_scaled = [
+        Kernel {
+            name: softmax[0],
+            run: pattern::softmax_scaled_f16,
+        },
+        Kernel {
+            name: softmax[1],
+            run: pattern::softmax_scaled_f32,
         },
     ];
 }

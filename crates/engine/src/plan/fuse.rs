@@ -23,6 +23,7 @@
 //! tables an fp16 transcendental ([`tabled_activation`]) stays a table pass of its own in both
 //! profiles; the arithmetic around it still fuses.
 
+pub use milbridge_linalg::ew::tree::{MAX_LEAVES as MAX_TREE_LEAVES, Tree};
 use milbridge_mil::facts::FunctionFacts;
 use milbridge_mil::ir::{DType, Function, Handle, HandleVec, Op, OpKind, Value, ValueDef};
 use milbridge_mil::ops::{self, GeluMode, OpAttrs};
@@ -68,6 +69,28 @@ pub struct FusedNode {
     pub ty: FloatTy,
 }
 
+/// A leaf of a compiled tree formula: a source of the step or an immediate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TreeLeaf {
+    /// Source (leaf register) `k` of the step.
+    Src(u8),
+    /// A constant.
+    Imm(f32),
+}
+
+/// A fused program recognised at compile time as one of linalg's compiled formulas
+/// ([`Tree`]): the formula, its leaves `a, b, c, d` in order (unused ones `Imm(0)`), and
+/// whether its inner nodes round to fp16 (see `kernels::fused::match_program`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TreeForm {
+    /// The formula.
+    pub tree: Tree,
+    /// Its leaves.
+    pub leaves: [TreeLeaf; MAX_TREE_LEAVES],
+    /// Whether every inner node is rounded to fp16 (the exact profile's fp16 trees).
+    pub round_f16: bool,
+}
+
 /// A register program over one block of elements: registers `0..n_leaves` hold the step's
 /// sources (widened to f32), register `n_leaves + i` holds node `i`, and the last node is the
 /// step's result. Operands always name earlier registers.
@@ -77,6 +100,9 @@ pub struct FusedProgram {
     pub n_leaves: u8,
     /// The nodes, in evaluation order.
     pub nodes: Vec<FusedNode>,
+    /// The compiled formula the program matched when the plan was compiled (for its source
+    /// types and precision profile), `None` when it runs on the register program.
+    pub tree: Option<TreeForm>,
 }
 
 impl FusedProgram {
@@ -206,6 +232,35 @@ pub struct FusionPlan {
     pub member: HandleVec<Value, bool>,
     /// Per value: the fusable op that produces it (`None`: not fusable) and its operands.
     pub fusable: HandleVec<Value, Option<Fusable>>,
+    /// Per value: the pattern step computing it (its intermediates are members).
+    pub pattern: HandleVec<Value, Option<Pattern>>,
+}
+
+/// A sequence of ops computed by one pattern step (fast profile only, see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pattern {
+    /// RMSNorm along `axis`: `x · w / sqrt(mean(x², axis) + eps)` (`w` broadcast along
+    /// every other axis), computed in f32 by `linalg::ew::rmsnorm_channels` (or `rmsnorm_rows`
+    /// when `axis` is the last axis).
+    RmsNorm {
+        /// The normalised tensor.
+        x: Handle<Value>,
+        /// The weight (as many elements as the axis, every other dimension 1).
+        weight: Handle<Value>,
+        /// The normalised axis.
+        axis: usize,
+        /// Epsilon (the sum of the `add` constant and `rsqrt`'s epsilon).
+        eps: f32,
+    },
+    /// `softmax(scale · x + mask)` along the last axis, by `linalg::ew::softmax_rows`.
+    SoftmaxScaled {
+        /// The scores.
+        x: Handle<Value>,
+        /// The scale (1 without a `mul`).
+        scale: f32,
+        /// A constant additive mask broadcast along every axis but the last two, if any.
+        mask: Option<Handle<Value>>,
+    },
 }
 
 impl FusionPlan {
@@ -288,13 +343,14 @@ pub fn computed_ops<'f>(
 
 /// Decides the fused groups of `func`: `needed` marks the live ops, `homed` the values that
 /// live in an output or concat slot, `keep_unfused` the unary ops (by result type) that stay
-/// steps of their own.
+/// steps of their own, `patterns` whether pattern steps ([`Pattern`]) are formed.
 pub fn plan(
     func: &Function,
     facts: &FunctionFacts,
     needed: &[bool],
     homed: &dyn Fn(Handle<Value>) -> bool,
     keep_unfused: &dyn Fn(UnaryOp, FloatTy) -> bool,
+    patterns: bool,
 ) -> FusionPlan {
     let n_values = func.values.len();
     let mut fusable: HandleVec<Value, Option<Fusable>> = HandleVec::filled(n_values, None);
@@ -315,11 +371,50 @@ pub fn plan(
         }
     }
     let mut member: HandleVec<Value, bool> = HandleVec::filled(n_values, false);
+    let mut pattern: HandleVec<Value, Option<Pattern>> = HandleVec::filled(n_values, None);
+    if patterns {
+        let single = |value: Handle<Value>| {
+            uses[value.index()] == 1 && !homed(value) && facts.consts[value].is_none()
+        };
+        let matcher = Matcher {
+            func,
+            facts,
+            single: &single,
+        };
+        for (op_handle, op) in computed_ops(func, facts, needed) {
+            if op.results.len() != 1 {
+                continue;
+            }
+            let root = op.results[0];
+            // A value already inside a pattern is no root of another.
+            if member[root] {
+                continue;
+            }
+            let found = matcher
+                .rmsnorm(op_handle)
+                .or_else(|| matcher.softmax(op_handle));
+            if let Some((found, members)) = found {
+                // Members of an earlier pattern cannot be shared (each has one use).
+                if members.iter().any(|&v| member[v] || pattern[v].is_some()) {
+                    continue;
+                }
+                for &value in &members {
+                    member[value] = true;
+                    fusable[value] = None;
+                }
+                fusable[root] = None;
+                pattern[root] = Some(found);
+            }
+        }
+    }
     for (op_handle, op) in func.ops.iter() {
         if !needed[op_handle.index()] || op.results.len() != 1 {
             continue;
         }
         let value = op.results[0];
+        if member[value] {
+            continue;
+        }
         if fusable[value].is_none() || facts.consts[value].is_some() || homed(value) {
             continue;
         }
@@ -389,7 +484,278 @@ pub fn plan(
             }
         }
     }
-    FusionPlan { member, fusable }
+    FusionPlan {
+        member,
+        fusable,
+        pattern,
+    }
+}
+
+/// Recognises the pattern steps' op sequences.
+struct Matcher<'a> {
+    func: &'a Function,
+    facts: &'a FunctionFacts,
+    /// Whether an intermediate may be absorbed: one use, not homed, not constant.
+    single: &'a dyn Fn(Handle<Value>) -> bool,
+}
+
+impl Matcher<'_> {
+    /// The op producing `value` (only when `value` is its single result) and its kind.
+    fn def(&self, value: Handle<Value>) -> Option<(Handle<Op>, OpKind)> {
+        let op = producer(self.func, value)?;
+        (self.func.ops[op].results.len() == 1).then(|| (op, self.func.ops[op].kind))
+    }
+
+    /// Operand `name` of `op`.
+    fn arg(&self, op: Handle<Op>, name: &str) -> Option<Handle<Value>> {
+        Some(self.func.ops[op].single(name)?.value)
+    }
+
+    /// The value of a scalar constant.
+    fn scalar(&self, value: Handle<Value>) -> Option<f64> {
+        let tensor = self.facts.consts[value].as_ref()?;
+        if tensor.ty.numel() != 1 {
+            return None;
+        }
+        tensor.to_f64_vec()?.first().copied()
+    }
+
+    /// `(x, y)` of binary op `kind` producing `value`, both orders when `commutes`.
+    fn binary(
+        &self,
+        value: Handle<Value>,
+        kind: OpKind,
+    ) -> [Option<(Handle<Value>, Handle<Value>)>; 2] {
+        match self.def(value) {
+            Some((op, found)) if found == kind => match (self.arg(op, "x"), self.arg(op, "y")) {
+                (Some(x), Some(y)) => [Some((x, y)), Some((y, x))],
+                _ => [None, None],
+            },
+            _ => [None, None],
+        }
+    }
+
+    fn float(&self, value: Handle<Value>) -> Option<FloatTy> {
+        float_ty(self.facts.types[value].dtype)
+    }
+
+    /// `root = (x · rrms) · w` with `rrms = (mean(x², axis) + eps)^-½` written as the
+    /// trainer's kernels write it (module docs), every intermediate of one use.
+    fn rmsnorm(&self, root_op: Handle<Op>) -> Option<(Pattern, Vec<Handle<Value>>)> {
+        let root = self.func.ops[root_op].results[0];
+        let ty = self.float(root)?;
+        for (xr, weight) in self.binary(root, OpKind::Mul).into_iter().flatten() {
+            if !(self.single)(xr) || self.float(weight) != Some(ty) {
+                continue;
+            }
+            for (x, rrms) in self.binary(xr, OpKind::Mul).into_iter().flatten() {
+                if self.float(x) != Some(ty) || !(self.single)(rrms) {
+                    continue;
+                }
+                let Some((axis, eps, mut members)) = self.rrms(rrms, x) else {
+                    continue;
+                };
+                let shape = &self.facts.types[x].shape;
+                let w_shape = &self.facts.types[weight].shape;
+                // The weight: the axis' elements, broadcast along every other axis.
+                let offset = shape.len().checked_sub(w_shape.len())?;
+                let w_ok = self.facts.types[root].shape == *shape
+                    && w_shape.iter().enumerate().all(|(d, &n)| {
+                        if d + offset == axis {
+                            n == shape[axis]
+                        } else {
+                            n == 1
+                        }
+                    })
+                    && (axis >= offset || shape[axis] == 1);
+                if !w_ok {
+                    continue;
+                }
+                members.extend([rrms, xr]);
+                return Some((
+                    Pattern::RmsNorm {
+                        x,
+                        weight,
+                        axis,
+                        eps,
+                    },
+                    members,
+                ));
+            }
+        }
+        None
+    }
+
+    /// `rrms = pow(t, -0.5)` or `rsqrt(t, ε)`, `t = u + eps` (or `u` under `rsqrt`), `u =
+    /// reduce_mean(sq)` or `reduce_sum(sq) · k` with `k` within fp16 rounding of `1/n`, `sq =
+    /// x · x` or `square(x)`, over one axis with the dims kept: the axis, eps and members.
+    fn rrms(
+        &self,
+        rrms: Handle<Value>,
+        x: Handle<Value>,
+    ) -> Option<(usize, f32, Vec<Handle<Value>>)> {
+        let mut members = Vec::new();
+        let (op, kind) = self.def(rrms)?;
+        let mut eps = 0f64;
+        let t = match kind {
+            OpKind::Pow => {
+                let exponent = self.scalar(self.arg(op, "y")?)?;
+                if exponent != -0.5 {
+                    return None;
+                }
+                self.arg(op, "x")?
+            }
+            OpKind::Rsqrt => {
+                let OpAttrs::Epsilon { eps: e } = ops::attrs(self.func, self.facts, op) else {
+                    return None;
+                };
+                eps += e;
+                self.arg(op, "x")?
+            }
+            _ => return None,
+        };
+        let mut u = t;
+        for (a, e) in self.binary(t, OpKind::Add).into_iter().flatten() {
+            if let Some(e) = self.scalar(e)
+                && (self.single)(t)
+            {
+                eps += e;
+                members.push(t);
+                u = a;
+                break;
+            }
+        }
+        if u == t && kind == OpKind::Pow {
+            // pow(-0.5) without an epsilon is not the RMSNorm kernel's formula.
+            return None;
+        }
+        if !(self.single)(u) {
+            return None;
+        }
+        members.push(u);
+        let (reduce_op, reduce_kind) = self.def(u)?;
+        let (reduce, scaled) = match reduce_kind {
+            OpKind::ReduceMean => (reduce_op, None),
+            OpKind::Mul => {
+                let (ss, k) = self
+                    .binary(u, OpKind::Mul)
+                    .into_iter()
+                    .flatten()
+                    .find_map(|(ss, k)| Some((ss, self.scalar(k)?)))?;
+                if !(self.single)(ss) {
+                    return None;
+                }
+                members.push(ss);
+                let (op, kind) = self.def(ss)?;
+                if kind != OpKind::ReduceSum {
+                    return None;
+                }
+                (op, Some(k))
+            }
+            _ => return None,
+        };
+        let OpAttrs::Reduce { axes, keep_dims } = ops::attrs(self.func, self.facts, reduce) else {
+            return None;
+        };
+        if !keep_dims || axes.len() != 1 {
+            return None;
+        }
+        let axis = axes[0];
+        let n = *self.facts.types[x].shape.get(axis)?;
+        if let Some(k) = scaled
+            && (k * n as f64 - 1.0).abs() > 1.0 / 1024.0
+        {
+            // Not a mean (within the fp16 rounding of 1/n the kernel's exact 1/n is used).
+            return None;
+        }
+        let sq = self.arg(reduce, "x")?;
+        if !(self.single)(sq) {
+            return None;
+        }
+        let (sq_op, sq_kind) = self.def(sq)?;
+        let squares_x = match sq_kind {
+            OpKind::Square => self.arg(sq_op, "x") == Some(x),
+            OpKind::Mul => self.arg(sq_op, "x") == Some(x) && self.arg(sq_op, "y") == Some(x),
+            _ => false,
+        };
+        if !squares_x || self.facts.types[sq].shape != self.facts.types[x].shape {
+            return None;
+        }
+        members.push(sq);
+        Some((axis, eps as f32, members))
+    }
+
+    /// `softmax(x · scale + mask)` (or without the `mul` or the `add`) along the last axis,
+    /// `scale` a scalar constant, `mask` a constant broadcast along every axis but the last
+    /// two.
+    fn softmax(&self, root_op: Handle<Op>) -> Option<(Pattern, Vec<Handle<Value>>)> {
+        let op = &self.func.ops[root_op];
+        if op.kind != OpKind::Softmax {
+            return None;
+        }
+        let root = op.results[0];
+        let ty = self.float(root)?;
+        let shape = &self.facts.types[root].shape;
+        let rank = shape.len();
+        let OpAttrs::Softmax { axis } = ops::attrs(self.func, self.facts, root_op) else {
+            return None;
+        };
+        if rank < 2 || axis + 1 != rank {
+            return None;
+        }
+        let ms = self.arg(root_op, "x")?;
+        if !(self.single)(ms) {
+            return None;
+        }
+        let mut members = vec![ms];
+        let mut scaled = ms;
+        let mut mask = None;
+        for (s, m) in self.binary(ms, OpKind::Add).into_iter().flatten() {
+            let Some(tensor) = self.facts.consts[m].as_ref() else {
+                continue;
+            };
+            let m_shape = &tensor.ty.shape;
+            let lead = rank.saturating_sub(2);
+            let offset = rank.checked_sub(m_shape.len())?;
+            let broadcast_ok = m_shape
+                .iter()
+                .enumerate()
+                .all(|(d, &n)| d + offset >= lead && (n == 1 || n == shape[d + offset]) || n == 1);
+            if broadcast_ok && float_ty(tensor.ty.dtype).is_some() {
+                mask = Some(m);
+                scaled = s;
+                break;
+            }
+        }
+        let mut x = scaled;
+        let mut scale = 1f64;
+        if scaled != ms && !(self.single)(scaled) {
+            // The scaled scores have another user: the pattern is the mask only.
+            x = scaled;
+        } else {
+            for (a, c) in self.binary(scaled, OpKind::Mul).into_iter().flatten() {
+                if let Some(c) = self.scalar(c) {
+                    scale = c;
+                    if scaled != ms {
+                        members.push(scaled);
+                    }
+                    x = a;
+                    break;
+                }
+            }
+        }
+        if x == ms || self.float(x) != Some(ty) || self.facts.types[x].shape != *shape {
+            return None;
+        }
+        Some((
+            Pattern::SoftmaxScaled {
+                x,
+                scale: scale as f32,
+                mask,
+            },
+            members,
+        ))
+    }
 }
 
 /// The producer op of `value`, if an op defines it.
@@ -425,6 +791,7 @@ mod tests {
                     y: 1,
                 }),
             ],
+            tree: None,
         };
         assert!(good.is_valid(2));
         assert_eq!(good.n_ops(), 2);
@@ -450,6 +817,7 @@ mod tests {
                 });
                 MAX_REGS
             ],
+            tree: None,
         };
         assert!(!too_many.is_valid(1));
     }

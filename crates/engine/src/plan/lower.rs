@@ -136,6 +136,8 @@ pub fn lower(
                 (exact_tier && crate::kernels::tiered::vector_unary_differs(op, ty))
                     || (!portable && fuse::tabled_activation(op, ty))
             },
+            // Pattern steps compute in f32 throughout: fast profile only.
+            options.precision == Precision::Fast,
         ));
     }
     for (op_handle, op) in fuse::computed_ops(func, facts, &needed) {
@@ -728,10 +730,17 @@ impl<'a> Lowerer<'a> {
             self.check_rank(result)?;
         }
         let result = op.results[0];
-        let (member, root) = match &self.fusion {
-            Some(fusion) => (fusion.member[result], fusion.is_root(result)),
-            None => (false, false),
+        let (member, root, pattern) = match &self.fusion {
+            Some(fusion) => (
+                fusion.member[result],
+                fusion.is_root(result),
+                fusion.pattern[result],
+            ),
+            None => (false, false, None),
         };
+        if let Some(pattern) = pattern {
+            return self.lower_pattern(result, pattern);
+        }
         if member {
             // Computed inside the fused step of its single consumer.
             return Ok(());
@@ -1505,6 +1514,94 @@ impl<'a> Lowerer<'a> {
         Ok(())
     }
 
+    /// Emits the pattern step computing `root` (see [`super::fuse::Pattern`]).
+    fn lower_pattern(&mut self, root: Handle<Value>, pattern: fuse::Pattern) -> Result<()> {
+        let shape = self.ty_of(root).shape.clone();
+        let ty = self.elem(root)?;
+        // `value`'s elements seen as `dims`, contiguous (materialised when they are not).
+        let contiguous = |this: &mut Self, value: Handle<Value>, dims: &[usize]| -> Result<Loc> {
+            let mut loc = this.loc(value)?;
+            if !loc.layout.is_contiguous() {
+                loc = this.materialize(loc, value, StepRole::Materialize);
+            }
+            let layout = loc
+                .layout
+                .reshape(dims)
+                .expect("a contiguous layout takes any shape of its size");
+            Ok(Loc { layout, ..loc })
+        };
+        let loc = match pattern {
+            fuse::Pattern::RmsNorm {
+                x,
+                weight,
+                axis,
+                eps,
+            } => {
+                let channels = shape[axis];
+                let outer: usize = shape[..axis].iter().product();
+                let inner: usize = shape[axis + 1..].iter().product();
+                let dims = if inner == 1 {
+                    vec![outer, channels]
+                } else {
+                    vec![outer, channels, inner]
+                };
+                let srcs = vec![
+                    contiguous(self, x, &dims)?,
+                    contiguous(self, weight, &[channels])?,
+                ];
+                self.emit(root, StepOp::RmsNorm { eps }, srcs, ty, 0, &|l| {
+                    l.reshape(&dims).filter(Layout::is_contiguous)
+                })?
+            }
+            fuse::Pattern::SoftmaxScaled { x, scale, mask } => {
+                let rank = shape.len();
+                let (rows, n) = (shape[rank - 2], shape[rank - 1]);
+                let outer: usize = shape[..rank - 2].iter().product();
+                let dims = [outer, rows, n];
+                let rows_ok = move |l: Layout| (n <= 1 || l.strides[2] == 1).then_some(l);
+                let x_loc = self.loc(x)?;
+                let x_loc = match x_loc.layout.reshape(&dims).and_then(rows_ok) {
+                    Some(layout) => Loc { layout, ..x_loc },
+                    None => contiguous(self, x, &dims)?,
+                };
+                let mut srcs = vec![x_loc];
+                if let Some(mask) = mask {
+                    let tensor = self.facts.consts[mask]
+                        .clone()
+                        .expect("the pattern's mask is a constant");
+                    let values = tensor.to_f64_vec().ok_or_else(|| Error::ConstDType {
+                        value: self.name(mask),
+                        dtype: tensor.ty.dtype,
+                    })?;
+                    let m_shape = &tensor.ty.shape;
+                    let m_dim =
+                        |back: usize| m_shape.len().checked_sub(back).map_or(1, |d| m_shape[d]);
+                    let (m_rows, m_n) = (m_dim(2), m_dim(1));
+                    let mut full = Vec::with_capacity(rows * n);
+                    for l in 0..rows {
+                        for j in 0..n {
+                            let (ml, mj) = (
+                                if m_rows == 1 { 0 } else { l },
+                                if m_n == 1 { 0 } else { j },
+                            );
+                            full.push(values[ml * m_n + mj]);
+                        }
+                    }
+                    srcs.push(self.new_const(Ty::F32, &[rows, n], &full));
+                }
+                let op = StepOp::SoftmaxScaled {
+                    scale,
+                    mask: mask.is_some(),
+                };
+                self.emit(root, op, srcs, ty, 0, &|l| {
+                    l.reshape(&dims).and_then(rows_ok)
+                })?
+            }
+        };
+        self.set(root, loc);
+        Ok(())
+    }
+
     /// Emits the fused step of the tree rooted at `root` (see [`super::fuse`]).
     fn lower_fused(&mut self, root: Handle<Value>) -> Result<()> {
         let shape = self.ty_of(root).shape.clone();
@@ -1534,15 +1631,18 @@ impl<'a> Lowerer<'a> {
                 ty,
             })
             .collect();
-        let program = FusedProgram {
+        let mut program = FusedProgram {
             n_leaves: n_leaves as u8,
             nodes,
+            tree: None,
         };
-        let srcs = tree
+        let srcs: Vec<Loc> = tree
             .leaf_locs
             .into_iter()
             .map(|loc| bcast(loc, &shape))
             .collect();
+        let src_tys: Vec<Ty> = srcs.iter().map(|src| src.ty).collect();
+        program.tree = crate::kernels::fused::match_program(&program, &src_tys, self.precision);
         let ty = self.elem(root)?;
         let loc = self.emit(root, StepOp::Fused(program), srcs, ty, 0, &|l| {
             Some(l.clone())

@@ -19,8 +19,9 @@ use crate::Precision;
 use crate::elem::Ty;
 use crate::error::{Error, Result};
 use crate::kernels::table::FloatTy;
+use crate::kernels::{fused, pattern};
 use crate::layout::{Layout, MAX_RANK};
-use crate::plan::fuse::MAX_REGS;
+use crate::plan::fuse::{MAX_REGS, MAX_TREE_LEAVES, Tree, TreeForm, TreeLeaf};
 use crate::plan::step::{
     BinaryOp, BufId, CmpOp, FusedInstr, FusedNode, FusedProgram, MAX_SRCS, Operand, ReduceOp, Step,
     StepOp, StepRole, UnaryOp,
@@ -28,7 +29,7 @@ use crate::plan::step::{
 use crate::plan::{AlignedBytes, IoDesc, LowerCounts, Plan, PoolRef};
 
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 const MAGIC: &[u8; 8] = b"MILBPLAN";
 
@@ -215,10 +216,42 @@ impl Writer {
                         }
                     }
                 }
+                match &program.tree {
+                    None => self.u8(0),
+                    Some(form) => {
+                        let idx = Tree::ALL
+                            .iter()
+                            .position(|&tree| tree == form.tree)
+                            .expect("every formula is in Tree::ALL");
+                        self.u8(idx as u8 + 1);
+                        self.u8(u8::from(form.round_f16));
+                        for leaf in form.leaves {
+                            match leaf {
+                                TreeLeaf::Src(k) => {
+                                    self.u8(0);
+                                    self.u8(k);
+                                }
+                                TreeLeaf::Imm(value) => {
+                                    self.u8(1);
+                                    self.f32(value);
+                                }
+                            }
+                        }
+                    }
+                }
             }
             StepOp::Dequantize { zero_point } => {
                 self.u8(18);
                 self.u8(u8::from(*zero_point));
+            }
+            StepOp::RmsNorm { eps } => {
+                self.u8(21);
+                self.f32(*eps);
+            }
+            StepOp::SoftmaxScaled { scale, mask } => {
+                self.u8(22);
+                self.f32(*scale);
+                self.u8(u8::from(*mask));
             }
         }
     }
@@ -505,8 +538,37 @@ impl<'a> Reader<'a> {
                     };
                     nodes.push(FusedNode { instr, ty });
                 }
-                StepOp::Fused(FusedProgram { n_leaves, nodes })
+                let tree = match self.u8()? {
+                    0 => None,
+                    tag => {
+                        let tree = pick(&Tree::ALL, tag - 1)?;
+                        let round_f16 = self.bool()?;
+                        let mut leaves = [TreeLeaf::Imm(0.0); MAX_TREE_LEAVES];
+                        for leaf in &mut leaves {
+                            *leaf = match self.u8()? {
+                                0 => TreeLeaf::Src(self.u8()?),
+                                1 => TreeLeaf::Imm(self.f32()?),
+                                other => return Err(corrupt(format!("bad tree leaf {other}"))),
+                            };
+                        }
+                        Some(TreeForm {
+                            tree,
+                            leaves,
+                            round_f16,
+                        })
+                    }
+                };
+                StepOp::Fused(FusedProgram {
+                    n_leaves,
+                    nodes,
+                    tree,
+                })
             }
+            21 => StepOp::RmsNorm { eps: self.f32()? },
+            22 => StepOp::SoftmaxScaled {
+                scale: self.f32()?,
+                mask: self.bool()?,
+            },
             other => return Err(corrupt(format!("bad op tag {other}"))),
         })
     }
@@ -641,6 +703,27 @@ pub fn read_plan(bytes: &[u8]) -> Result<Plan> {
     Ok(plan)
 }
 
+/// Whether two matched formulas are the same, immediates compared bit for bit (a NaN
+/// immediate equals itself).
+fn same_tree(a: Option<TreeForm>, b: Option<TreeForm>) -> bool {
+    let leaf_bits = |leaf: TreeLeaf| match leaf {
+        TreeLeaf::Src(k) => (0u8, u32::from(k)),
+        TreeLeaf::Imm(value) => (1u8, value.to_bits()),
+    };
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.tree == b.tree
+                && a.round_f16 == b.round_f16
+                && a.leaves
+                    .iter()
+                    .zip(&b.leaves)
+                    .all(|(&x, &y)| leaf_bits(x) == leaf_bits(y))
+        }
+        _ => false,
+    }
+}
+
 /// Checks every operand against its buffer so that eval never panics on a decoded plan.
 fn validate(plan: &Plan) -> Result<()> {
     for io in plan.inputs.iter().chain(&plan.outputs) {
@@ -717,13 +800,23 @@ fn validate(plan: &Plan) -> Result<()> {
                 .iter()
                 .all(|src| src.layout.shape == step.dst.layout.shape);
             let float = |ty: Ty| matches!(ty, Ty::F16 | Ty::F32);
+            let src_tys: Vec<Ty> = step.srcs.iter().map(|src| src.ty).collect();
             if !program.is_valid(step.srcs.len())
+                || !same_tree(
+                    program.tree,
+                    fused::match_program(program, &src_tys, plan.precision),
+                )
                 || !shapes_agree
                 || !step.srcs.iter().all(|src| float(src.ty))
                 || !float(step.dst.ty)
             {
                 return Err(corrupt(format!("step {idx} has a malformed fused program")));
             }
+        }
+        if !pattern::layouts_ok(step) {
+            return Err(corrupt(format!(
+                "step {idx} has malformed pattern operands"
+            )));
         }
         let overlaps = |a: &std::ops::Range<usize>, b: &std::ops::Range<usize>| {
             !a.is_empty() && !b.is_empty() && a.start < b.end && b.start < a.end

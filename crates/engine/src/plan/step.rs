@@ -306,6 +306,24 @@ pub enum StepOp {
     /// A fused tree of float elementwise ops ([`crate::plan::fuse`]): `dst = program(srcs)`,
     /// every source broadcast to dst's shape, float dst.
     Fused(FusedProgram),
+    /// RMSNorm pattern ([`crate::plan::fuse::Pattern::RmsNorm`], fast profile):
+    /// `dst[o, c, i] = srcs[0][o, c, i] · srcs[1][c] / sqrt(mean_c srcs[0][o, c, i]² + eps)`;
+    /// `srcs[0]` and dst contiguous `[outer, C, inner]`, `srcs[1]` contiguous `[C]`, one
+    /// float type.
+    RmsNorm {
+        /// Epsilon.
+        eps: f32,
+    },
+    /// Scaled, masked softmax pattern ([`crate::plan::fuse::Pattern::SoftmaxScaled`], fast
+    /// profile): `dst[o, l, :] = softmax(scale · srcs[0][o, l, :] + srcs[1][l, :])` over
+    /// `[outer, L, n]` layouts whose rows are contiguous; `srcs[1]` (when `mask`) an f32
+    /// contiguous `[L, n]`.
+    SoftmaxScaled {
+        /// The scale.
+        scale: f32,
+        /// Whether `srcs[1]` is an additive mask.
+        mask: bool,
+    },
 }
 
 /// One kernel call.
