@@ -430,6 +430,29 @@ fn a_value_with_another_user_is_not_fused_into_its_consumer() {
 }
 
 #[test]
+fn a_tree_written_through_a_transposed_output_is_not_fused() {
+    // `m` is the output only through a transpose: its home is strided along the last axis, so
+    // the tree is lowered op by op (a fused step would scatter it row by row).
+    let text = program(
+        "ios18",
+        "tensor<fp16, [40, 24]> x, tensor<fp16, [40, 24]> y",
+        "        tensor<fp16, [40, 24]> s = add(x = x, y = y)[name = string(\"s\")];\n\
+         \x20       tensor<fp16, [40, 24]> m = mul(x = s, y = x)[name = string(\"m\")];\n\
+         \x20       tensor<fp16, [24, 40]> t = transpose(x = m, perm = tensor<int32, [2]>([1, 0]))[name = string(\"t\")];",
+        "t",
+    );
+    let verified_program = verified(&text);
+    let plan = compile_fused(&verified_program, &CompileOptions::default()).unwrap();
+    assert_eq!(plan.stats().fused_steps, 0, "{:#?}", plan.steps());
+    let unfused = compile_unfused(&verified_program, &CompileOptions::default()).unwrap();
+    assert_eq!(plan.steps(), unfused.steps());
+    // Written straight (no transpose), the same tree fuses.
+    let plain = verified(&text.replace("-> (t)", "-> (m)"));
+    let plan = compile_fused(&plain, &CompileOptions::default()).unwrap();
+    assert_eq!(plan.stats().fused_steps, 1, "{:#?}", plan.steps());
+}
+
+#[test]
 fn long_chains_split_at_the_register_budget() {
     // 20 ops over 10 distinct inputs: more than one program can hold.
     let act = "tensor<fp32, [4, 50]>";

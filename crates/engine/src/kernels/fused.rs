@@ -1,10 +1,11 @@
 //! The fused elementwise kernel: runs a [`FusedProgram`] (see [`crate::plan::fuse`]) over the
 //! destination row segment by row segment.
 //!
-//! * When the program is one of linalg's compiled trees (`ew::tree::Tree`: SiLU·gate forms,
+//! * When the program is one of linalg's compiled trees (matched when the plan was compiled,
+//!   [`match_program`], and stored in [`FusedProgram::tree`]) (`ew::tree::Tree`: SiLU·gate forms,
 //!   `(a·b)·c`, `a·b + c`, `(a ± b)·c`, `(a·(b − c))·d`, `(a − b·c)·d`, `a·b + c·d`; add and mul
-//!   operands may swap), its inner nodes are rounded alike, its leaves share one storage type
-//!   and every source of the segment is a contiguous run or a broadcast value, the segment
+//!   operands may swap: its inner nodes are rounded alike and its leaves share one storage
+//!   type) and every source of the segment is a contiguous run or a broadcast value, the segment
 //!   goes to `ew::tree::run`: a monomorphised loop, values in vector registers.
 //! * Otherwise, when every node has a vector form (add, sub, mul, real_div, casts, immediates,
 //!   fp16 table lookups, the fast profile's exp/sigmoid/silu) and the sources are runs or
@@ -69,15 +70,31 @@ pub fn fused_f32(ctx: &mut KernelCtx<'_>) -> KResult {
 }
 
 /// Loads row segment `j..j + out.len()` of an fp16 source at `outer`: contiguous runs through
-/// linalg's tiered conversion, others element by element.
+/// linalg's tiered conversion; strided runs (a transposed view, such as RoPE's heads) gathered
+/// as fp16 bits into `gather` and converted by the same tiered conversion (per-element
+/// `f16::to_f32` costs several times more); a broadcast value splatted.
 #[inline]
-fn load_f16(view: &SrcView<'_, f16>, outer: &[usize], j: usize, out: &mut [f32], isa: Isa) {
+fn load_f16(
+    view: &SrcView<'_, f16>,
+    outer: &[usize],
+    j: usize,
+    out: &mut [f32],
+    gather: &mut [f16],
+    isa: Isa,
+) {
     let stride = view.last_stride();
     let base = view.layout.offset_of(outer) + j * stride;
+    let n = out.len();
     if stride == 1 {
-        convert::f16_to_f32_with(isa, &view.data[base..base + out.len()], out);
-    } else {
+        convert::f16_to_f32_with(isa, &view.data[base..base + n], out);
+    } else if stride == 0 || n <= 1 {
         view.load_run(base, stride, out);
+    } else {
+        let run = &view.data[base..=base + (n - 1) * stride];
+        for (dst, src) in gather[..n].iter_mut().zip(run.iter().step_by(stride)) {
+            *dst = *src;
+        }
+        convert::f16_to_f32_with(isa, &gather[..n], out);
     }
 }
 
@@ -228,7 +245,7 @@ fn run<O: Elem<C = f32> + Storage>(
                 for (k, leaf) in leaves.iter().enumerate().take(n_leaves) {
                     match leaf {
                         Some(Leaf::F16(view)) => {
-                            load_f16(view, outer, start + j, &mut regs[k][..n], isa)
+                            load_f16(view, outer, start + j, &mut regs[k][..n], &mut bits, isa)
                         }
                         Some(Leaf::F32(view)) => {
                             load_row(view, outer, start + j, &mut regs[k][..n])

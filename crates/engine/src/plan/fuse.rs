@@ -22,6 +22,29 @@
 //! exceed either, its largest member subtrees become roots of their own steps. On the tier
 //! tables an fp16 transcendental ([`tabled_activation`]) stays a table pass of its own in both
 //! profiles; the arithmetic around it still fuses.
+//!
+//! When a fused program is one of linalg's compiled formulas (`ew::tree`), the lowering stores
+//! the match in the program ([`FusedProgram::tree`], `kernels::fused::match_program`), so an
+//! eval does not match again; a decoded plan's stored match is checked against a fresh one.
+//!
+//! Pattern steps (fast profile only, [`Pattern`]): before the trees are grown, [`plan`] looks
+//! for two op sequences whose intermediates each have one use (and are neither outputs nor
+//! concat slots; an intermediate with another user blocks the pattern):
+//!
+//! * RMSNorm as the training kernels write it: `x·x` or `square(x)`, `reduce_sum` (then `mul`
+//!   by a constant within 2⁻¹⁰ of `1/n`) or `reduce_mean` over one axis with the dims kept,
+//!   `add` a scalar `eps`, `pow(·, −0.5)` or `rsqrt(·, ε)` (then the `add` is optional), `mul`
+//!   by `x`, `mul` by a weight broadcast along every other axis (operands in either order):
+//!   one [`StepOp::RmsNorm`](crate::plan::step::StepOp::RmsNorm) step on linalg's
+//!   `rmsnorm_channels` (`rmsnorm_rows` when the axis is the last);
+//! * `softmax` along the last axis of `x · s + mask` (`s` a scalar constant, `mask` a float
+//!   constant broadcast along every axis but the last two; either may be missing): one
+//!   [`StepOp::SoftmaxScaled`](crate::plan::step::StepOp::SoftmaxScaled) step on linalg's
+//!   `softmax_rows` with the scale and the mask rows (an f32 constant of the plan).
+//!
+//! Both compute in f32 from the inputs to the single rounded result, which the unfused steps
+//! (rounded to fp16 after every op) cannot match bit for bit, so the exact profile never
+//! forms them; their bounds are in the crate docs' precision table.
 
 pub use milbridge_linalg::ew::tree::{MAX_LEAVES as MAX_TREE_LEAVES, Tree};
 use milbridge_mil::facts::FunctionFacts;
@@ -720,7 +743,7 @@ impl Matcher<'_> {
             let broadcast_ok = m_shape
                 .iter()
                 .enumerate()
-                .all(|(d, &n)| d + offset >= lead && (n == 1 || n == shape[d + offset]) || n == 1);
+                .all(|(d, &n)| n == 1 || (d + offset >= lead && n == shape[d + offset]));
             if broadcast_ok && float_ty(tensor.ty.dtype).is_some() {
                 mask = Some(m);
                 scaled = s;

@@ -1607,6 +1607,17 @@ impl<'a> Lowerer<'a> {
         let shape = self.ty_of(root).shape.clone();
         let mut tree = FuseTree::default();
         let top = self.fuse_value(root, root, &mut tree)?;
+        // A destination addressed with a stride along the last axis (an output home through a
+        // transpose, such as RoPE's heads written back to channels) would make the fused
+        // kernel scatter row by row, which measured slower than the unfused steps (whose
+        // kernels move such views in blocks): the tree is lowered op by op instead.
+        let dst_strided = self.homes[root].as_ref().is_some_and(|(_, layout)| {
+            layout.shape.last().is_some_and(|&n| n > 1)
+                && layout.strides.last().is_some_and(|&s| s > 1)
+        });
+        if dst_strided {
+            return self.lower_unfused(root);
+        }
         let n_leaves = tree.leaves.len();
         let reg = |r: FuseRef| -> u8 {
             match r {
@@ -1649,6 +1660,42 @@ impl<'a> Lowerer<'a> {
         })?;
         self.set(root, loc);
         Ok(())
+    }
+
+    /// Lowers the tree rooted at `root` op by op (its members stop being members).
+    fn lower_unfused(&mut self, root: Handle<Value>) -> Result<()> {
+        let mut order = Vec::new();
+        self.tree_members(root, root, &mut order);
+        let fusion = self.fusion.as_mut().expect("unfusing with a fusion plan");
+        for &value in &order {
+            fusion.member[value] = false;
+        }
+        let func = self.func;
+        for value in order.into_iter().chain([root]) {
+            let op = fuse::producer(func, value).expect("tree nodes are op results");
+            self.lower_op(op, &func.ops[op])?;
+        }
+        Ok(())
+    }
+
+    /// The members of the tree rooted at `root` under `value`, operands first.
+    fn tree_members(
+        &self,
+        value: Handle<Value>,
+        root: Handle<Value>,
+        out: &mut Vec<Handle<Value>>,
+    ) {
+        let fusion = self.fusion.as_ref().expect("a fusion plan");
+        if let Some((_, operands)) = fusion.fusable[value] {
+            for &operand in operands.iter().flatten() {
+                if fusion.member[operand] {
+                    self.tree_members(operand, root, out);
+                }
+            }
+        }
+        if value != root {
+            out.push(value);
+        }
     }
 
     /// Adds `value` to `tree`: a leaf (or an immediate, for a scalar constant) unless it is
