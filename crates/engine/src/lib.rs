@@ -71,9 +71,10 @@
 //!
 //! Fusion is opt-in (`MILBRIDGE_FUSE=1`, or [`compile_fused`]; [`compile_unfused`] is the
 //! baseline the tests compare with): the fused kernel (compiled trees for the training
-//! kernels' shapes, a register program otherwise) beats the per-op kernels on large or
-//! fast-profile tensors, but the training step as a whole has not measured faster with it
-//! (see [`fusion_enabled`]). A fused step of the exact profile rounds every node to its
+//! kernels' shapes, a register program otherwise) and, in the fast profile, the RMSNorm and
+//! scale+mask→softmax pattern steps beat the per-op kernels on large or fast-profile
+//! tensors, but the training step as a whole has not measured faster with it (see
+//! [`fusion_enabled`]). A fused step of the exact profile rounds every node to its
 //! declared dtype, and the exact profile leaves the tier tables' vector transcendentals
 //! unfused, so exact plans compute the same bits with or without it. On the tier tables fp16
 //! exp, erf, tanh, sigmoid, silu and gelu stay table passes of their own in both profiles
@@ -146,8 +147,8 @@ impl Default for CompileOptions {
 /// fused steps beat the per-op kernels on large tensors (`x + 0.375·f` on [8192, 1024] fp16:
 /// 3.5 → 1.7 ms on one thread) and in the fast profile's attention kernels, but on the
 /// training step (`milbridge bench train`) the kernels column did not measure faster beyond
-/// the machine's noise (see ARCHITECTURE.md, known gaps). The bridge's compile cache keys on
-/// it.
+/// the machine's noise, with the pattern steps either (see ARCHITECTURE.md, known gaps). The
+/// bridge's compile cache keys on it.
 pub fn fusion_enabled() -> bool {
     std::env::var_os("MILBRIDGE_FUSE").is_some_and(|value| value == "1")
 }

@@ -20,7 +20,8 @@ const PROGRAM: &str = "program(1.3)
         tensor<fp16, [1, 1, 64, 64]> a3 = transpose(x = a2, perm = tensor<int32, [4]>([0, 1, 3, 2]))[name = string(\"a3\")];
         tensor<fp16, [1, 1, 64, 32]> w = reshape(x = wt, shape = tensor<int32, [4]>([1, 1, 64, 32]))[name = string(\"w\")];
         tensor<fp16, [1, 1, 64, 32]> y = matmul(x = a3, y = w)[name = string(\"y\")];
-        tensor<fp16, [1, 1, 64, 32]> s = softmax(x = y, axis = int32(-1))[name = string(\"s\")];
+        tensor<fp16, [1, 1, 64, 32]> ysc = mul(x = y, y = fp16(0.125))[name = string(\"ysc\")];
+        tensor<fp16, [1, 1, 64, 32]> s = softmax(x = ysc, axis = int32(-1))[name = string(\"s\")];
         tensor<fp16, [1, 1, 1, 32]> r = reduce_sum(x = s, axes = tensor<int32, [1]>([2]), keep_dims = bool(true))[name = string(\"r\")];
         tensor<fp16, [1, 1, 64, 32]> m = mul(x = s, y = r)[name = string(\"m\")];
         tensor<fp16, [1, 1, 65, 32]> c = concat(values = (m, r), axis = int32(2))[name = string(\"c\")];
@@ -33,7 +34,13 @@ const PROGRAM: &str = "program(1.3)
         tensor<fp16, [1, 64, 1, 96]> xs = sigmoid(x = x)[name = string(\"xs\")];
         tensor<fp16, [1, 64, 1, 96]> xg = mul(x = xs, y = x)[name = string(\"xg\")];
         tensor<fp32, [1, 64, 1, 96]> xr = cast(x = xg, dtype = string(\"fp32\"))[name = string(\"xr\")];
-    } -> (c32, g, cv, xr);
+        tensor<fp16, [1, 64, 1, 1]> rw = slice_by_size(x = x, begin = tensor<int32, [4]>([0, 0, 0, 0]), size = tensor<int32, [4]>([1, 64, 1, 1]))[name = string(\"rw\")];
+        tensor<fp16, [1, 64, 1, 96]> sq = mul(x = x, y = x)[name = string(\"sq\")];
+        tensor<fp16, [1, 1, 1, 96]> ss = reduce_mean(x = sq, axes = tensor<int32, [1]>([1]), keep_dims = bool(true))[name = string(\"ss\")];
+        tensor<fp16, [1, 1, 1, 96]> rr = rsqrt(x = ss, epsilon = fp16(0.001))[name = string(\"rr\")];
+        tensor<fp16, [1, 64, 1, 96]> xn = mul(x = x, y = rr)[name = string(\"xn\")];
+        tensor<fp16, [1, 64, 1, 96]> rn = mul(x = xn, y = rw)[name = string(\"rn\")];
+    } -> (c32, g, cv, xr, rn);
 }
 ";
 
@@ -61,10 +68,34 @@ fn eval_does_not_allocate() {
         ..milbridge_engine::CompileOptions::default()
     };
     let fused = milbridge_engine::compile_fused(&program, &fused_options).unwrap();
+    // The fast profile's fused plan holds the pattern steps (RMSNorm, scaled softmax).
+    let fast_fused = milbridge_engine::compile_fused(
+        &program,
+        &milbridge_engine::CompileOptions {
+            precision: milbridge_engine::Precision::Fast,
+            ..fused_options.clone()
+        },
+    )
+    .unwrap();
+    let patterns = fast_fused
+        .steps()
+        .iter()
+        .filter(|step| {
+            matches!(
+                step.op,
+                milbridge_engine::plan::step::StepOp::RmsNorm { .. }
+                    | milbridge_engine::plan::step::StepOp::SoftmaxScaled { .. }
+            )
+        })
+        .count();
+    assert_eq!(patterns, 2, "{:#?}", fast_fused.stats().kernels);
     let plans = tiers()
         .into_iter()
         .map(|tier| (format!("{tier:?}"), compile_tier(&program, tier, 2)))
-        .chain([("fused".to_string(), fused)]);
+        .chain([
+            ("fused".to_string(), fused),
+            ("fast fused".to_string(), fast_fused),
+        ]);
     for (tier, plan) in plans {
         let input_bytes: Vec<Vec<u64>> = inputs
             .iter()
