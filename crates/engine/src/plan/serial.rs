@@ -848,3 +848,86 @@ fn validate(plan: &Plan) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use mil::facts::{BlobMap, VerifiedProgram};
+    use mil::verify::VerifyOptions;
+    use milbridge_mil as mil;
+
+    use super::*;
+    use crate::reference::ReferenceFolder;
+    use crate::{CompileOptions, compile_fused};
+
+    fn verified(text: &str) -> VerifiedProgram {
+        let (program, diags) = mil::lower::parse(text);
+        assert!(!mil::diag::has_errors(&diags), "{diags:?}");
+        let blobs = BlobMap::new();
+        let options = VerifyOptions {
+            blobs: &blobs,
+            folder: Some(&ReferenceFolder),
+            ..VerifyOptions::default()
+        };
+        mil::verify::verify(program, &options).unwrap_or_else(|diags| panic!("{diags:?}"))
+    }
+
+    const TEXT: &str = "program(1.3)
+{
+    func main<ios18>(tensor<fp16, [4, 32]> a, tensor<fp16, [4, 32]> b, tensor<fp16, [4, 32]> c) {
+        tensor<fp16, [4, 32]> p = mul(x = a, y = b)[name = string(\"p\")];
+        tensor<fp16, [4, 32]> s = add(x = p, y = c)[name = string(\"s\")];
+        tensor<fp16, [4, 32]> sq = mul(x = s, y = s)[name = string(\"sq\")];
+        tensor<fp16, [4, 1]> ms = reduce_mean(x = sq, axes = tensor<int32, [1]>([1]), keep_dims = bool(true))[name = string(\"ms\")];
+        tensor<fp16, [4, 1]> r = rsqrt(x = ms, epsilon = fp16(0.001))[name = string(\"r\")];
+        tensor<fp16, [4, 32]> sr = mul(x = s, y = r)[name = string(\"sr\")];
+        tensor<fp16, [32]> w = const()[name = string(\"w\"), val = tensor<fp16, [32]>([1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8])];
+        tensor<fp16, [4, 32]> y = mul(x = sr, y = w)[name = string(\"y\")];
+    } -> (y);
+}
+";
+
+    #[test]
+    fn stored_trees_and_pattern_layouts_are_checked_on_decode() {
+        let options = CompileOptions {
+            precision: Precision::Fast,
+            ..CompileOptions::default()
+        };
+        let plan = compile_fused(&verified(TEXT), &options).unwrap();
+        let fused = plan
+            .steps
+            .iter()
+            .position(|step| matches!(&step.op, StepOp::Fused(p) if p.tree.is_some()))
+            .expect("a · b + c is a compiled formula");
+        let rms = plan
+            .steps
+            .iter()
+            .position(|step| matches!(step.op, StepOp::RmsNorm { .. }))
+            .expect("an RMSNorm pattern step");
+        assert!(read_plan(&write_plan(&plan)).is_ok());
+        // A stored formula its program does not match.
+        let mut wrong_tree = plan.clone();
+        if let StepOp::Fused(program) = &mut wrong_tree.steps[fused].op {
+            program.tree.as_mut().unwrap().tree = Tree::SubMul;
+        }
+        assert!(matches!(
+            read_plan(&write_plan(&wrong_tree)),
+            Err(Error::CorruptPlan(_))
+        ));
+        // No stored formula where one matches.
+        let mut no_tree = plan.clone();
+        if let StepOp::Fused(program) = &mut no_tree.steps[fused].op {
+            program.tree = None;
+        }
+        assert!(matches!(
+            read_plan(&write_plan(&no_tree)),
+            Err(Error::CorruptPlan(_))
+        ));
+        // A pattern step whose weight is not its channel count.
+        let mut bad_weight = plan.clone();
+        bad_weight.steps[rms].srcs[1].layout = Layout::dense(&[16]);
+        assert!(matches!(
+            read_plan(&write_plan(&bad_weight)),
+            Err(Error::CorruptPlan(_))
+        ));
+    }
+}
