@@ -779,20 +779,6 @@ fn fp32_log_tanh_erf_gelu_stay_within_the_reference_bound_in_the_fast_profile() 
     ] {
         let text = unary_program("fp32", call);
         let mut inputs = unary_inputs(&text, 61);
-        if name == "gelu" {
-            // The reference evaluates exact gelu as NaN for finite inputs whose square
-            // overflows (3e38) where the portable kernel gives x: keep finite inputs
-            // moderate so the check is about this kernel.
-            for tensor in &mut inputs {
-                let values: Vec<f64> = tensor
-                    .to_f64_vec()
-                    .unwrap()
-                    .iter()
-                    .map(|&v| if v.is_finite() { v.clamp(-1e4, 1e4) } else { v })
-                    .collect();
-                *tensor = tensor_of(tensor, &values);
-            }
-        }
         check_on_profile(&format!("{call} fp32"), &text, &inputs, TOL_POLY, true);
         // Positive inputs over many binades (log's useful range).
         for tensor in &mut inputs {

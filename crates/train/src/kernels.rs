@@ -117,7 +117,10 @@ impl Unit {
         }
         let packed = generated.packing.is_some();
         let staging = match &generated.packing {
-            Some(layout) => vec![vec![0.0; layout.numel()]; slots],
+            // One zeroed allocation per slot (calloc'd, so its pages are mapped when the
+            // weights are first written), not a first vector cloned into the others: the
+            // clones would copy (and fault in) every slot's bytes here.
+            Some(layout) => (0..slots).map(|_| vec![0.0; layout.numel()]).collect(),
             None => Vec::new(),
         };
         let out = if packed {

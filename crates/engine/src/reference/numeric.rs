@@ -135,7 +135,10 @@ pub fn erfc(x: f64) -> f64 {
 /// `exp(-x*x)` with `x*x` split into an exact sum (FMA), so large `x` loses no accuracy.
 fn exp_minus_square(x: f64) -> f64 {
     let hi = x * x;
-    if hi.is_infinite() {
+    // e^{-746} is below half the smallest subnormal, and |lo| ≤ 2⁻⁵³·hi cannot lift the
+    // result above it. Past this point the split's own terms misbehave: for |x| ≳ 1e19,
+    // e^{-lo} overflows while e^{-hi} is 0 (0 · inf = NaN).
+    if hi > 746.0 {
         return 0.0;
     }
     let lo = x.mul_add(x, -hi);
@@ -275,5 +278,13 @@ mod tests {
         assert!(close(erfc(10.0), 2.088_487_583_762_545e-45, 1e-13));
         assert!(close(erfc(-1.0), 1.842_700_792_949_715, 1e-15));
         assert!(erf(f64::NAN).is_nan());
+        // Arguments whose square is finite but whose FMA split is not (|x| ≳ 1e19): the
+        // tails are 0 and 2, not NaN (exact gelu of ±3e38 reads these).
+        for x in [27.5, 1e10, 1e19, 2.1e38, 1e300, f64::MAX] {
+            assert_eq!(erfc(x), 0.0, "erfc({x})");
+            assert_eq!(erfc(-x), 2.0, "erfc(-{x})");
+            assert_eq!(erf(x), 1.0, "erf({x})");
+            assert_eq!(erf(-x), -1.0, "erf(-{x})");
+        }
     }
 }
