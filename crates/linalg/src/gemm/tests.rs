@@ -1317,3 +1317,84 @@ fn packed_a_for_another_kernel_or_shape_is_rejected() {
     assert!(wrong_kernel.is_err());
     assert_eq!(c, [0f32; 4]);
 }
+
+/// The work split (coarse items, split further when there are few items per thread) never
+/// changes a result: every tile is computed by the same kernel calls in the same `kc` order
+/// whichever task owns it, so one thread and two or three agree bit for bit, on every tier,
+/// for raw, packed-A and packed-B products whose items are split across threads, with edges,
+/// an f16 C and accumulation.
+#[test]
+fn thread_count_never_changes_a_result() {
+    let pools = [Pool::new(1), Pool::new(2), Pool::new(3)];
+    for isa in Isa::ALL.into_iter().filter_map(tier) {
+        for precision in [Precision::Exact, Precision::Fast] {
+            for accumulate in [false, true] {
+                let spec = GemmSpec {
+                    isa,
+                    precision,
+                    accumulate,
+                };
+                // Items split by rows and by columns (the B-outer 32 × 48 AMX kernel once k
+                // passes one block); k over one or several `kc` blocks.
+                for (m, n, k) in [(200, 610, 300), (610, 200, 300), (101, 530, 1100)] {
+                    let mut rng = Rng((m * 31 + n * 7 + k) as u64);
+                    let a = Input::new(&mut rng, m, k, Dtype::F32, Layout::RowMajor);
+                    let b = Input::new(&mut rng, k, n, Dtype::F16, Layout::ColMajor);
+                    let initial: Vec<f32> = (0..m * n).map(|_| rng.next()).collect();
+                    let c_dtypes: &[Dtype] = if accumulate {
+                        &[Dtype::F32]
+                    } else {
+                        &[Dtype::F32, Dtype::F16]
+                    };
+                    for &c_dtype in c_dtypes {
+                        // 0: raw operands, 1: packed A, 2: packed B.
+                        for form in 0..3 {
+                            let results: Vec<Vec<u32>> = pools
+                                .iter()
+                                .map(|pool| {
+                                    let mut c32 = initial.clone();
+                                    let mut c16: Vec<f16> =
+                                        initial.iter().map(|&v| f16::from_f32(v)).collect();
+                                    let c = match c_dtype {
+                                        Dtype::F32 => MatMut::f32_row_major(c32.as_mut_ptr(), m, n),
+                                        Dtype::F16 => MatMut::f16_row_major(c16.as_mut_ptr(), m, n),
+                                    };
+                                    // SAFETY: the views cover live buffers of their shapes; C
+                                    // is distinct from A and B.
+                                    unsafe {
+                                        match form {
+                                            0 => gemm(&spec, pool, a.view(), b.view(), c),
+                                            1 => {
+                                                let packed =
+                                                    PackedA::pack_with(&spec, pool, a.view());
+                                                gemm_packed_a(&spec, pool, &packed, b.view(), c);
+                                            }
+                                            _ => {
+                                                let packed =
+                                                    PackedB::pack_with(&spec, pool, b.view());
+                                                gemm_packed_b(&spec, pool, a.view(), &packed, c);
+                                            }
+                                        }
+                                    }
+                                    match c_dtype {
+                                        Dtype::F32 => c32.iter().map(|v| v.to_bits()).collect(),
+                                        Dtype::F16 => {
+                                            c16.iter().map(|v| u32::from(v.to_bits())).collect()
+                                        }
+                                    }
+                                })
+                                .collect();
+                            for (threads, result) in [2, 3].iter().zip(&results[1..]) {
+                                assert!(
+                                    result == &results[0],
+                                    "{spec:?} {m}x{n}x{k} C {c_dtype:?} form {form}: {threads} \
+                                     threads differ from 1"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
