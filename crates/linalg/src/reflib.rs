@@ -13,7 +13,11 @@
 //!   `libdnnl2` 2.6.3): [`DnnlMatmul`] is a bf16 × bf16 → f32 product (optionally batched,
 //!   with strided operands), created once per shape and executed per call — the path
 //!   PyTorch and JAX take (brgemm on AMX). Debian builds it on OpenMP; the thread count is set
-//!   with `omp_set_num_threads`, found through the library's own dependencies.
+//!   with `omp_set_num_threads`, found through the library's own dependencies. 2.6.3 uses
+//!   AMX by default (on a Sapphire/Emerald Rapids host its effective ISA is
+//!   `avx512_core_amx` and the matmul runs `brg:avx512_core_amx_bf16`, requesting the tile
+//!   permission itself), so no `dnnl_set_max_cpu_isa` / `ONEDNN_MAX_CPU_ISA` is needed;
+//!   [`OneDnn::effective_isa`] and [`DnnlMatmul::implementation`] report what ran.
 //!
 //! The bindings are the libraries' C ABIs, declared here by hand (no headers at build time).
 //! oneDNN 2.x passes its descriptors (`dnnl_memory_desc_t`, 696 bytes in 2.6, and
