@@ -4,7 +4,9 @@
 //!
 //! * [`GemmTimer`]: one product shape (batched, with transposed operands and optionally a
 //!   pre-packed B) timed through our GEMM on any tier, and, with the `reference` feature,
-//!   through the `gemm` crate (f32, same thread count) in the same process.
+//!   through the `gemm` crate (f32, same thread count) in the same process; and through
+//!   OpenBLAS (`cblas_sgemm`, f32) and oneDNN (bf16 matmul primitive) when [`crate::reflib`]
+//!   finds them at run time, each result checked against ours ([`GemmTimer::check_reference`]).
 //! * [`time_repack`]: a weight's `write_weight_f32`-style update (f32 → f16 conversion plus
 //!   [`PackedB::repack_with`]) against a plain `memcpy` of the same f32 bytes.
 //! * [`time_gemm`] / [`time_gemm_with`]: the original single-product helpers.
@@ -15,12 +17,13 @@
 
 use std::time::Instant;
 
-use half::f16;
+use half::{bf16, f16};
 
 use crate::convert;
 use crate::cpu::{self, Isa};
 use crate::gemm::{self, GemmSpec, MatMut, MatRef, PackedA, PackedB, Precision};
 use crate::pool::Pool;
+use crate::reflib::{DnnlMatmul, OneDnn, OpenBlas, RefLibError};
 
 /// One GEMM benchmark configuration: `C (m × n) = A (m × k) · B (k × n)`, all row-major.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,13 +192,34 @@ impl GemmCase {
     }
 }
 
-/// Buffers of one [`GemmCase`], reused across tiers and the reference library.
+/// Buffers of one [`GemmCase`], reused across tiers and the reference libraries.
 #[derive(Debug)]
 pub struct GemmTimer {
     case: GemmCase,
     a: Vec<f32>,
     b: Vec<f32>,
     c: Vec<f32>,
+    /// The last OpenBLAS / oneDNN result (allocated on first use).
+    c_reference: Vec<f32>,
+    /// A and B rounded to bf16 for oneDNN (converted once, on first use).
+    bf16_operands: Option<(Vec<bf16>, Vec<bf16>)>,
+}
+
+/// How far a reference library's last result is from ours (see [`GemmTimer::check_reference`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReferenceCheck {
+    /// `max |reference − ours| / max |ours|` over every cell of every batch entry.
+    pub versus_ours: f64,
+    /// The reference's largest sampled error against an f64 product, relative to each
+    /// cell's `Σ|a|·|b|` (as [`GemmTimer::max_rel_error`] for ours).
+    pub versus_f64: f64,
+}
+
+impl ReferenceCheck {
+    /// Both deviations are at most `bound`.
+    pub fn within(&self, bound: f64) -> bool {
+        self.versus_ours <= bound && self.versus_f64 <= bound
+    }
 }
 
 impl GemmTimer {
@@ -218,6 +242,8 @@ impl GemmTimer {
             a: fill(batch * m * k, 1),
             b: fill(batch * k * n, 2),
             c: vec![0.0; batch * m * n],
+            c_reference: Vec::new(),
+            bf16_operands: None,
         }
     }
 
@@ -363,10 +389,127 @@ impl GemmTimer {
         time_reps(reps, run)
     }
 
+    /// Seconds per repetition of the same case through OpenBLAS's `cblas_sgemm` (f32, after
+    /// one untimed warm-up; `threads` set with `openblas_set_num_threads`; a batch runs its
+    /// products one after the other; operands passed as they are stored, transposed ones with
+    /// `CblasTrans`). The result goes to a buffer of its own, for
+    /// [`GemmTimer::check_reference`].
+    ///
+    /// # Errors
+    /// A dimension OpenBLAS's `int` cannot hold.
+    pub fn time_openblas(
+        &mut self,
+        blas: &OpenBlas,
+        threads: usize,
+        reps: usize,
+    ) -> Result<Vec<f64>, RefLibError> {
+        blas.set_threads(threads);
+        let GemmCase { batch, m, n, k, .. } = self.case;
+        let (a_t, b_t) = (
+            self.case.a == Operand::Transposed,
+            self.case.b == Operand::Transposed,
+        );
+        self.c_reference.resize(batch * m * n, 0.0);
+        let (a, b, c) = (&self.a, &self.b, &mut self.c_reference);
+        let mut run = || {
+            for entry in 0..batch {
+                blas.sgemm(
+                    (m, n, k),
+                    &a[entry * m * k..][..m * k],
+                    a_t,
+                    &b[entry * k * n..][..k * n],
+                    b_t,
+                    &mut c[entry * m * n..][..m * n],
+                )?;
+            }
+            Ok::<(), RefLibError>(())
+        };
+        run()?;
+        time_fallible(reps, run)
+    }
+
+    /// Seconds per repetition of the same case through oneDNN's matmul primitive, bf16 A and
+    /// B to f32 C (`threads` OpenMP threads). Untimed: rounding A and B to bf16 (once per
+    /// timer), creating the primitive (once per call of this function) and one warm-up
+    /// execution. Timed: each execution (binding the three buffers, running the primitive —
+    /// a batch is one 3-D primitive — and waiting for the stream), which repacks B inside
+    /// every call as PyTorch's plain-layout matmul does. Returns the implementation oneDNN
+    /// chose (e.g. `brg:avx512_core_amx_bf16`) with the times; the result goes to the same
+    /// buffer as [`GemmTimer::time_openblas`]'s.
+    ///
+    /// # Errors
+    /// oneDNN rejecting the descriptors or failing to execute.
+    pub fn time_onednn(
+        &mut self,
+        dnnl: &OneDnn,
+        threads: usize,
+        reps: usize,
+    ) -> Result<(String, Vec<f64>), RefLibError> {
+        dnnl.set_threads(threads);
+        let GemmCase { batch, m, n, k, .. } = self.case;
+        let matmul = DnnlMatmul::new(
+            dnnl,
+            (batch, m, n, k),
+            self.case.a == Operand::Transposed,
+            self.case.b == Operand::Transposed,
+        )?;
+        let (a, b) = self.bf16_operands.get_or_insert_with(|| {
+            let round = |values: &[f32]| values.iter().map(|&v| bf16::from_f32(v)).collect();
+            (round(&self.a), round(&self.b))
+        });
+        self.c_reference.resize(batch * m * n, 0.0);
+        let c = &mut self.c_reference;
+        let mut run = || matmul.run(a, b, c);
+        run()?;
+        let times = time_fallible(reps, run)?;
+        Ok((matmul.implementation().to_string(), times))
+    }
+
+    /// Checks the last OpenBLAS / oneDNN result against ours: runs our GEMM once with
+    /// `isa`/`precision` on `pool` (overwriting our result) and compares every cell, then
+    /// samples the reference against an f64 product. Call it before reporting a reference's
+    /// time: a wrong binding must not print a number.
+    ///
+    /// Panics if no reference has run on this timer or the host lacks `isa`.
+    pub fn check_reference(
+        &mut self,
+        isa: Isa,
+        precision: Precision,
+        pool: &Pool,
+    ) -> ReferenceCheck {
+        assert_eq!(
+            self.c_reference.len(),
+            self.c.len(),
+            "GemmTimer::check_reference: no reference result to check"
+        );
+        // Zero repetitions: the warm-up alone, one product into `self.c`.
+        self.time(isa, precision, pool, 0);
+        let (mut largest, mut worst) = (0f64, 0f64);
+        for (&ours, &theirs) in self.c.iter().zip(&self.c_reference) {
+            largest = largest.max((ours as f64).abs());
+            let difference = (theirs as f64 - ours as f64).abs();
+            worst = if difference.is_nan() {
+                f64::INFINITY
+            } else {
+                worst.max(difference)
+            };
+        }
+        let versus_ours = worst / largest.max(1e-30);
+        ReferenceCheck {
+            versus_ours,
+            versus_f64: self.sampled_error(&self.c_reference),
+        }
+    }
+
     /// The largest relative difference (to the cell's `Σ|a|·|b|` scale) between our last
     /// result and a naive f64 product, over a sample of cells of batch entry 0: a sanity
     /// check that the timed run computed the product.
     pub fn max_rel_error(&self) -> f64 {
+        self.sampled_error(&self.c)
+    }
+
+    /// [`GemmTimer::max_rel_error`] of the result in `c`.
+    fn sampled_error(&self, c: &[f32]) -> f64 {
         let GemmCase { m, n, k, .. } = self.case;
         let (a_rs, a_cs) = self.case.a.strides(m, k);
         let (b_rs, b_cs) = self.case.b.strides(k, n);
@@ -384,8 +527,13 @@ impl GemmTimer {
                 sum += product;
                 scale += product.abs();
             }
-            let got = self.c[row * n + col] as f64;
-            worst = worst.max((got - sum).abs() / scale.max(1e-30));
+            let got = c[row * n + col] as f64;
+            let error = (got - sum).abs() / scale.max(1e-30);
+            worst = if error.is_nan() {
+                f64::INFINITY
+            } else {
+                worst.max(error)
+            };
         }
         worst
     }
@@ -494,6 +642,16 @@ fn time_reps(reps: usize, run: impl Fn()) -> Vec<f64> {
         .collect()
 }
 
+fn time_fallible<E>(reps: usize, mut run: impl FnMut() -> Result<(), E>) -> Result<Vec<f64>, E> {
+    (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            run()?;
+            Ok(start.elapsed().as_secs_f64())
+        })
+        .collect()
+}
+
 fn time_reps_mut(reps: usize, run: &mut dyn FnMut()) -> Vec<f64> {
     (0..reps)
         .map(|_| {
@@ -544,6 +702,99 @@ mod tests {
                 assert!(error < bound, "{isa} {a:?} {b:?}: error {error}");
             }
         }
+    }
+
+    /// The cases the reference tests run: plain, transposed A, transposed B, batched.
+    fn reference_cases() -> [GemmCase; 3] {
+        let case = |batch, a, b| GemmCase {
+            batch,
+            m: 37,
+            n: 53,
+            k: 70,
+            a,
+            b,
+            packed_b: false,
+            packed_a: false,
+        };
+        [
+            case(1, Operand::RowMajor, Operand::RowMajor),
+            case(1, Operand::Transposed, Operand::RowMajor),
+            case(3, Operand::RowMajor, Operand::Transposed),
+        ]
+    }
+
+    /// The f32 tier to check f32 references against.
+    fn f32_tier() -> Isa {
+        [Isa::Avx512, Isa::Avx2, Isa::Generic]
+            .into_iter()
+            .find(|&isa| cpu::isa_available(isa))
+            .expect("generic is always available")
+    }
+
+    #[test]
+    fn openblas_matches_our_gemm_when_installed() {
+        let blas = match OpenBlas::load() {
+            Ok(blas) => blas,
+            Err(error) => {
+                eprintln!(
+                    "bench: SKIPPING the OpenBLAS reference check: {error} \
+                     (install it with scripts/install-bench-refs)"
+                );
+                return;
+            }
+        };
+        let pool = Pool::new(2);
+        for case in reference_cases() {
+            let mut timer = GemmTimer::new(case);
+            let times = timer.time_openblas(&blas, 2, 2).expect("sgemm");
+            assert_eq!(times.len(), 2);
+            let check = timer.check_reference(f32_tier(), Precision::Exact, &pool);
+            assert!(check.within(1e-5), "{case:?}: {check:?}");
+        }
+    }
+
+    #[test]
+    fn onednn_matches_our_gemm_when_installed() {
+        let dnnl = match OneDnn::load() {
+            Ok(dnnl) => dnnl,
+            Err(error) => {
+                eprintln!(
+                    "bench: SKIPPING the oneDNN reference check: {error} \
+                     (install it with scripts/install-bench-refs)"
+                );
+                return;
+            }
+        };
+        let pool = Pool::new(2);
+        // Against our bf16 tile kernel where the host has one: both round the operands to
+        // bf16 and accumulate in f32, so only the summation order differs.
+        let (isa, precision, bound) = if cpu::isa_available(Isa::Amx) {
+            (Isa::Amx, Precision::Fast, 1e-4)
+        } else {
+            (f32_tier(), Precision::Exact, 2e-2)
+        };
+        for case in reference_cases() {
+            let mut timer = GemmTimer::new(case);
+            let (implementation, times) = timer.time_onednn(&dnnl, 2, 2).expect("matmul");
+            assert!(!implementation.is_empty());
+            assert_eq!(times.len(), 2);
+            let check = timer.check_reference(isa, precision, &pool);
+            assert!(check.within(2e-2), "{case:?}: {check:?}");
+            assert!(check.versus_ours <= bound, "{case:?} vs {isa}: {check:?}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_reference_result_fails_the_check() {
+        let pool = Pool::new(1);
+        let mut timer = GemmTimer::new(reference_cases()[0]);
+        // A result that is not the product: a reference binding gone wrong.
+        timer.c_reference = vec![0.25; timer.c.len()];
+        let check = timer.check_reference(Isa::Generic, Precision::Exact, &pool);
+        assert!(!check.within(1e-2), "{check:?}");
+        timer.c_reference[0] = f32::NAN;
+        let check = timer.check_reference(Isa::Generic, Precision::Exact, &pool);
+        assert!(check.versus_ours.is_infinite(), "{check:?}");
     }
 
     #[test]

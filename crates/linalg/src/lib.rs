@@ -14,10 +14,12 @@
 //! | [`ew`] | fused elementwise kernels of the training graphs (RMSNorm, SwiGLU, RoPE, residual, softmax; forward and backward), per tier, f32/f16 storage |
 //! | [`peak`] | measured machine peak per tier, for `milbridge bench gemm` |
 //! | [`bench`](mod@bench) | timing helpers for `milbridge bench gemm` / `bench repack` (feature `reference`: the `gemm` crate side by side) |
+//! | [`reflib`] | OpenBLAS and oneDNN loaded at run time (`dlopen`), the bench's other reference columns |
 //!
 //! Unsafe code lives only in modules that start with `#![allow(unsafe_code)]` (the workspace
 //! denies it): `cpu` (CPUID, `arch_prctl`), `pool` (the job pointer shared with workers),
-//! `convert`, `gemm` and its kernels, `ew` (its kernel bodies and tiers), `peak` and `bench`.
+//! `convert`, `gemm` and its kernels, `ew` (its kernel bodies and tiers), `peak`, `bench` and
+//! `reflib` (`dlopen` and the reference libraries' C ABIs).
 //!
 //! # GEMM terms
 //!
@@ -66,6 +68,7 @@ pub mod ew;
 pub mod gemm;
 pub mod peak;
 pub mod pool;
+pub mod reflib;
 
 pub use cpu::{Caps, Isa, KNOBS, caps, host_isa, isa_available, selected_isa, thread_count};
 pub use gemm::{

@@ -28,8 +28,14 @@
 //! AVX2, the portable multiply-add for generic: the best of several measurements taken before
 //! each row, on the same threads); `ratio_to_peak` = fastest / peak (both are best-case
 //! figures, which is what a loaded machine can still compare); and the same product through
-//! the `gemm` crate (f32, the same thread count) in the same process. Each row's result is
-//! checked against an f64 product on a sample of cells before it is reported.
+//! three reference libraries in the same process, with the same thread count: the `gemm`
+//! crate (f32), OpenBLAS (`cblas_sgemm`, f32, what numpy runs) and oneDNN (its bf16 × bf16 →
+//! f32 matmul primitive, what PyTorch and JAX run: brgemm on AMX), the last two loaded at run
+//! time ([`milbridge_linalg::reflib`]; `-` when absent, `scripts/install-bench-refs` installs
+//! them). The references always take the operands as stored (no prepacking): their Bpre and
+//! Apre rows pack inside every call. Each row's result is checked against an f64 product on
+//! a sample of cells before it is reported, and each OpenBLAS / oneDNN result against ours
+//! (every cell) and the f64 product before its time is.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -39,6 +45,7 @@ use anyhow::{Context as _, Result, ensure};
 use clap::Args;
 use milbridge_linalg::bench::{GemmCase, GemmTimer, Operand};
 use milbridge_linalg::gemm::{Precision, kernel_name_for};
+use milbridge_linalg::reflib::{OneDnn, OpenBlas, RefLibError};
 use milbridge_linalg::{Isa, Pool, cpu, peak};
 use serde::Serialize;
 
@@ -63,7 +70,7 @@ pub struct GemmBenchArgs {
     /// Only the shapes whose label contains TEXT (e.g. `fwd`, `2048`, `attn`).
     #[arg(long, value_name = "TEXT")]
     pub filter: Option<String>,
-    /// Skip the reference library.
+    /// Skip the reference libraries (the `gemm` crate, OpenBLAS and oneDNN).
     #[arg(long)]
     pub no_reference: bool,
     /// Time budget per row and tier in milliseconds (caps the repetitions of slow rows).
@@ -279,12 +286,110 @@ struct Row {
     reference: Option<&'static str>,
     reference_gflops: Option<f64>,
     reference_gflops_median: Option<f64>,
+    /// OpenBLAS `cblas_sgemm` (f32), best and median GFLOP/s; `None` when not loaded, not
+    /// run (loop rows, `--no-reference`) or its result failed the check.
+    reference_openblas_gflops: Option<f64>,
+    reference_openblas_gflops_median: Option<f64>,
+    /// oneDNN's bf16 matmul primitive, best and median GFLOP/s (`None` as for OpenBLAS).
+    reference_onednn_gflops: Option<f64>,
+    reference_onednn_gflops_median: Option<f64>,
+    /// The implementation oneDNN ran (e.g. `brg:avx512_core_amx_bf16`).
+    reference_onednn_impl: Option<String>,
     max_rel_error: f64,
     load_average: Option<f64>,
 }
 
 /// Name of the reference library as reported.
 const REFERENCE: &str = "gemm 0.19 (f32)";
+
+/// How to get the run-time reference libraries.
+const INSTALL_HINT: &str = "install with scripts/install-bench-refs \
+     (apt-get install libopenblas0-pthread libdnnl2)";
+
+/// The libraries loaded at run time (`None`: `--no-reference`).
+struct RunTimeReferences {
+    openblas: Option<Result<OpenBlas, RefLibError>>,
+    onednn: Option<Result<OneDnn, RefLibError>>,
+    /// oneDNN took the thread count (an OpenMP build).
+    onednn_threads_set: bool,
+    /// Our tier and precision each reference's result is checked against, and the bound.
+    f32_check: Check,
+    bf16_check: Check,
+}
+
+/// Our tier and precision a reference is checked against, and the largest deviation allowed.
+type Check = (Isa, Precision, f64);
+
+impl RunTimeReferences {
+    fn load(skip: bool, threads: usize) -> RunTimeReferences {
+        let f32_tier = [Isa::Avx512, Isa::Avx2, Isa::Generic]
+            .into_iter()
+            .find(|&isa| cpu::isa_available(isa))
+            .unwrap_or(Isa::Generic);
+        // A bf16 reference gets the bf16 bound also when checked against an f32 tier.
+        let bf16_check = if cpu::isa_available(Isa::Amx) {
+            (Isa::Amx, Precision::Fast, error_bound(Precision::Fast))
+        } else {
+            (f32_tier, Precision::Exact, error_bound(Precision::Fast))
+        };
+        let openblas = (!skip).then(OpenBlas::load);
+        let onednn = (!skip).then(OneDnn::load);
+        if let Some(Ok(blas)) = &openblas {
+            blas.set_threads(threads);
+        }
+        let onednn_threads_set = matches!(&onednn, Some(Ok(dnnl)) if dnnl.set_threads(threads));
+        RunTimeReferences {
+            openblas,
+            onednn,
+            onednn_threads_set,
+            f32_check: (f32_tier, Precision::Exact, error_bound(Precision::Exact)),
+            bf16_check,
+        }
+    }
+}
+
+/// Times one run-time reference on the shape (probe, then as many repetitions as fit the
+/// budget) and checks its result against ours; `None` (with a warning) when a call fails
+/// or the result is wrong.
+fn measure_reference(
+    name: &str,
+    shape: &Shape,
+    timer: &mut GemmTimer,
+    pool: &Pool,
+    (isa, precision, bound): Check,
+    (reps, budget): (usize, f64),
+    mut time: impl FnMut(&mut GemmTimer, usize) -> Result<Vec<f64>, RefLibError>,
+) -> Option<(f64, f64)> {
+    let flops = shape.case.flops();
+    let measured =
+        time(timer, 1).and_then(|probe| time(timer, reps_within(reps, budget, probe[0])));
+    let times = match measured {
+        Ok(times) => times,
+        Err(error) => {
+            eprintln!(
+                "bench gemm: {name} failed on {}: {error}; not reported",
+                shape.label
+            );
+            return None;
+        }
+    };
+    let check = timer.check_reference(isa, precision, pool);
+    if !check.within(bound) {
+        eprintln!(
+            "bench gemm: {name} on {}: result off by {:.3e} from ours ({isa}) and {:.3e} from \
+             an f64 product (bound {bound:.1e}); not reported",
+            shape.label, check.versus_ours, check.versus_f64
+        );
+        return None;
+    }
+    let (_, median, max) = min_median_max(&gflops_of(flops, &times));
+    eprintln!(
+        "bench gemm: {:<20} {name:<8} {max:>8.1} GFLOP/s (best of {})",
+        shape.label,
+        times.len()
+    );
+    Some((median, max))
+}
 
 /// Largest acceptable sampled error per precision (relative to the cell's Σ|a|·|b|).
 fn error_bound(precision: Precision) -> f64 {
@@ -325,7 +430,10 @@ pub fn run(args: &GemmBenchArgs) -> Result<()> {
         "no shape label contains `{}`",
         args.filter.as_deref().unwrap_or_default()
     );
+    // Before the pool starts its threads: loading OpenBLAS may set OPENBLAS_CORETYPE.
+    let references = RunTimeReferences::load(args.no_reference, threads);
     let pool = Pool::new(threads);
+    let mut onednn_impls: Vec<String> = Vec::new();
     let load_before = load_average();
     let mut peaks: BTreeMap<Isa, f64> = BTreeMap::new();
     let mut rows = Vec::new();
@@ -342,6 +450,42 @@ pub fn run(args: &GemmBenchArgs) -> Result<()> {
                 min_median_max(&gflops_of(flops, &timer.time_reference(threads, reps)));
             Some((median, max))
         };
+        let run_references = !(args.no_reference || shape.loop_only);
+        let openblas = match &references.openblas {
+            Some(Ok(blas)) if run_references => measure_reference(
+                "openblas",
+                shape,
+                &mut timer,
+                &pool,
+                references.f32_check,
+                (args.reps, budget),
+                |timer, reps| timer.time_openblas(blas, threads, reps),
+            ),
+            _ => None,
+        };
+        let mut onednn_impl = None;
+        let onednn = match &references.onednn {
+            Some(Ok(dnnl)) if run_references => measure_reference(
+                "onednn",
+                shape,
+                &mut timer,
+                &pool,
+                references.bf16_check,
+                (args.reps, budget),
+                |timer, reps| {
+                    let (implementation, times) = timer.time_onednn(dnnl, threads, reps)?;
+                    onednn_impl = Some(implementation);
+                    Ok(times)
+                },
+            ),
+            _ => None,
+        };
+        let onednn_impl = onednn.and(onednn_impl);
+        if let Some(implementation) = &onednn_impl
+            && !onednn_impls.contains(implementation)
+        {
+            onednn_impls.push(implementation.clone());
+        }
         for &isa in &tiers {
             let peak_now = peak::measure_peak_gflops(isa, threads, &pool);
             let best_peak = peaks.entry(isa).or_insert(0.0);
@@ -397,6 +541,11 @@ pub fn run(args: &GemmBenchArgs) -> Result<()> {
                 reference: reference.map(|_| REFERENCE),
                 reference_gflops: reference.map(|(_, max)| max),
                 reference_gflops_median: reference.map(|(median, _)| median),
+                reference_openblas_gflops: openblas.map(|(_, max)| max),
+                reference_openblas_gflops_median: openblas.map(|(median, _)| median),
+                reference_onednn_gflops: onednn.map(|(_, max)| max),
+                reference_onednn_gflops_median: onednn.map(|(median, _)| median),
+                reference_onednn_impl: onednn_impl.clone(),
                 max_rel_error: error,
                 load_average: load_before,
             });
@@ -431,6 +580,11 @@ pub fn run(args: &GemmBenchArgs) -> Result<()> {
         )?;
     }
     write!(out, "{}", render_table(&rows))?;
+    write!(
+        out,
+        "{}",
+        reference_notes(&references, threads, &onednn_impls)
+    )?;
     drop(out);
 
     if let Some(path) = &args.json {
@@ -438,6 +592,51 @@ pub fn run(args: &GemmBenchArgs) -> Result<()> {
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The lines under the table saying what the OpenBLAS and oneDNN columns ran, or why they
+/// are empty and how to fill them.
+fn reference_notes(
+    references: &RunTimeReferences,
+    threads: usize,
+    onednn_impls: &[String],
+) -> String {
+    let mut text = String::new();
+    match &references.openblas {
+        None => {}
+        Some(Ok(blas)) => text.push_str(&format!(
+            "openblas = {}: cblas_sgemm, f32, {threads} thread(s) (openblas_set_num_threads); \
+             timed: each call (a batch: one call per entry)\n",
+            blas.description()
+        )),
+        Some(Err(error)) => text.push_str(&format!("openblas = - ({error}); {INSTALL_HINT}\n")),
+    }
+    match &references.onednn {
+        None => {}
+        Some(Ok(dnnl)) => {
+            let threads_note = if references.onednn_threads_set {
+                format!("{threads} OpenMP thread(s) (omp_set_num_threads)")
+            } else {
+                "its default thread count (not an OpenMP build)".to_string()
+            };
+            let impls = if onednn_impls.is_empty() {
+                "none ran".to_string()
+            } else {
+                onednn_impls.join(", ")
+            };
+            text.push_str(&format!(
+                "onednn = {}: matmul primitive, bf16 x bf16 -> f32, {threads_note}, \
+                 effective ISA {}, implementation {impls}; untimed: rounding A and B to bf16 \
+                 (once), creating the primitive (once per row), one warm-up; timed: each \
+                 execution (binding the buffers, running, waiting for the stream; B is \
+                 repacked inside every execution)\n",
+                dnnl.description(),
+                dnnl.effective_isa()
+            ));
+        }
+        Some(Err(error)) => text.push_str(&format!("onednn = - ({error}); {INSTALL_HINT}\n")),
+    }
+    text
 }
 
 /// The JSON `b_packing` / `a_packing` of a case's operand.
@@ -474,7 +673,7 @@ fn gflops_of(flops: f64, times: &[f64]) -> Vec<f64> {
 fn render_table(rows: &[Row]) -> String {
     let mut text = String::new();
     text.push_str(&format!(
-        "{:<20} {:>18} {:<5} {:<7} {:>9} {:>9} {:>9} {:>9} {:>6} {:>9} {:>6}\n",
+        "{:<20} {:>18} {:<5} {:<7} {:>9} {:>9} {:>9} {:>9} {:>6} {:>9} {:>6} {:>9} {:>6} {:>9} {:>6}\n",
         "shape",
         "batch x m x n x k",
         "dtype",
@@ -485,22 +684,29 @@ fn render_table(rows: &[Row]) -> String {
         "peak",
         "b/peak",
         "reference",
-        "b/ref"
+        "b/ref",
+        "openblas",
+        "b/obl",
+        "onednn",
+        "b/dnnl"
     ));
     for row in rows {
         let dims = format!(
             "{}x{}x{}x{}",
             row.batch, row.shape.m, row.shape.n, row.shape.k
         );
-        let (reference, versus) = match row.reference_gflops {
+        let against = |reference: Option<f64>| match reference {
             Some(reference) => (
                 format!("{reference:.1}"),
                 format!("{:.2}", row.gflops_max / reference),
             ),
             None => ("-".to_string(), "-".to_string()),
         };
+        let (reference, versus) = against(row.reference_gflops);
+        let (openblas, versus_openblas) = against(row.reference_openblas_gflops);
+        let (onednn, versus_onednn) = against(row.reference_onednn_gflops);
         text.push_str(&format!(
-            "{:<20} {:>18} {:<5} {:<7} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>5.0}% {:>9} {:>6}\n",
+            "{:<20} {:>18} {:<5} {:<7} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>5.0}% {:>9} {:>6} {:>9} {:>6} {:>9} {:>6}\n",
             row.label,
             dims,
             row.dtype,
@@ -511,7 +717,11 @@ fn render_table(rows: &[Row]) -> String {
             row.peak_gflops,
             100.0 * row.ratio_to_peak,
             reference,
-            versus
+            versus,
+            openblas,
+            versus_openblas,
+            onednn,
+            versus_onednn
         ));
     }
     text.push_str("GFLOP/s; Bpre = B prepacked once (untimed), Bcall = B packed in every call, ");
@@ -520,7 +730,10 @@ fn render_table(rows: &[Row]) -> String {
     text.push_str("(untimed), Acall = A packed in every call; ");
     text.push_str("min/median/best over the repetitions; b/peak = best / peak; ");
     text.push_str(&format!(
-        "reference = {REFERENCE}, best of its repetitions; b/ref = best / reference\n"
+        "reference = {REFERENCE}, best of its repetitions; b/ref = best / reference; \
+         openblas, onednn: best of their repetitions (see below; - = not loaded, not run, or \
+         result rejected), b/obl, b/dnnl = best / theirs; every reference takes the operands \
+         as stored and packs inside each call, also on Bpre/Apre rows\n"
     ));
     text
 }
@@ -610,6 +823,33 @@ mod tests {
     }
 
     #[test]
+    fn absent_libraries_leave_a_dash_and_the_install_hint() {
+        let missing = |name: &str| RefLibError::NotFound {
+            names: vec![name.to_string()],
+            reason: format!("{name}: cannot open shared object file"),
+        };
+        let references = RunTimeReferences {
+            openblas: Some(Err(missing("libopenblas.so.0"))),
+            onednn: Some(Err(missing("libdnnl.so.2"))),
+            onednn_threads_set: false,
+            f32_check: (Isa::Generic, Precision::Exact, 1e-4),
+            bf16_check: (Isa::Generic, Precision::Exact, 2e-2),
+        };
+        let notes = reference_notes(&references, 2, &[]);
+        assert_eq!(notes.lines().count(), 2, "{notes}");
+        for line in notes.lines() {
+            assert!(line.contains("= - (cannot load"), "{line}");
+            assert!(line.contains("scripts/install-bench-refs"), "{line}");
+        }
+        let skipped = RunTimeReferences {
+            openblas: None,
+            onednn: None,
+            ..references
+        };
+        assert_eq!(reference_notes(&skipped, 2, &[]), "");
+    }
+
+    #[test]
     fn repetitions_respect_the_budget() {
         assert_eq!(reps_within(10, 1.0, 0.05), 10);
         assert_eq!(reps_within(10, 1.0, 0.25), 4);
@@ -643,6 +883,11 @@ mod tests {
             reference: Some(REFERENCE),
             reference_gflops: Some(150.0),
             reference_gflops_median: Some(140.0),
+            reference_openblas_gflops: Some(120.0),
+            reference_openblas_gflops_median: Some(110.0),
+            reference_onednn_gflops: None,
+            reference_onednn_gflops_median: None,
+            reference_onednn_impl: None,
             max_rel_error: 1e-3,
             load_average: Some(1.5),
         };
@@ -651,6 +896,8 @@ mod tests {
         assert!(table.contains("1x256x2048x768"), "{table}");
         assert!(table.contains("50%"), "{table}");
         assert!(table.contains("2.00"), "{table}");
+        assert!(table.contains("120.0"), "{table}");
+        assert!(table.contains("2.50"), "{table}");
         let json: serde_json::Value = serde_json::to_value(&row).expect("serialise");
         for field in [
             "shape",
@@ -665,10 +912,14 @@ mod tests {
             "reference_gflops",
             "b_packing",
             "a_packing",
+            "reference_openblas_gflops",
+            "reference_onednn_gflops",
         ] {
             assert!(json.get(field).is_some(), "missing {field}");
         }
         assert_eq!(json["shape"]["n"], 2048);
         assert_eq!(json["ratio_to_peak"], 0.5);
+        assert_eq!(json["reference_openblas_gflops"], 120.0);
+        assert!(json["reference_onednn_gflops"].is_null());
     }
 }
