@@ -720,19 +720,9 @@ unsafe fn run_item<K: MicroKernel>(ctx: &Ctx<'_, K>, batch_idx: usize, item: usi
 
         if !plan.shared_a {
             let a = ctx.raw_a(batch_idx);
-            for tile_m in 0..m_tiles {
-                let row = m0 + tile_m * mr;
-                // SAFETY: rows `row..row + rows` × `k0..k0 + k_len` are inside A; the panel
-                // fits the scratch sized for `m_tiles` panels of depth `kc` ≥ `k_pad`.
-                unsafe {
-                    K::pack_a(
-                        a_panel_src(a, row, k0),
-                        mr.min(plan.m - row),
-                        k_len,
-                        a_local.add(tile_m * mr * k_pad),
-                    );
-                }
-            }
+            // SAFETY: rows `m0..m0 + m_len` × `k0..k0 + k_len` are inside A; the `m_tiles`
+            // panels of depth `k_pad` fit the scratch sized for depth `kc` ≥ `k_pad`.
+            unsafe { K::pack_a_panels(a_panel_src(a, m0, k0), m_len, k_len, a_local, mr * k_pad) };
         }
         let b_panels: *const K::Elem = match ctx.packed_b {
             None => {
@@ -1124,12 +1114,20 @@ pub(crate) unsafe fn pack_a_panels_copying<K: MicroKernel>(
             }
             None => shared.a,
         };
-        for panel_idx in first..last {
-            // SAFETY: `panel_idx` < m_panels; the buffer was sized above for every panel and
-            // each panel belongs to one group; the source is readable (A per the caller, or
-            // the copy rows this task just wrote).
-            unsafe { pack_full_depth_a_panel::<K>(source, panel_idx, m, k, k_pad, shared.dst) };
-        }
+        let row0 = first * K::MR;
+        // SAFETY: the group's rows × k `0..k` are inside the source (A per the caller, or the
+        // copy rows this task just wrote); its panels (the phase A layout of
+        // `pack_full_depth_a_panel`) are inside the buffer sized above, and each panel index
+        // belongs to one group.
+        unsafe {
+            K::pack_a_panels(
+                a_panel_src(source, row0, 0),
+                (last * K::MR).min(m) - row0,
+                k,
+                shared.dst.add(first * panel_elems),
+                panel_elems,
+            )
+        };
     });
 }
 

@@ -118,6 +118,37 @@ pub(crate) trait MicroKernel: 'static {
     /// Those elements of `src` are readable; `dst` is writable for the panel; host has the tier.
     unsafe fn pack_a(src: PanelSrc, rows: usize, kc: usize, dst: *mut Self::Elem);
 
+    /// Packs rows `0..rows` (any number) and k `0..kc` of `src` into `rows.div_ceil(MR)` A
+    /// panels, panel `i` (rows `i·MR..`) at `dst + i · panel_stride`, each as
+    /// [`MicroKernel::pack_a`] would. The default packs panel by panel; a kernel may override
+    /// it to work across panels (the AVX-512 packer fetches the next panel's source lines
+    /// while it transposes the current one).
+    ///
+    /// # Safety
+    /// As for [`MicroKernel::pack_a`] for every panel; `panel_stride` ≥ `MR × round_up(kc,
+    /// KU)`.
+    unsafe fn pack_a_panels(
+        src: PanelSrc,
+        rows: usize,
+        kc: usize,
+        dst: *mut Self::Elem,
+        panel_stride: usize,
+    ) {
+        for panel in 0..rows.div_ceil(Self::MR) {
+            let row = panel * Self::MR;
+            // SAFETY: rows `row..row + MR.min(rows - row)` are inside the caller's region;
+            // panel `panel` lies at `panel · panel_stride`, inside the caller's buffer.
+            unsafe {
+                Self::pack_a(
+                    src.shift_mn(row),
+                    Self::MR.min(rows - row),
+                    kc,
+                    dst.add(panel * panel_stride),
+                )
+            };
+        }
+    }
+
     /// Packs columns `0..cols` (≤ `NR`) and k `0..kc` of `src` into a B panel of
     /// `NR × round_up(kc, KU)` elements at `dst`, zero-padded.
     ///
