@@ -365,6 +365,52 @@ mod tests {
     use super::*;
     use crate::cpu;
 
+    /// The multi-panel packer `fast` (a `MicroKernel::pack_*_panels` of this tier) equals
+    /// panel-by-panel packing with the portable packer, `W` wide, for each source (with its
+    /// extent along the panel and along k), panel extent `mn` and depth `kc` (both capped at
+    /// the source's), and leaves the gaps between panels alone.
+    fn assert_packer_matches_portable<const W: usize>(
+        fast: unsafe fn(PanelSrc, usize, usize, *mut f32, usize),
+        sources: [(PanelSrc, usize, usize); 2],
+        mns: &[usize],
+        kcs: &[usize],
+    ) {
+        for (src, mn_max, k_max) in sources {
+            for &mn in mns {
+                for &kc in kcs {
+                    let (mn, kc) = (mn.min(mn_max), kc.min(k_max));
+                    let panels = mn.div_ceil(W);
+                    let stride = W * kc + 20;
+                    let mut got = vec![f32::NAN; panels * stride];
+                    let mut want = vec![f32::NAN; panels * stride];
+                    // SAFETY: panel indices < mn and k < kc are inside the source; each panel
+                    // of W × kc fits its `stride` slot; the caller checked the tier.
+                    unsafe {
+                        fast(src, mn, kc, got.as_mut_ptr(), stride);
+                        for panel in 0..panels {
+                            pack_f32_panel::<W>(
+                                Isa::Generic,
+                                src.shift_mn(panel * W),
+                                W.min(mn - panel * W),
+                                kc,
+                                want.as_mut_ptr().add(panel * stride),
+                            );
+                        }
+                    }
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{W}-wide panels: mn {mn} kc {kc} strides ({}, {})",
+                        src.mn_stride, src.k_stride
+                    );
+                }
+            }
+        }
+    }
+
     /// `pack_a_panels` of a row-major (and a transposed) f32/f16 A equals panel-by-panel
     /// packing with the portable packer: whole and partial panels, depths below, at and past a
     /// 16-k block; the gaps between panels are left alone.
@@ -388,46 +434,12 @@ mod tests {
                 mn_stride: 1,
                 k_stride: cols as isize,
             };
-            for (src, m_max, k_max) in [(row_major, rows, cols), (transposed, cols, rows)] {
-                for m in [1, 11, 12, 47, 48, 49, 96, 100, 150] {
-                    for kc in [1, 15, 16, 17, 32, 40, 71] {
-                        let (m, kc) = (m.min(m_max), kc.min(k_max));
-                        let panels = m.div_ceil(12);
-                        let stride = 12 * kc + 20;
-                        let mut fast = vec![f32::NAN; panels * stride];
-                        let mut slow = vec![f32::NAN; panels * stride];
-                        // SAFETY: rows < m and k < kc are inside the source; each panel of
-                        // 12 × kc fits its `stride` slot; the tier was checked.
-                        unsafe {
-                            <Avx512 as MicroKernel>::pack_a_panels(
-                                src,
-                                m,
-                                kc,
-                                fast.as_mut_ptr(),
-                                stride,
-                            );
-                            for panel in 0..panels {
-                                pack_f32_panel::<12>(
-                                    Isa::Generic,
-                                    src.shift_mn(panel * 12),
-                                    12.min(m - panel * 12),
-                                    kc,
-                                    slow.as_mut_ptr().add(panel * stride),
-                                );
-                            }
-                        }
-                        let same = fast
-                            .iter()
-                            .zip(&slow)
-                            .all(|(a, b)| a.to_bits() == b.to_bits());
-                        assert!(
-                            same,
-                            "m {m} kc {kc} strides ({}, {})",
-                            src.mn_stride, src.k_stride
-                        );
-                    }
-                }
-            }
+            assert_packer_matches_portable::<12>(
+                <Avx512 as MicroKernel>::pack_a_panels,
+                [(row_major, rows, cols), (transposed, cols, rows)],
+                &[1, 11, 12, 47, 48, 49, 96, 100, 150],
+                &[1, 15, 16, 17, 32, 40, 71],
+            );
         }
     }
 
@@ -454,46 +466,12 @@ mod tests {
                 mn_stride: cols as isize,
                 k_stride: 1,
             };
-            for (src, n_max, k_max) in [(row_major, cols, rows), (transposed, rows, cols)] {
-                for n in [1, 16, 31, 32, 33, 70, 545, n_max] {
-                    for kc in [1, 5, 17, k_max] {
-                        let n = n.min(n_max);
-                        let panels = n.div_ceil(32);
-                        let stride = 32 * kc + 16;
-                        let mut fast = vec![f32::NAN; panels * stride];
-                        let mut slow = vec![f32::NAN; panels * stride];
-                        // SAFETY: columns < n and k < kc are inside the source; each panel
-                        // of 32 × kc fits its `stride` slot; the tier was checked.
-                        unsafe {
-                            <Avx512 as MicroKernel>::pack_b_panels(
-                                src,
-                                n,
-                                kc,
-                                fast.as_mut_ptr(),
-                                stride,
-                            );
-                            for panel in 0..panels {
-                                pack_f32_panel::<32>(
-                                    Isa::Generic,
-                                    src.shift_mn(panel * 32),
-                                    32.min(n - panel * 32),
-                                    kc,
-                                    slow.as_mut_ptr().add(panel * stride),
-                                );
-                            }
-                        }
-                        let same = fast
-                            .iter()
-                            .zip(&slow)
-                            .all(|(a, b)| a.to_bits() == b.to_bits());
-                        assert!(
-                            same,
-                            "n {n} kc {kc} strides ({}, {})",
-                            src.mn_stride, src.k_stride
-                        );
-                    }
-                }
-            }
+            assert_packer_matches_portable::<32>(
+                <Avx512 as MicroKernel>::pack_b_panels,
+                [(row_major, cols, rows), (transposed, rows, cols)],
+                &[1, 16, 31, 32, 33, 70, 545, cols],
+                &[1, 5, 17, rows],
+            );
         }
     }
 }
