@@ -590,16 +590,16 @@ pub fn time_repack(
     let memcpy = {
         let mut run = || copy.copy_from_slice(&values);
         run();
-        time_reps_mut(reps, &mut run)
+        time_reps(reps, &mut run)
     };
     let convert_once = |halves: &mut [f16]| convert::f32_to_f16_par(isa, pool, &values, halves);
     convert_once(&mut halves);
-    let convert = time_reps_mut(reps, &mut || convert_once(&mut halves));
+    let convert = time_reps(reps, || convert_once(&mut halves));
     let repack = {
         // SAFETY: as for `pack_with` above; `halves` is not written while the view is used.
         let mut run = || unsafe { packed.repack_with(pool, view) };
         run();
-        time_reps_mut(reps, &mut run)
+        time_reps(reps, &mut run)
     };
     let update = {
         let copy_view = match source {
@@ -614,7 +614,7 @@ pub fn time_repack(
         // `halves`; nothing else uses them during the call.
         let mut run = || unsafe { packed.repack_converting_with(pool, values_view, copy_view) };
         run();
-        time_reps_mut(reps, &mut run)
+        time_reps(reps, &mut run)
     };
     std::hint::black_box(&copy);
     RepackTimes {
@@ -632,32 +632,25 @@ fn fill(len: usize, seed: usize) -> Vec<f32> {
         .collect()
 }
 
-fn time_reps(reps: usize, run: impl Fn()) -> Vec<f64> {
-    (0..reps)
-        .map(|_| {
-            let start = Instant::now();
-            run();
-            start.elapsed().as_secs_f64()
-        })
-        .collect()
+/// Seconds of each of `reps` calls of `run`.
+fn time_reps(reps: usize, mut run: impl FnMut()) -> Vec<f64> {
+    let timed = time_fallible(reps, || {
+        run();
+        Ok::<(), std::convert::Infallible>(())
+    });
+    match timed {
+        Ok(times) => times,
+        Err(never) => match never {},
+    }
 }
 
+/// Seconds of each of `reps` calls of `run`, stopping at the first error.
 fn time_fallible<E>(reps: usize, mut run: impl FnMut() -> Result<(), E>) -> Result<Vec<f64>, E> {
     (0..reps)
         .map(|_| {
             let start = Instant::now();
             run()?;
             Ok(start.elapsed().as_secs_f64())
-        })
-        .collect()
-}
-
-fn time_reps_mut(reps: usize, run: &mut dyn FnMut()) -> Vec<f64> {
-    (0..reps)
-        .map(|_| {
-            let start = Instant::now();
-            run();
-            start.elapsed().as_secs_f64()
         })
         .collect()
 }
